@@ -1,0 +1,320 @@
+//! The job payload and PUSH validation.
+//!
+//! `args` and `custom` are kept as the raw JSON text the client sent ([`RawValue`]), so large
+//! integers and number formatting survive byte for byte. Known top-level fields are serialised in
+//! Faktory's order; unknown top-level fields are dropped, as Faktory does (extensions belong in
+//! `custom`).
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::retry::Failure;
+use crate::time::{format_millis, parse_rfc3339, Millis};
+
+/// Retries given to a job that does not say.
+pub const DEFAULT_RETRY: i64 = 25;
+/// Reservation given to a job whose `reserve_for` is 0 or absent (seconds).
+pub const DEFAULT_RESERVE_FOR: i64 = 1800;
+/// Shortest reservation (seconds).
+pub const MIN_RESERVE_FOR: i64 = 60;
+/// Longest reservation (seconds); PUSH rejects more.
+pub const MAX_RESERVE_FOR: i64 = 86_400;
+/// Queue used when a job names none.
+pub const DEFAULT_QUEUE: &str = "default";
+
+/// A job as stored and as served to workers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Job {
+    #[serde(default)]
+    pub retry: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom: Option<Box<RawValue>>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub jid: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub queue: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub jobtype: String,
+    #[serde(default, deserialize_with = "null_as_empty", skip_serializing_if = "String::is_empty")]
+    pub created_at: String,
+    #[serde(default, deserialize_with = "null_as_empty", skip_serializing_if = "String::is_empty")]
+    pub enqueued_at: String,
+    #[serde(default, deserialize_with = "null_as_empty", skip_serializing_if = "String::is_empty")]
+    pub at: String,
+    #[serde(default)]
+    pub args: Option<Box<RawValue>>,
+    #[serde(default, skip_serializing_if = "is_zero", deserialize_with = "null_as_zero")]
+    pub reserve_for: i64,
+    #[serde(default, skip_serializing_if = "is_zero", deserialize_with = "null_as_zero")]
+    pub backtrace: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+}
+
+fn null_as_zero<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    Ok(Option::<i64>::deserialize(d)?.unwrap_or_default())
+}
+
+/// Why a PUSH was refused. `Display` is the text after `-ERR ` (and the value in PUSHB's map).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PushError {
+    #[error("invalid JSON: {0}")]
+    InvalidJson(String),
+    #[error("jobs must have a reasonable jid parameter")]
+    Jid,
+    #[error("jobs must have a jobtype parameter")]
+    Jobtype,
+    #[error("jobs must have an args parameter")]
+    Args,
+    #[error("jobs cannot be reserved for more than one day")]
+    ReserveFor,
+    #[error("invalid timestamp for 'at': {0:?}: {1}")]
+    At(String, String),
+    #[error("cannot get {0:?} queue: queue names must match \\A[a-zA-Z0-9._-]+\\z")]
+    QueueName(String),
+    /// A job with this jid is already stored (in the given state). Faktory does not detect
+    /// duplicates and loses track of one copy; Werk refuses the second push.
+    #[error("duplicate jid {0}: a job with this jid is already {1}")]
+    DuplicateJid(String, String),
+}
+
+/// Is this a valid queue name (`^[a-zA-Z0-9._-]+$`)?
+pub fn valid_queue_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+/// Clamps a job's `reserve_for` to what a reservation lasts, in seconds.
+pub fn reservation_seconds(reserve_for: i64) -> i64 {
+    match reserve_for {
+        0 => DEFAULT_RESERVE_FOR,
+        n if n < MIN_RESERVE_FOR => MIN_RESERVE_FOR,
+        n if n > MAX_RESERVE_FOR => MAX_RESERVE_FOR,
+        n => n,
+    }
+}
+
+impl Job {
+    /// Parses one job from a PUSH argument and applies Faktory's validation and defaults.
+    /// `now` fills an empty `created_at`. Returns the job and its `at` time when it has one.
+    pub fn parse_for_push(text: &str, now: Millis) -> Result<(Job, Option<Millis>), PushError> {
+        Job::decode(text)?.validate_for_push(now)
+    }
+
+    /// Decodes a job object (no validation). Anything but a JSON object of the right field
+    /// types is `invalid JSON`.
+    pub fn decode(text: &str) -> Result<Job, PushError> {
+        if !text.trim_start().starts_with('{') {
+            return Err(PushError::InvalidJson("a job must be a JSON object".to_string()));
+        }
+        serde_json::from_str(text).map_err(|e| PushError::InvalidJson(e.to_string()))
+    }
+
+    /// Validation and defaults of PUSH for an already-decoded job (PUSHB decodes the array first).
+    pub fn validate_for_push(mut self, now: Millis) -> Result<(Job, Option<Millis>), PushError> {
+        if self.retry.is_none() {
+            self.retry = Some(DEFAULT_RETRY);
+        }
+        if self.jid.len() < 8 {
+            return Err(PushError::Jid);
+        }
+        if self.jobtype.is_empty() {
+            return Err(PushError::Jobtype);
+        }
+        match &self.args {
+            None => return Err(PushError::Args),
+            Some(raw) if !raw.get().trim_start().starts_with('[') => {
+                return Err(PushError::InvalidJson(
+                    "args must be a JSON array".to_string(),
+                ))
+            }
+            Some(_) => {}
+        }
+        if let Some(raw) = &self.custom {
+            let text = raw.get().trim_start();
+            if text == "null" {
+                self.custom = None;
+            } else if !text.starts_with('{') {
+                return Err(PushError::InvalidJson(
+                    "custom must be a JSON object".to_string(),
+                ));
+            } else if is_empty_object(text) {
+                self.custom = None;
+            }
+        }
+        if self.reserve_for > MAX_RESERVE_FOR {
+            return Err(PushError::ReserveFor);
+        }
+        if self.created_at.is_empty() {
+            self.created_at = format_millis(now);
+        }
+        if self.queue.is_empty() {
+            self.queue = DEFAULT_QUEUE.to_string();
+        }
+        let at = if self.at.is_empty() {
+            None
+        } else {
+            Some(parse_rfc3339(&self.at).map_err(|e| PushError::At(self.at.clone(), e))?)
+        };
+        // Faktory checks queue names only when a queue is first created by an immediate enqueue,
+        // and silently loses scheduled jobs with bad names later. Werk checks every job up front.
+        if !valid_queue_name(&self.queue) {
+            return Err(PushError::QueueName(self.queue.clone()));
+        }
+        Ok((self, at))
+    }
+
+    /// The job's JSON, as stored and served.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a job always serialises")
+    }
+
+    /// Parses a stored job. Stored payloads were written by [`Job::to_json`].
+    pub fn from_stored(text: &str) -> Result<Job, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    /// `retry` with the default applied.
+    pub fn retry_limit(&self) -> i64 {
+        self.retry.unwrap_or(DEFAULT_RETRY)
+    }
+}
+
+fn is_empty_object(text: &str) -> bool {
+    let inner = text.trim();
+    inner.starts_with('{') && inner.ends_with('}') && inner[1..inner.len() - 1].trim().is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: Millis = 1_700_000_000_000;
+
+    fn push(text: &str) -> Result<(Job, Option<Millis>), PushError> {
+        Job::parse_for_push(text, NOW)
+    }
+
+    #[test]
+    fn fills_defaults() {
+        let (job, at) = push(r#"{"jid":"0123456789","jobtype":"X","args":[]}"#).unwrap();
+        assert_eq!(at, None);
+        assert_eq!(job.retry, Some(25));
+        assert_eq!(job.queue, "default");
+        assert_eq!(job.created_at, format_millis(NOW));
+        assert_eq!(
+            job.to_json(),
+            r#"{"retry":25,"jid":"0123456789","queue":"default","jobtype":"X","created_at":"2023-11-14T22:13:20Z","args":[]}"#
+        );
+    }
+
+    #[test]
+    fn keeps_args_and_custom_verbatim() {
+        let text = r#"{"jid":"0123456789","jobtype":"X","args":[12345678901234567890, 1.0, {"a" : "b"}],"custom":{"n":18446744073709551616}}"#;
+        let (job, _) = push(text).unwrap();
+        let out = job.to_json();
+        assert!(out.contains(r#""args":[12345678901234567890, 1.0, {"a" : "b"}]"#), "{out}");
+        assert!(out.contains(r#""custom":{"n":18446744073709551616}"#), "{out}");
+    }
+
+    #[test]
+    fn drops_unknown_fields_and_priority() {
+        let (job, _) =
+            push(r#"{"jid":"0123456789","jobtype":"X","args":[],"priority":5,"zzz":1}"#).unwrap();
+        let out = job.to_json();
+        assert!(!out.contains("priority") && !out.contains("zzz"), "{out}");
+    }
+
+    #[test]
+    fn validation_errors_in_faktory_order_and_text() {
+        let cases = [
+            (r#"{"jid":"short","jobtype":"","args":null}"#, "jobs must have a reasonable jid parameter"),
+            (r#"{"jobtype":"X","args":[]}"#, "jobs must have a reasonable jid parameter"),
+            (r#"{"jid":"0123456789","jobtype":"","args":null}"#, "jobs must have a jobtype parameter"),
+            (r#"{"jid":"0123456789","jobtype":"X"}"#, "jobs must have an args parameter"),
+            (r#"{"jid":"0123456789","jobtype":"X","args":null}"#, "jobs must have an args parameter"),
+            (
+                r#"{"jid":"0123456789","jobtype":"X","args":[],"reserve_for":86401}"#,
+                "jobs cannot be reserved for more than one day",
+            ),
+            (
+                r#"{"jid":"0123456789","jobtype":"X","args":[],"at":"tomorrow"}"#,
+                "invalid timestamp for 'at': \"tomorrow\": premature end of input",
+            ),
+            (
+                r#"{"jid":"0123456789","jobtype":"X","args":[],"queue":"a b"}"#,
+                "cannot get \"a b\" queue: queue names must match \\A[a-zA-Z0-9._-]+\\z",
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(push(text).unwrap_err().to_string(), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn json_errors() {
+        for text in [
+            "{",
+            "[]",
+            r#"{"jid":"0123456789","jobtype":"X","args":{}}"#,
+            r#"{"jid":"0123456789","jobtype":"X","args":[],"retry":1.5}"#,
+            r#"{"jid":"0123456789","jobtype":"X","args":[],"reserve_for":"60"}"#,
+            r#"{"jid":12345678,"jobtype":"X","args":[]}"#,
+            r#"{"jid":"0123456789","jobtype":"X","args":[],"custom":[1]}"#,
+        ] {
+            let err = push(text).unwrap_err();
+            assert!(matches!(err, PushError::InvalidJson(_)), "{text}: {err}");
+            assert!(err.to_string().starts_with("invalid JSON: "));
+        }
+    }
+
+    #[test]
+    fn at_is_parsed_and_kept() {
+        let (job, at) =
+            push(r#"{"jid":"0123456789","jobtype":"X","args":[],"at":"2030-01-01T00:00:00+02:00"}"#)
+                .unwrap();
+        assert_eq!(at, Some(parse_rfc3339("2029-12-31T22:00:00Z").unwrap()));
+        assert_eq!(job.at, "2030-01-01T00:00:00+02:00");
+    }
+
+    #[test]
+    fn empty_custom_is_omitted() {
+        let (job, _) =
+            push(r#"{"jid":"0123456789","jobtype":"X","args":[],"custom":{ }}"#).unwrap();
+        assert!(!job.to_json().contains("custom"));
+    }
+
+    #[test]
+    fn reservation_clamping() {
+        assert_eq!(reservation_seconds(0), 1800);
+        assert_eq!(reservation_seconds(-5), 60);
+        assert_eq!(reservation_seconds(1), 60);
+        assert_eq!(reservation_seconds(600), 600);
+        assert_eq!(reservation_seconds(100_000), 86_400);
+    }
+
+    #[test]
+    fn queue_names() {
+        assert!(valid_queue_name("critical.v2_x-y"));
+        assert!(!valid_queue_name(""));
+        assert!(!valid_queue_name("a/b"));
+        assert!(!valid_queue_name("ü"));
+    }
+
+    #[test]
+    fn stored_round_trip() {
+        let (job, _) = push(r#"{"jid":"0123456789","jobtype":"X","args":[1,2],"reserve_for":600,"backtrace":5,"custom":{"k":"v"}}"#).unwrap();
+        let text = job.to_json();
+        assert_eq!(Job::from_stored(&text).unwrap().to_json(), text);
+    }
+}

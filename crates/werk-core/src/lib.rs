@@ -1,0 +1,18 @@
+//! Werk's domain rules, independent of any transport or storage.
+//!
+//! * [`job`]: the job payload as clients send it and as workers receive it, and PUSH validation.
+//! * [`retry`]: what a failure does to a job (retry with backoff, dead, discarded).
+//! * [`time`]: timestamps as the protocol writes and reads them.
+//! * [`worker`]: the worker-process lifecycle (running → quiet → terminate).
+//! * [`state`]: the job states of `shared/job-state-machine.md`.
+
+pub mod job;
+pub mod retry;
+pub mod state;
+pub mod time;
+pub mod worker;
+
+pub use job::{Job, PushError};
+pub use retry::{FailInfo, FailOutcome, Failure};
+pub use state::JobState;
+pub use time::Millis;

@@ -1,0 +1,74 @@
+//! Timestamps. Internally Werk uses milliseconds since the Unix epoch ([`Millis`]); on the wire
+//! it writes RFC 3339 in UTC with `Z` and up to nine fractional digits, and reads RFC 3339 with
+//! any offset.
+
+use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+
+/// Milliseconds since the Unix epoch, UTC.
+pub type Millis = i64;
+
+/// The current wall-clock time.
+pub fn now_millis() -> Millis {
+    Utc::now().timestamp_millis()
+}
+
+/// Formats a time as the server writes it, e.g. `2025-03-04T05:06:07.891Z`.
+pub fn format_millis(ms: Millis) -> String {
+    match Utc.timestamp_millis_opt(ms).single() {
+        Some(t) => t.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        None => Utc
+            .timestamp_millis_opt(0)
+            .unwrap()
+            .to_rfc3339_opts(SecondsFormat::AutoSi, true),
+    }
+}
+
+/// Formats a time with nanosecond precision (INFO's `now`).
+pub fn format_nanos(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Nanos, true)
+}
+
+/// Parses an RFC 3339 timestamp (`Z` or `±hh:mm` offset, optional fraction).
+pub fn parse_rfc3339(s: &str) -> Result<Millis, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc).timestamp_millis())
+        .map_err(|e| e.to_string())
+}
+
+/// The day (in the server's local time zone) that daily statistics are counted under.
+pub fn local_day(ms: Millis) -> String {
+    match chrono::Local.timestamp_millis_opt(ms).single() {
+        Some(t) => t.format("%Y-%m-%d").to_string(),
+        None => "1970-01-01".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_with_trimmed_fraction() {
+        assert_eq!(format_millis(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_millis(1_741_064_767_891), "2025-03-04T05:06:07.891Z");
+    }
+
+    #[test]
+    fn parses_offsets_and_fractions() {
+        assert_eq!(parse_rfc3339("2025-03-04T05:06:07.891Z").unwrap(), 1_741_064_767_891);
+        assert_eq!(parse_rfc3339("2025-03-04T06:06:07.891+01:00").unwrap(), 1_741_064_767_891);
+        assert_eq!(
+            parse_rfc3339("2025-03-04T05:06:07.891234567Z").unwrap(),
+            1_741_064_767_891
+        );
+        assert!(parse_rfc3339("2025-03-04 05:06:07").is_err());
+        assert!(parse_rfc3339("yesterday").is_err());
+    }
+
+    #[test]
+    fn round_trips() {
+        for ms in [0i64, 1, 999, 1_000, 1_741_064_767_891, 4_102_444_800_000] {
+            assert_eq!(parse_rfc3339(&format_millis(ms)).unwrap(), ms);
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! The storage trait every Werk backend implements.
+//!
+//! The domain and server reach storage only through [`Store`]. Each method is one atomic,
+//! durable step of `shared/job-state-machine.md`: when its future resolves `Ok`, the change is
+//! committed and on disk, and nothing else has been changed half-way. Every transition is
+//! conditional on the state the caller expects (an ACK only acts on a `working` job, a promotion
+//! only on a due `scheduled` job, ...), so racing callers can never produce two copies or none.
+//!
+//! Time is always passed in (`now`, milliseconds since the epoch), so tests drive the clock.
+//! The conformance suite (feature `conformance`) checks these rules for any backend.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use werk_core::{FailInfo, FailOutcome, Job, JobState, Millis, PushError};
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+/// A storage failure (I/O, full disk, corrupt data, shutting down). The change was not made.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The backend could not commit; nothing of the request was applied.
+    #[error("storage error: {0}")]
+    Backend(String),
+    /// The disk (or database) is full; nothing of the request was applied.
+    #[error("storage is full: {0}")]
+    Full(String),
+    /// The store is closing and takes no more requests.
+    #[error("storage is shutting down")]
+    Closed,
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A job to store, as validated by [`Job::validate_for_push`].
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub job: Job,
+    /// The job's `at` time, if it has one. Due or past ⇒ enqueued now; future ⇒ scheduled.
+    pub at: Option<Millis>,
+}
+
+/// A stored job and where it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredJob {
+    pub jid: String,
+    pub state: JobState,
+    pub queue: String,
+    pub jobtype: String,
+    /// The job's JSON as it will be served (`enqueued_at`, `failure` up to date).
+    pub payload: String,
+    /// The time the state is ordered by: `at` (scheduled), `reserved_until` (working),
+    /// `failure.next_at` (retry), `dead_until` (dead); for `enqueued`, the enqueue time.
+    pub at: Millis,
+    /// For `working` jobs: when it was reserved and by which worker process (may be empty).
+    pub reservation: Option<Reservation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub reserved_at: Millis,
+    pub expires_at: Millis,
+    pub wid: String,
+}
+
+/// The outcome of an ACK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckOutcome {
+    /// The job was working and is now gone; `processed` was counted.
+    Acked,
+    /// No working job has this jid (never fetched, expired, already acked). Nothing changed.
+    NotWorking,
+}
+
+/// The outcome of a FAIL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailReply {
+    /// The job was working; it went where the retry policy says.
+    Failed(FailOutcome),
+    /// No working job has this jid. Nothing changed.
+    NotWorking,
+}
+
+/// Which queues a QUEUE command names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueSelector {
+    /// `*`: every known queue.
+    All,
+    Names(Vec<String>),
+}
+
+/// MUTATE's operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MutateOp {
+    /// Remove the whole set (the filter is ignored).
+    Clear,
+    /// Remove matching entries (no filter at all ⇒ the same as clear).
+    Discard,
+    /// Move matching entries to the dead set.
+    Kill,
+    /// Move matching entries to their queue.
+    Requeue,
+}
+
+/// MUTATE's filter. Priority: `jids` (when non-empty, the others are ignored), then `regexp`
+/// (a glob over the stored JSON, `*` `?` `[...]`) and/or `jobtype`, else everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MutateFilter {
+    pub jids: Vec<String>,
+    pub regexp: Option<String>,
+    pub jobtype: Option<String>,
+}
+
+/// A MUTATE request. `target` is one of `Scheduled`, `Retry` or `Dead`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mutation {
+    pub op: MutateOp,
+    pub target: JobState,
+    pub filter: Option<MutateFilter>,
+}
+
+/// One known queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueStats {
+    pub name: String,
+    pub size: u64,
+    pub paused: bool,
+}
+
+/// Sizes and counters, as of the last commit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Known queues (ever enqueued to and not removed), sorted by name.
+    pub queues: Vec<QueueStats>,
+    pub scheduled: u64,
+    pub retries: u64,
+    pub dead: u64,
+    pub working: u64,
+    /// ACKs plus failures.
+    pub processed: u64,
+    pub failures: u64,
+}
+
+impl Stats {
+    pub fn enqueued(&self) -> u64 {
+        self.queues.iter().map(|q| q.size).sum()
+    }
+}
+
+/// One day of history (day in the server's local time zone, `YYYY-MM-DD`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayStats {
+    pub day: String,
+    pub processed: u64,
+    pub failures: u64,
+}
+
+/// Told after commit about every job that became fetchable, so blocked FETCHes wake at once.
+pub trait EnqueueListener: Send + Sync + 'static {
+    fn enqueued(&self, queue: &str);
+}
+
+/// A listener that ignores everything.
+pub struct NoListener;
+impl EnqueueListener for NoListener {
+    fn enqueued(&self, _queue: &str) {}
+}
+
+pub type Listener = Arc<dyn EnqueueListener>;
+
+/// Settings every backend honours.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// How long a dead job is kept (ms). Faktory: 180 days.
+    pub dead_retention: Millis,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            dead_retention: 180 * 24 * 3600 * 1000,
+        }
+    }
+}
+
+/// A storage backend. Every mutating method resolves only after its change is durable.
+pub trait Store: Send + Sync + 'static {
+    /// (new) → enqueued, or → scheduled when `at` is in the future. Each job is independent: one
+    /// result per job, in order (a duplicate jid is refused, others still stored).
+    fn push(
+        &self,
+        jobs: Vec<NewJob>,
+        now: Millis,
+    ) -> impl Future<Output = Result<Vec<std::result::Result<(), PushError>>>> + Send;
+
+    /// enqueued → working for the oldest job of the first non-empty, unpaused queue of `queues`
+    /// (in the given order), reserved until now + clamp(`reserve_for`). `None` if all are empty.
+    fn fetch(
+        &self,
+        queues: Vec<String>,
+        wid: String,
+        now: Millis,
+    ) -> impl Future<Output = Result<Option<StoredJob>>> + Send;
+
+    /// working → gone.
+    fn ack(&self, jid: String, now: Millis) -> impl Future<Output = Result<AckOutcome>> + Send;
+
+    /// working → retry / dead / gone, by the retry policy.
+    fn fail(
+        &self,
+        jid: String,
+        info: FailInfo,
+        now: Millis,
+    ) -> impl Future<Output = Result<FailReply>> + Send;
+
+    /// scheduled (`at` ≤ now) and retry (`next_at` ≤ now) → enqueued, at most `limit` jobs.
+    /// Returns how many moved.
+    fn promote_due(&self, now: Millis, limit: usize)
+        -> impl Future<Output = Result<usize>> + Send;
+
+    /// working with `reserved_until` ≤ now → as a FAIL with `ReservationExpired`, at most
+    /// `limit` jobs. Returns how many.
+    fn reap_expired(&self, now: Millis, limit: usize)
+        -> impl Future<Output = Result<usize>> + Send;
+
+    /// dead with `dead_until` ≤ now → gone, at most `limit`. Returns how many.
+    fn purge_dead(&self, now: Millis, limit: usize) -> impl Future<Output = Result<usize>> + Send;
+
+    /// MUTATE. Returns how many jobs were affected.
+    fn mutate(&self, m: Mutation, now: Millis) -> impl Future<Output = Result<u64>> + Send;
+
+    /// QUEUE PAUSE / RESUME. Unknown queues are ignored. Persisted.
+    fn set_paused(
+        &self,
+        queues: QueueSelector,
+        paused: bool,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// QUEUE REMOVE: the queues' jobs → gone, and the queues are forgotten. Returns jobs removed.
+    fn remove_queues(&self, queues: QueueSelector) -> impl Future<Output = Result<u64>> + Send;
+
+    /// QUEUE LATENCY: for each queue, seconds since the `enqueued_at` of its next job; 0 for
+    /// empty or unknown queues.
+    fn queue_latency(
+        &self,
+        queues: Vec<String>,
+        now: Millis,
+    ) -> impl Future<Output = Result<Vec<f64>>> + Send;
+
+    /// FLUSH: everything → gone (jobs, queues, paused flags, counters, history).
+    fn flush(&self) -> impl Future<Output = Result<()>> + Send;
+
+    /// Queue sizes, set sizes and counters.
+    fn stats(&self) -> impl Future<Output = Result<Stats>> + Send;
+
+    /// Daily processed/failed counts for the `days` days up to and including `today`'s day,
+    /// oldest first, days without activity included with zeros.
+    fn history(&self, days: u32, today: Millis)
+        -> impl Future<Output = Result<Vec<DayStats>>> + Send;
+
+    /// One job by jid, wherever it is.
+    fn get(&self, jid: String) -> impl Future<Output = Result<Option<StoredJob>>> + Send;
+
+    /// A page of one state's jobs in that state's order (for `Enqueued`, optionally one queue).
+    fn list(
+        &self,
+        state: JobState,
+        queue: Option<String>,
+        offset: u64,
+        limit: u64,
+    ) -> impl Future<Output = Result<Vec<StoredJob>>> + Send;
+
+    /// Waits until every accepted request is committed and stops taking new ones.
+    fn close(&self) -> impl Future<Output = ()> + Send;
+}
