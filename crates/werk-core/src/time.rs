@@ -72,3 +72,30 @@ mod tests {
         }
     }
 }
+
+/// The local-time-zone days (`YYYY-MM-DD`) of the `n` days ending with the day of `today`,
+/// oldest first.
+pub fn local_days_back(today: Millis, n: u32) -> Vec<String> {
+    let Some(t) = chrono::Local.timestamp_millis_opt(today).single() else {
+        return Vec::new();
+    };
+    let date = t.date_naive();
+    (0..n)
+        .rev()
+        .filter_map(|i| date.checked_sub_days(chrono::Days::new(u64::from(i))))
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod day_tests {
+    use super::*;
+
+    #[test]
+    fn days_back_oldest_first() {
+        let days = local_days_back(1_700_000_000_000, 3);
+        assert_eq!(days.len(), 3);
+        assert_eq!(days[2], local_day(1_700_000_000_000));
+        assert!(days[0] < days[1] && days[1] < days[2]);
+    }
+}

@@ -1,1 +1,309 @@
+//! Werk's embedded store: one SQLite database (bundled SQLite, WAL journal,
+//! `synchronous=FULL`) in the data directory.
+//!
+//! * Every change goes through one writer thread that commits waiting requests together
+//!   ([`writer`]): an answer means the change is fsynced, and concurrent requests share the
+//!   fsync. Each request is one transaction's worth of atomic steps; a batch is all-or-nothing.
+//! * Reads (job lookups, pages, latency, history) use a separate read-only connection and see
+//!   the last commit; sizes and counters come from an in-memory mirror published at each commit.
+//! * Jobs live only on disk: memory holds the page cache (bounded) and per-queue counters.
+//! * A lock file keeps a second process from opening the same data directory.
 
+mod reader;
+mod schema;
+mod writer;
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::oneshot;
+use werk_core::{FailInfo, JobState, Millis, PushError};
+use werk_store::{
+    AckOutcome, DayStats, FailReply, Listener, Mutation, NewJob, QueueSelector, Stats, Store,
+    StoreConfig, StoreError, StoredJob,
+};
+
+use reader::Reader;
+use writer::{Mem, Msg, Op, Request, Resp, Writer};
+
+/// The database file inside the data directory.
+pub const DB_FILE: &str = "werk.db";
+const LOCK_FILE: &str = "werk.lock";
+
+/// Internal error: a database error, or stored data that does not parse.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Error {
+    #[error(transparent)]
+    Sql(#[from] rusqlite::Error),
+    #[error("corrupt stored job: {0}")]
+    Data(String),
+}
+
+impl Error {
+    pub(crate) fn into_store_error(self) -> StoreError {
+        match &self {
+            Error::Sql(rusqlite::Error::SqliteFailure(f, _))
+                if f.code == rusqlite::ErrorCode::DiskFull =>
+            {
+                StoreError::Full(self.to_string())
+            }
+            _ => StoreError::Backend(self.to_string()),
+        }
+    }
+}
+
+/// Why the store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot create data directory {0}: {1}")]
+    Dir(PathBuf, std::io::Error),
+    #[error("data directory {0} is in use by another werk process (lock file {1} is held)")]
+    Locked(PathBuf, PathBuf),
+    #[error("cannot open database {0}: {1}")]
+    Db(PathBuf, rusqlite::Error),
+    #[error("database {0} was written by a newer werk (schema version {1}, this werk knows {2}); use a newer werk")]
+    Version(PathBuf, i64, i64),
+}
+
+/// The embedded store. Cheap to share behind an `Arc`.
+pub struct SqliteStore {
+    tx: Mutex<Option<Sender<Msg>>>,
+    closed: AtomicBool,
+    reader: Arc<Reader>,
+    published: Arc<Mutex<Mem>>,
+    _lock: File,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: &Path, config: StoreConfig, listener: Listener) -> Result<SqliteStore, OpenError> {
+        std::fs::create_dir_all(dir).map_err(|e| OpenError::Dir(dir.to_path_buf(), e))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = File::create(&lock_path).map_err(|e| OpenError::Dir(dir.to_path_buf(), e))?;
+        // SAFETY: flock on a file descriptor we own; no memory is shared.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(OpenError::Locked(dir.to_path_buf(), lock_path));
+        }
+        let path = dir.join(DB_FILE);
+        let db_err = |e| OpenError::Db(path.clone(), e);
+        let conn = Connection::open(&path).map_err(db_err)?;
+        schema::configure(&conn).map_err(db_err)?;
+        conn.execute_batch(schema::CREATE).map_err(db_err)?;
+        let version: Option<i64> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0))
+            .ok();
+        match version {
+            Some(v) if v > schema::SCHEMA_VERSION => {
+                return Err(OpenError::Version(path, v, schema::SCHEMA_VERSION))
+            }
+            Some(_) => {}
+            None => {
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema', ?1)",
+                    [schema::SCHEMA_VERSION],
+                )
+                .map_err(db_err)?;
+            }
+        }
+        let mem = Mem::load(&conn).map_err(db_err)?;
+        let published = Arc::new(Mutex::new(mem.clone()));
+        let read_conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(db_err)?;
+        read_conn
+            .busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(db_err)?;
+        let (tx, rx) = mpsc::channel();
+        let writer = Writer {
+            conn,
+            config,
+            listener,
+            mem,
+            published: published.clone(),
+        };
+        std::thread::Builder::new()
+            .name("werk-store-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| OpenError::Dir(dir.to_path_buf(), e))?;
+        Ok(SqliteStore {
+            tx: Mutex::new(Some(tx)),
+            closed: AtomicBool::new(false),
+            reader: Arc::new(Reader::new(read_conn)),
+            published,
+            _lock: lock,
+        })
+    }
+
+    async fn call(&self, op: Op, now: Millis) -> Result<Resp, StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        let (reply, rx) = oneshot::channel();
+        {
+            let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+            let tx = guard.as_ref().ok_or(StoreError::Closed)?;
+            tx.send(Msg::Req(Request { op, now, reply }))
+                .map_err(|_| StoreError::Closed)?;
+        }
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Reader) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || f(&reader))
+            .await
+            .map_err(|e| StoreError::Backend(format!("reader task failed: {e}")))?
+            .map_err(Error::into_store_error)
+    }
+}
+
+fn unexpected(r: Resp) -> StoreError {
+    let kind = match r {
+        Resp::Push(_) => "push",
+        Resp::Fetch(_) => "fetch",
+        Resp::Ack(_) => "ack",
+        Resp::Fail(_) => "fail",
+        Resp::Count(_) => "count",
+        Resp::Unit => "unit",
+    };
+    StoreError::Backend(format!("internal error: unexpected {kind} response"))
+}
+
+impl Store for SqliteStore {
+    async fn push(
+        &self,
+        jobs: Vec<NewJob>,
+        now: Millis,
+    ) -> Result<Vec<Result<(), PushError>>, StoreError> {
+        match self.call(Op::Push { jobs }, now).await? {
+            Resp::Push(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn fetch(
+        &self,
+        queues: Vec<String>,
+        wid: String,
+        now: Millis,
+    ) -> Result<Option<StoredJob>, StoreError> {
+        // Skip the writer entirely when no named queue has a fetchable job.
+        {
+            let mem = self.published.lock().unwrap_or_else(|p| p.into_inner());
+            let any = queues
+                .iter()
+                .any(|q| mem.queues.get(q).is_some_and(|q| q.size > 0 && !q.paused));
+            if !any {
+                return Ok(None);
+            }
+        }
+        match self.call(Op::Fetch { queues, wid }, now).await? {
+            Resp::Fetch(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn ack(&self, jid: String, now: Millis) -> Result<AckOutcome, StoreError> {
+        match self.call(Op::Ack { jid }, now).await? {
+            Resp::Ack(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn fail(&self, jid: String, info: FailInfo, now: Millis) -> Result<FailReply, StoreError> {
+        match self.call(Op::Fail { jid, info }, now).await? {
+            Resp::Fail(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn promote_due(&self, now: Millis, limit: usize) -> Result<usize, StoreError> {
+        self.count(Op::Promote { limit }, now).await.map(|n| n as usize)
+    }
+
+    async fn reap_expired(&self, now: Millis, limit: usize) -> Result<usize, StoreError> {
+        self.count(Op::Reap { limit }, now).await.map(|n| n as usize)
+    }
+
+    async fn purge_dead(&self, now: Millis, limit: usize) -> Result<usize, StoreError> {
+        self.count(Op::Purge { limit }, now).await.map(|n| n as usize)
+    }
+
+    async fn mutate(&self, m: Mutation, now: Millis) -> Result<u64, StoreError> {
+        self.count(Op::Mutate { m }, now).await
+    }
+
+    async fn set_paused(&self, queues: QueueSelector, paused: bool) -> Result<(), StoreError> {
+        match self.call(Op::SetPaused { sel: queues, paused }, 0).await? {
+            Resp::Unit => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn remove_queues(&self, queues: QueueSelector) -> Result<u64, StoreError> {
+        self.count(Op::Remove { sel: queues }, 0).await
+    }
+
+    async fn queue_latency(&self, queues: Vec<String>, now: Millis) -> Result<Vec<f64>, StoreError> {
+        self.read(move |r| r.latency(&queues, now)).await
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        match self.call(Op::Flush, 0).await? {
+            Resp::Unit => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn stats(&self) -> Result<Stats, StoreError> {
+        Ok(self.published.lock().unwrap_or_else(|p| p.into_inner()).stats())
+    }
+
+    async fn history(&self, days: u32, today: Millis) -> Result<Vec<DayStats>, StoreError> {
+        self.read(move |r| r.history(days, today)).await
+    }
+
+    async fn get(&self, jid: String) -> Result<Option<StoredJob>, StoreError> {
+        self.read(move |r| r.get(&jid)).await
+    }
+
+    async fn list(
+        &self,
+        state: JobState,
+        queue: Option<String>,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Vec<StoredJob>, StoreError> {
+        self.read(move |r| r.list(state, queue.as_deref(), offset, limit)).await
+    }
+
+    async fn close(&self) {
+        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.closed.store(true, Ordering::Release);
+        if let Some(tx) = tx {
+            let (done, rx) = oneshot::channel();
+            if tx.send(Msg::Close(done)).is_ok() {
+                let _ = rx.await;
+            }
+        }
+    }
+}
+
+impl SqliteStore {
+    async fn count(&self, op: Op, now: Millis) -> Result<u64, StoreError> {
+        match self.call(op, now).await? {
+            Resp::Count(n) => Ok(n),
+            other => Err(unexpected(other)),
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! The database layout.
+//!
+//! One `jobs` table holds every stored job with its state; partial indexes give each state its
+//! order without keeping anything in memory:
+//! * `jobs_queue (queue, score) WHERE state = 1`: each queue in FIFO order (`score` is a
+//!   sequence number taken at every enqueue, so re-enqueued jobs go to the back);
+//! * `jobs_sets (state, score) WHERE state <> 1`: scheduled / working / retry / dead ordered by
+//!   their time (`at`, `reserved_until`, `next_at`, `dead_until`);
+//! * the unique `jid` index: a jid names at most one stored job.
+//!
+//! Queue sizes, set sizes and counters are kept in `queues` and `counters`, updated in the same
+//! transaction as the jobs they count, so they are exact after any crash.
+
+use rusqlite::Connection;
+
+/// Bumped when the layout changes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+pub const CREATE: &str = "
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS jobs (
+    id          INTEGER PRIMARY KEY,
+    jid         TEXT NOT NULL UNIQUE,
+    state       INTEGER NOT NULL,
+    queue       TEXT NOT NULL,
+    jobtype     TEXT NOT NULL,
+    score       INTEGER NOT NULL,
+    ts          INTEGER NOT NULL,
+    reserved_at INTEGER,
+    wid         TEXT,
+    payload     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (queue, score) WHERE state = 1;
+CREATE INDEX IF NOT EXISTS jobs_sets ON jobs (state, score) WHERE state <> 1;
+CREATE TABLE IF NOT EXISTS queues (
+    name   TEXT PRIMARY KEY,
+    size   INTEGER NOT NULL,
+    paused INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS counters (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS history (
+    day       TEXT PRIMARY KEY,
+    processed INTEGER NOT NULL,
+    failures  INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
+/// Connection settings shared by the writer and readers.
+pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: in WAL mode every commit syncs the WAL, so a committed transaction survives power
+    // loss, not only a process crash.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    // Bounded page cache (KiB when negative): memory does not grow with the backlog.
+    conn.pragma_update(None, "cache_size", -32_768)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    Ok(())
+}

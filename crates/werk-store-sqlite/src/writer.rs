@@ -1,0 +1,742 @@
+//! The single writer: every change goes through one thread that owns the writing connection,
+//! takes whatever requests are waiting (up to [`MAX_BATCH`]), applies them in one transaction and
+//! commits once (group commit). Only after the commit — fsynced, as `synchronous=FULL` makes it
+//! — are the callers answered, so an answer always means "on disk".
+//!
+//! If any request of a batch hits a database error, the whole transaction is rolled back and the
+//! requests are retried one per transaction, so one bad request (or a full disk) fails only
+//! itself.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::{Arc, Mutex};
+
+use rand::Rng;
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::oneshot;
+use werk_core::job::reservation_seconds;
+use werk_core::retry::apply_failure;
+use werk_core::time::{format_millis, local_day};
+use werk_core::{FailInfo, FailOutcome, Job, JobState, Millis, PushError};
+use werk_store::{
+    AckOutcome, FailReply, Listener, MutateOp, Mutation, NewJob, QueueSelector, QueueStats,
+    Reservation, Stats, StoreConfig, StoreError, StoredJob,
+};
+
+use crate::Error;
+
+/// Most requests committed together.
+pub const MAX_BATCH: usize = 1024;
+
+pub(crate) enum Op {
+    Push { jobs: Vec<NewJob> },
+    Fetch { queues: Vec<String>, wid: String },
+    Ack { jid: String },
+    Fail { jid: String, info: FailInfo },
+    Promote { limit: usize },
+    Reap { limit: usize },
+    Purge { limit: usize },
+    Mutate { m: Mutation },
+    SetPaused { sel: QueueSelector, paused: bool },
+    Remove { sel: QueueSelector },
+    Flush,
+}
+
+pub(crate) enum Resp {
+    Push(Vec<Result<(), PushError>>),
+    Fetch(Option<StoredJob>),
+    Ack(AckOutcome),
+    Fail(FailReply),
+    Count(u64),
+    Unit,
+}
+
+pub(crate) struct Request {
+    pub op: Op,
+    pub now: Millis,
+    pub reply: oneshot::Sender<Result<Resp, StoreError>>,
+}
+
+pub(crate) enum Msg {
+    Req(Request),
+    Close(oneshot::Sender<()>),
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct QueueMem {
+    pub size: i64,
+    pub paused: bool,
+}
+
+/// Sizes and counters, mirrored in memory and persisted with every commit that changes them.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Mem {
+    pub queues: BTreeMap<String, QueueMem>,
+    pub scheduled: i64,
+    pub working: i64,
+    pub retries: i64,
+    pub dead: i64,
+    pub processed: i64,
+    pub failures: i64,
+    /// The next enqueue sequence number (FIFO order within queues).
+    pub seq: i64,
+}
+
+impl Mem {
+    pub fn stats(&self) -> Stats {
+        let n = |v: i64| u64::try_from(v).unwrap_or(0);
+        Stats {
+            queues: self
+                .queues
+                .iter()
+                .map(|(name, q)| QueueStats {
+                    name: name.clone(),
+                    size: n(q.size),
+                    paused: q.paused,
+                })
+                .collect(),
+            scheduled: n(self.scheduled),
+            retries: n(self.retries),
+            dead: n(self.dead),
+            working: n(self.working),
+            processed: n(self.processed),
+            failures: n(self.failures),
+        }
+    }
+
+    const COUNTERS: [&'static str; 7] = [
+        "scheduled", "working", "retries", "dead", "processed", "failures", "seq",
+    ];
+
+    fn counter_mut(&mut self, name: &str) -> Option<&mut i64> {
+        Some(match name {
+            "scheduled" => &mut self.scheduled,
+            "working" => &mut self.working,
+            "retries" => &mut self.retries,
+            "dead" => &mut self.dead,
+            "processed" => &mut self.processed,
+            "failures" => &mut self.failures,
+            "seq" => &mut self.seq,
+            _ => return None,
+        })
+    }
+
+    fn counter(&self, name: &str) -> i64 {
+        match name {
+            "scheduled" => self.scheduled,
+            "working" => self.working,
+            "retries" => self.retries,
+            "dead" => self.dead,
+            "processed" => self.processed,
+            "failures" => self.failures,
+            "seq" => self.seq,
+            _ => 0,
+        }
+    }
+
+    /// Loads the mirror from the database.
+    pub fn load(conn: &Connection) -> rusqlite::Result<Mem> {
+        let mut mem = Mem::default();
+        let mut stmt = conn.prepare("SELECT name, size, paused FROM queues")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, bool>(2)?))
+        })?;
+        for row in rows {
+            let (name, size, paused) = row?;
+            mem.queues.insert(name, QueueMem { size, paused });
+        }
+        let mut stmt = conn.prepare("SELECT name, value FROM counters")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        for row in rows {
+            let (name, value) = row?;
+            if let Some(slot) = mem.counter_mut(&name) {
+                *slot = value;
+            }
+        }
+        Ok(mem)
+    }
+}
+
+/// What one batch changed, to persist before its commit and announce after it.
+#[derive(Default)]
+struct Batch {
+    queues: BTreeSet<String>,
+    counters: bool,
+    history: BTreeMap<String, (i64, i64)>,
+    notify: Vec<String>,
+}
+
+pub(crate) struct Writer {
+    pub conn: Connection,
+    pub config: StoreConfig,
+    pub listener: Listener,
+    pub mem: Mem,
+    pub published: Arc<Mutex<Mem>>,
+}
+
+fn state_code(s: JobState) -> i64 {
+    s.code()
+}
+
+fn describe(state: Option<JobState>) -> &'static str {
+    match state {
+        Some(JobState::Scheduled) => "scheduled",
+        Some(JobState::Enqueued) => "enqueued",
+        Some(JobState::Working) => "working",
+        Some(JobState::Retry) => "in the retry set",
+        Some(JobState::Dead) => "dead",
+        None => "stored",
+    }
+}
+
+impl Writer {
+    /// Runs until the channel closes or a close request arrives.
+    pub fn run(mut self, rx: Receiver<Msg>) {
+        let mut closing: Option<oneshot::Sender<()>> = None;
+        while closing.is_none() {
+            let first = match rx.recv() {
+                Ok(m) => m,
+                Err(_) => return,
+            };
+            let mut batch = Vec::new();
+            match first {
+                Msg::Req(r) => batch.push(r),
+                Msg::Close(done) => closing = Some(done),
+            }
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(Msg::Req(r)) => batch.push(r),
+                    Ok(Msg::Close(done)) => {
+                        closing = Some(done);
+                        break;
+                    }
+                    Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
+                }
+            }
+            if !batch.is_empty() {
+                self.run_batch(batch);
+            }
+        }
+        // Requests that raced with close: answer them so no caller waits forever.
+        while let Ok(msg) = rx.try_recv() {
+            match msg {
+                Msg::Req(r) => self.run_batch(vec![r]),
+                Msg::Close(done) => {
+                    let _ = done.send(());
+                }
+            }
+        }
+        if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+            tracing::warn!(error = %e, "checkpoint at close failed");
+        }
+        if let Some(done) = closing {
+            let _ = done.send(());
+        }
+    }
+
+    fn run_batch(&mut self, reqs: Vec<Request>) {
+        let saved = self.mem.clone();
+        let mut ctx = Batch::default();
+        match self.try_batch(&reqs, &mut ctx) {
+            Ok(results) => {
+                *self.published.lock().unwrap_or_else(|p| p.into_inner()) = self.mem.clone();
+                for queue in &ctx.notify {
+                    self.listener.enqueued(queue);
+                }
+                for (req, res) in reqs.into_iter().zip(results) {
+                    let _ = req.reply.send(Ok(res));
+                }
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                self.mem = saved;
+                if reqs.len() == 1 {
+                    let err = e.into_store_error();
+                    tracing::error!(error = %err, "store request failed; nothing was changed");
+                    for req in reqs {
+                        let _ = req.reply.send(Err(err.clone()));
+                    }
+                } else {
+                    for req in reqs {
+                        self.run_batch(vec![req]);
+                    }
+                }
+            }
+        }
+    }
+
+    fn try_batch(&mut self, reqs: &[Request], ctx: &mut Batch) -> Result<Vec<Resp>, Error> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let mut out = Vec::with_capacity(reqs.len());
+        for req in reqs {
+            out.push(self.apply(&req.op, req.now, ctx)?);
+        }
+        self.persist(ctx)?;
+        self.conn.execute_batch("COMMIT")?;
+        Ok(out)
+    }
+
+    fn persist(&mut self, ctx: &Batch) -> Result<(), Error> {
+        for name in &ctx.queues {
+            match self.mem.queues.get(name) {
+                Some(q) => {
+                    self.conn
+                        .prepare_cached(
+                            "INSERT INTO queues (name, size, paused) VALUES (?1, ?2, ?3)
+                             ON CONFLICT (name) DO UPDATE SET size = excluded.size, paused = excluded.paused",
+                        )?
+                        .execute(params![name, q.size, q.paused])?;
+                }
+                None => {
+                    self.conn
+                        .prepare_cached("DELETE FROM queues WHERE name = ?1")?
+                        .execute([name])?;
+                }
+            }
+        }
+        if ctx.counters {
+            for name in Mem::COUNTERS {
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO counters (name, value) VALUES (?1, ?2)
+                         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    )?
+                    .execute(params![name, self.mem.counter(name)])?;
+            }
+        }
+        for (day, (p, f)) in &ctx.history {
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO history (day, processed, failures) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (day) DO UPDATE SET processed = processed + excluded.processed,
+                                                     failures = failures + excluded.failures",
+                )?
+                .execute(params![day, p, f])?;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, op: &Op, now: Millis, ctx: &mut Batch) -> Result<Resp, Error> {
+        Ok(match op {
+            Op::Push { jobs } => Resp::Push(self.push(jobs, now, ctx)?),
+            Op::Fetch { queues, wid } => Resp::Fetch(self.fetch(queues, wid, now, ctx)?),
+            Op::Ack { jid } => Resp::Ack(self.ack(jid, now, ctx)?),
+            Op::Fail { jid, info } => Resp::Fail(self.fail(jid, info, now, ctx)?),
+            Op::Promote { limit } => Resp::Count(self.promote(now, *limit, ctx)?),
+            Op::Reap { limit } => Resp::Count(self.reap(now, *limit, ctx)?),
+            Op::Purge { limit } => Resp::Count(self.purge(now, *limit, ctx)?),
+            Op::Mutate { m } => Resp::Count(self.mutate(m, now, ctx)?),
+            Op::SetPaused { sel, paused } => {
+                self.set_paused(sel, *paused, ctx);
+                Resp::Unit
+            }
+            Op::Remove { sel } => Resp::Count(self.remove(sel, ctx)?),
+            Op::Flush => {
+                self.flush(ctx)?;
+                Resp::Unit
+            }
+        })
+    }
+
+    // ---- bookkeeping ------------------------------------------------------------------------
+
+    /// Adds `delta` jobs to a state's size (for `Enqueued`, to `queue`'s size).
+    fn count(&mut self, state: JobState, queue: &str, delta: i64, ctx: &mut Batch) {
+        ctx.counters = true;
+        match state {
+            JobState::Enqueued => {
+                let q = self.mem.queues.entry(queue.to_string()).or_default();
+                q.size += delta;
+                ctx.queues.insert(queue.to_string());
+            }
+            JobState::Scheduled => self.mem.scheduled += delta,
+            JobState::Working => self.mem.working += delta,
+            JobState::Retry => self.mem.retries += delta,
+            JobState::Dead => self.mem.dead += delta,
+        }
+    }
+
+    /// Counts one processed job (ACK or failure) in the totals and today's history.
+    fn count_processed(&mut self, now: Millis, failed: bool, ctx: &mut Batch) {
+        ctx.counters = true;
+        self.mem.processed += 1;
+        let day = ctx.history.entry(local_day(now)).or_insert((0, 0));
+        day.0 += 1;
+        if failed {
+            self.mem.failures += 1;
+            day.1 += 1;
+        }
+    }
+
+    fn next_seq(&mut self, ctx: &mut Batch) -> i64 {
+        ctx.counters = true;
+        let s = self.mem.seq;
+        self.mem.seq += 1;
+        s
+    }
+
+    /// Moves a stored row onto its queue's tail with a fresh `enqueued_at`.
+    fn enqueue_row(
+        &mut self,
+        id: i64,
+        from: JobState,
+        payload: &str,
+        now: Millis,
+        ctx: &mut Batch,
+    ) -> Result<(), Error> {
+        let mut job = Job::from_stored(payload).map_err(|e| Error::Data(e.to_string()))?;
+        job.enqueued_at = format_millis(now);
+        let seq = self.next_seq(ctx);
+        self.conn
+            .prepare_cached(
+                "UPDATE jobs SET state = 1, score = ?2, ts = ?3, reserved_at = NULL, wid = NULL,
+                 payload = ?4 WHERE id = ?1",
+            )?
+            .execute(params![id, seq, now, job.to_json()])?;
+        self.count(from, &job.queue, -1, ctx);
+        self.count(JobState::Enqueued, &job.queue, 1, ctx);
+        ctx.notify.push(job.queue);
+        Ok(())
+    }
+
+    // ---- operations -------------------------------------------------------------------------
+
+    fn push(
+        &mut self,
+        jobs: &[NewJob],
+        now: Millis,
+        ctx: &mut Batch,
+    ) -> Result<Vec<Result<(), PushError>>, Error> {
+        let mut results = Vec::with_capacity(jobs.len());
+        for nj in jobs {
+            let existing: Option<i64> = self
+                .conn
+                .prepare_cached("SELECT state FROM jobs WHERE jid = ?1")?
+                .query_row([&nj.job.jid], |r| r.get(0))
+                .optional()?;
+            if let Some(code) = existing {
+                results.push(Err(PushError::DuplicateJid(
+                    nj.job.jid.clone(),
+                    describe(JobState::from_code(code)).to_string(),
+                )));
+                continue;
+            }
+            let mut job = nj.job.clone();
+            let (state, score, ts) = match nj.at {
+                Some(at) if at > now => (JobState::Scheduled, at, at),
+                _ => {
+                    job.enqueued_at = format_millis(now);
+                    (JobState::Enqueued, self.next_seq(ctx), now)
+                }
+            };
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO jobs (jid, state, queue, jobtype, score, ts, payload)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![
+                    job.jid,
+                    state_code(state),
+                    job.queue,
+                    job.jobtype,
+                    score,
+                    ts,
+                    job.to_json()
+                ])?;
+            self.count(state, &job.queue, 1, ctx);
+            if state == JobState::Enqueued {
+                ctx.notify.push(job.queue.clone());
+            }
+            results.push(Ok(()));
+        }
+        Ok(results)
+    }
+
+    fn fetch(
+        &mut self,
+        queues: &[String],
+        wid: &str,
+        now: Millis,
+        ctx: &mut Batch,
+    ) -> Result<Option<StoredJob>, Error> {
+        for name in queues {
+            match self.mem.queues.get(name) {
+                Some(q) if !q.paused && q.size > 0 => {}
+                _ => continue,
+            }
+            let row: Option<(i64, String, String, String)> = self
+                .conn
+                .prepare_cached(
+                    "SELECT id, jid, jobtype, payload FROM jobs
+                     WHERE state = 1 AND queue = ?1 ORDER BY score LIMIT 1",
+                )?
+                .query_row([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .optional()?;
+            let Some((id, jid, jobtype, payload)) = row else {
+                continue;
+            };
+            let job = Job::from_stored(&payload).map_err(|e| Error::Data(e.to_string()))?;
+            let expires = now.saturating_add(reservation_seconds(job.reserve_for) * 1000);
+            self.conn
+                .prepare_cached(
+                    "UPDATE jobs SET state = 2, score = ?2, ts = ?2, reserved_at = ?3, wid = ?4
+                     WHERE id = ?1",
+                )?
+                .execute(params![id, expires, now, wid])?;
+            self.count(JobState::Enqueued, name, -1, ctx);
+            self.count(JobState::Working, name, 1, ctx);
+            return Ok(Some(StoredJob {
+                jid,
+                state: JobState::Working,
+                queue: name.clone(),
+                jobtype,
+                payload,
+                at: expires,
+                reservation: Some(Reservation {
+                    reserved_at: now,
+                    expires_at: expires,
+                    wid: wid.to_string(),
+                }),
+            }));
+        }
+        Ok(None)
+    }
+
+    fn ack(&mut self, jid: &str, now: Millis, ctx: &mut Batch) -> Result<AckOutcome, Error> {
+        let queue: Option<String> = self
+            .conn
+            .prepare_cached("DELETE FROM jobs WHERE jid = ?1 AND state = 2 RETURNING queue")?
+            .query_row([jid], |r| r.get(0))
+            .optional()?;
+        Ok(match queue {
+            Some(queue) => {
+                self.count(JobState::Working, &queue, -1, ctx);
+                self.count_processed(now, false, ctx);
+                AckOutcome::Acked
+            }
+            None => AckOutcome::NotWorking,
+        })
+    }
+
+    fn fail(
+        &mut self,
+        jid: &str,
+        info: &FailInfo,
+        now: Millis,
+        ctx: &mut Batch,
+    ) -> Result<FailReply, Error> {
+        let row: Option<(i64, String)> = self
+            .conn
+            .prepare_cached("SELECT id, payload FROM jobs WHERE jid = ?1 AND state = 2")?
+            .query_row([jid], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        match row {
+            Some((id, payload)) => Ok(FailReply::Failed(self.fail_row(id, &payload, info, now, ctx)?)),
+            None => Ok(FailReply::NotWorking),
+        }
+    }
+
+    /// working → retry / dead / gone for one row, counting the failure.
+    fn fail_row(
+        &mut self,
+        id: i64,
+        payload: &str,
+        info: &FailInfo,
+        now: Millis,
+        ctx: &mut Batch,
+    ) -> Result<FailOutcome, Error> {
+        let mut job = Job::from_stored(payload).map_err(|e| Error::Data(e.to_string()))?;
+        let r: u32 = rand::rng().random_range(0..=29);
+        let outcome = apply_failure(&mut job, info, now, r);
+        let to = match outcome {
+            FailOutcome::Retry { next_at } => Some((JobState::Retry, next_at)),
+            FailOutcome::Dead => Some((JobState::Dead, now.saturating_add(self.config.dead_retention))),
+            FailOutcome::Discarded => None,
+        };
+        match to {
+            Some((state, at)) => {
+                self.conn
+                    .prepare_cached(
+                        "UPDATE jobs SET state = ?2, score = ?3, ts = ?3, reserved_at = NULL,
+                         wid = NULL, payload = ?4 WHERE id = ?1",
+                    )?
+                    .execute(params![id, state_code(state), at, job.to_json()])?;
+                self.count(state, &job.queue, 1, ctx);
+            }
+            None => {
+                self.conn.prepare_cached("DELETE FROM jobs WHERE id = ?1")?.execute([id])?;
+            }
+        }
+        self.count(JobState::Working, &job.queue, -1, ctx);
+        self.count_processed(now, true, ctx);
+        Ok(outcome)
+    }
+
+    /// Rows of one non-enqueued state whose time is ≤ now, oldest first.
+    fn due(&self, state: JobState, now: Millis, limit: usize) -> Result<Vec<(i64, String)>, Error> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, payload FROM jobs WHERE state = ?1 AND state <> 1 AND score <= ?2
+             ORDER BY score LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![state_code(state), now, limit as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn promote(&mut self, now: Millis, limit: usize, ctx: &mut Batch) -> Result<u64, Error> {
+        let mut moved = 0;
+        for state in [JobState::Scheduled, JobState::Retry] {
+            for (id, payload) in self.due(state, now, limit - moved)? {
+                self.enqueue_row(id, state, &payload, now, ctx)?;
+                moved += 1;
+            }
+        }
+        Ok(moved as u64)
+    }
+
+    fn reap(&mut self, now: Millis, limit: usize, ctx: &mut Batch) -> Result<u64, Error> {
+        let info = FailInfo::reservation_expired();
+        let rows = self.due(JobState::Working, now, limit)?;
+        for (id, payload) in &rows {
+            self.fail_row(*id, payload, &info, now, ctx)?;
+        }
+        Ok(rows.len() as u64)
+    }
+
+    fn purge(&mut self, now: Millis, limit: usize, ctx: &mut Batch) -> Result<u64, Error> {
+        let n = self
+            .conn
+            .prepare_cached(
+                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state = 4 AND state <> 1
+                 AND score <= ?1 ORDER BY score LIMIT ?2)",
+            )?
+            .execute(params![now, limit as i64])?;
+        self.count(JobState::Dead, "", -(n as i64), ctx);
+        Ok(n as u64)
+    }
+
+    fn mutate(&mut self, m: &Mutation, now: Millis, ctx: &mut Batch) -> Result<u64, Error> {
+        let target = m.target;
+        if !matches!(target, JobState::Scheduled | JobState::Retry | JobState::Dead) {
+            return Ok(0);
+        }
+        // The filter as SQL over this state's rows. Jids win over everything else.
+        let mut cond = String::from("state = ?1 AND state <> 1");
+        let mut args: Vec<rusqlite::types::Value> = vec![state_code(target).into()];
+        let filter = match (m.op, &m.filter) {
+            (MutateOp::Clear, _) | (MutateOp::Discard, None) => None,
+            (_, f) => f.as_ref(),
+        };
+        if let Some(f) = filter {
+            if !f.jids.is_empty() {
+                let list = serde_json::to_string(&f.jids).unwrap_or_else(|_| "[]".into());
+                args.push(list.into());
+                cond.push_str(&format!(" AND jid IN (SELECT value FROM json_each(?{}))", args.len()));
+            } else {
+                if let Some(glob) = f.regexp.as_ref().filter(|g| !g.is_empty()) {
+                    args.push(glob.clone().into());
+                    cond.push_str(&format!(" AND payload GLOB ?{}", args.len()));
+                }
+                if let Some(jt) = f.jobtype.as_ref().filter(|j| !j.is_empty()) {
+                    args.push(jt.clone().into());
+                    cond.push_str(&format!(" AND jobtype = ?{}", args.len()));
+                }
+            }
+        }
+        let params = rusqlite::params_from_iter(args.iter());
+        match m.op {
+            MutateOp::Clear | MutateOp::Discard => {
+                let n = self
+                    .conn
+                    .prepare(&format!("DELETE FROM jobs WHERE {cond}"))?
+                    .execute(params)?;
+                self.count(target, "", -(n as i64), ctx);
+                Ok(n as u64)
+            }
+            MutateOp::Kill => {
+                if target == JobState::Dead {
+                    return Ok(0);
+                }
+                let until = now.saturating_add(self.config.dead_retention);
+                args.push(until.into());
+                let sql = format!(
+                    "UPDATE jobs SET state = 4, score = ?{n}, ts = ?{n} WHERE {cond}",
+                    n = args.len()
+                );
+                let n = self
+                    .conn
+                    .prepare(&sql)?
+                    .execute(rusqlite::params_from_iter(args.iter()))?;
+                self.count(target, "", -(n as i64), ctx);
+                self.count(JobState::Dead, "", n as i64, ctx);
+                Ok(n as u64)
+            }
+            MutateOp::Requeue => {
+                let rows: Vec<(i64, String)> = {
+                    let mut stmt = self
+                        .conn
+                        .prepare(&format!("SELECT id, payload FROM jobs WHERE {cond} ORDER BY score"))?;
+                    let rows = stmt.query_map(params, |r| Ok((r.get(0)?, r.get(1)?)))?;
+                    rows.collect::<rusqlite::Result<_>>()?
+                };
+                for (id, payload) in &rows {
+                    self.enqueue_row(*id, target, payload, now, ctx)?;
+                }
+                Ok(rows.len() as u64)
+            }
+        }
+    }
+
+    fn selected(&self, sel: &QueueSelector) -> Vec<String> {
+        match sel {
+            QueueSelector::All => self.mem.queues.keys().cloned().collect(),
+            QueueSelector::Names(names) => names
+                .iter()
+                .filter(|n| self.mem.queues.contains_key(*n))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    fn set_paused(&mut self, sel: &QueueSelector, paused: bool, ctx: &mut Batch) {
+        for name in self.selected(sel) {
+            if let Some(q) = self.mem.queues.get_mut(&name) {
+                q.paused = paused;
+                ctx.queues.insert(name);
+            }
+        }
+        if !paused {
+            // Wake fetchers that skipped these queues.
+            ctx.notify.extend(self.selected(sel));
+        }
+    }
+
+    fn remove(&mut self, sel: &QueueSelector, ctx: &mut Batch) -> Result<u64, Error> {
+        let mut removed = 0;
+        for name in self.selected(sel) {
+            removed += self
+                .conn
+                .prepare_cached("DELETE FROM jobs WHERE state = 1 AND queue = ?1")?
+                .execute([&name])? as u64;
+            self.mem.queues.remove(&name);
+            ctx.queues.insert(name);
+        }
+        Ok(removed)
+    }
+
+    fn flush(&mut self, ctx: &mut Batch) -> Result<(), Error> {
+        self.conn.execute_batch(
+            "DELETE FROM jobs; DELETE FROM queues; DELETE FROM counters; DELETE FROM history;",
+        )?;
+        let seq = self.mem.seq;
+        self.mem = Mem {
+            seq,
+            ..Mem::default()
+        };
+        ctx.queues.clear();
+        ctx.history.clear();
+        ctx.counters = true;
+        Ok(())
+    }
+}
