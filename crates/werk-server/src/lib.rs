@@ -1,1 +1,162 @@
+//! Werk's network server: the Faktory protocol over TCP on top of any [`Store`].
+//!
+//! * [`conn`]: one task per connection — handshake (HI / HELLO / password), then a command loop
+//!   that parses each line ([`werk_protocol`]), applies it through the store and answers.
+//! * [`tasks`]: background tasks — scheduled/retry promotion, reservation expiry, dead-set
+//!   purge, worker heartbeat reaping.
+//! * [`workers`]: the in-memory registry of worker processes.
+//! * [`signals`]: wake-ups for blocked FETCHes.
+//!
+//! Shutdown: [`Server::run`] stops accepting when its token is cancelled, lets commands in
+//! flight finish (their commits complete), answers any further command with
+//! `-ERR shutdown in progress`, then closes the store.
 
+pub mod conn;
+pub mod info;
+pub mod signals;
+pub mod tasks;
+pub mod workers;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use werk_store::Store;
+
+pub use signals::QueueSignals;
+pub use workers::Workers;
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Password clients must prove in HELLO; `None` = no authentication.
+    pub password: Option<String>,
+    /// Longest accepted command line, in bytes.
+    pub max_line: usize,
+    /// Most open connections (after HELLO).
+    pub max_connections: usize,
+    /// How long a FETCH waits for a job before answering `$-1`.
+    pub fetch_timeout: Duration,
+    /// How long a client may take to complete HELLO.
+    pub handshake_timeout: Duration,
+    /// A worker silent for longer is dropped and its connections closed.
+    pub heartbeat_timeout: Duration,
+    /// How often due scheduled and retry jobs are moved to their queues.
+    pub scan_interval: Duration,
+    /// How often expired reservations are failed.
+    pub reap_interval: Duration,
+    /// How often expired dead jobs are purged.
+    pub purge_interval: Duration,
+    /// How long shutdown waits for connections to finish their command in flight.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            password: None,
+            max_line: 16 * 1024 * 1024,
+            max_connections: 10_000,
+            fetch_timeout: Duration::from_secs(2),
+            handshake_timeout: Duration::from_secs(2),
+            heartbeat_timeout: Duration::from_secs(60),
+            scan_interval: Duration::from_secs(1),
+            reap_interval: Duration::from_secs(1),
+            purge_interval: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Runtime statistics for INFO.
+#[derive(Default)]
+pub struct Counters {
+    pub connections: AtomicU64,
+    pub commands: AtomicU64,
+    pub next_conn_id: AtomicU64,
+    pub tasks: tasks::TaskStats,
+}
+
+/// Everything connections and tasks share.
+pub struct Shared<S: Store> {
+    pub store: Arc<S>,
+    pub config: Config,
+    pub workers: Workers,
+    pub signals: Arc<QueueSignals>,
+    pub counters: Counters,
+    pub started: Instant,
+    pub shutdown: CancellationToken,
+}
+
+impl<S: Store> Shared<S> {
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+}
+
+/// A Werk server over one store.
+pub struct Server<S: Store> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S: Store> Server<S> {
+    /// `signals` must be the listener the store was opened with, so pushes wake FETCHes.
+    pub fn new(store: Arc<S>, signals: Arc<QueueSignals>, config: Config) -> Server<S> {
+        Server {
+            shared: Arc::new(Shared {
+                store,
+                config,
+                workers: Workers::default(),
+                signals,
+                counters: Counters::default(),
+                started: Instant::now(),
+                shutdown: CancellationToken::new(),
+            }),
+        }
+    }
+
+    pub fn shared(&self) -> &Arc<Shared<S>> {
+        &self.shared
+    }
+
+    /// Serves until `stop` is cancelled, then shuts down gracefully and closes the store.
+    pub async fn run(self, listener: TcpListener, stop: CancellationToken) {
+        let shared = self.shared;
+        let tracker = TaskTracker::new();
+        tasks::spawn_all(&shared, &tracker);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let shared = shared.clone();
+                        tracker.spawn(async move { conn::serve(shared, stream, peer).await });
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: keep serving the others.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+        tracing::info!("shutting down: no longer accepting connections");
+        drop(listener);
+        shared.shutdown.cancel();
+        tracker.close();
+        if tokio::time::timeout(shared.config.shutdown_grace, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still busy after the shutdown grace period");
+        }
+        shared.store.close().await;
+        tracing::info!(
+            connections = shared.counters.connections.load(Ordering::Relaxed),
+            "store closed"
+        );
+    }
+}

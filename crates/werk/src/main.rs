@@ -1,1 +1,180 @@
-fn main() {}
+//! The `werk` command.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use werk_server::{Config, QueueSignals, Server};
+use werk_store::StoreConfig;
+use werk_store_sqlite::SqliteStore;
+
+#[derive(Parser)]
+#[command(name = "werk", version, about = "A Faktory-compatible job server that never loses a job")]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Run the server (Faktory protocol on --bind, web UI on --web-bind).
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address for the Faktory protocol (`:7419` = all interfaces).
+    #[arg(short = 'b', long = "bind", default_value = "127.0.0.1:7419")]
+    bind: String,
+    /// Address for the web UI (`:0` disables it). The web UI is not part of this version yet.
+    #[arg(short = 'w', long = "web-bind", default_value = "127.0.0.1:7420")]
+    web_bind: String,
+    /// Directory of the embedded store.
+    #[arg(short = 'd', long = "data-dir", default_value = "./werk-data")]
+    data_dir: PathBuf,
+    /// File holding the password clients must use (overrides FAKTORY_PASSWORD).
+    #[arg(long = "password-file")]
+    password_file: Option<PathBuf>,
+    /// Log level: error, warn, info, debug, trace (or a tracing filter).
+    #[arg(short = 'l', long = "log-level", default_value = "info")]
+    log_level: String,
+    /// Longest accepted command line in bytes; a longer one gets -ERR and the connection closes.
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    max_line_bytes: usize,
+    /// Most simultaneous client connections.
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
+    /// How often due scheduled and retry jobs are moved to their queues (ms).
+    #[arg(long, default_value_t = 1000)]
+    scan_interval_ms: u64,
+    /// How often expired reservations are failed (ms).
+    #[arg(long, default_value_t = 1000)]
+    reap_interval_ms: u64,
+    /// A worker process that sends no BEAT for this long is dropped (s).
+    #[arg(long, default_value_t = 60)]
+    heartbeat_timeout_secs: u64,
+    /// How long FETCH waits for a job before answering nothing (ms).
+    #[arg(long, default_value_t = 2000)]
+    fetch_timeout_ms: u64,
+    /// How long a client may take to complete HELLO (ms).
+    #[arg(long, default_value_t = 2000)]
+    handshake_timeout_ms: u64,
+    /// How long dead jobs are kept (days).
+    #[arg(long, default_value_t = 180)]
+    dead_retention_days: u64,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Commands::Serve(args) => serve(args),
+    }
+}
+
+/// `:7419` means every interface; `localhost:7419` is resolved.
+fn parse_bind(s: &str) -> Result<SocketAddr> {
+    let s = if s.starts_with(':') { format!("0.0.0.0{s}") } else { s.to_string() };
+    std::net::ToSocketAddrs::to_socket_addrs(&s)
+        .with_context(|| format!("invalid bind address {s:?}"))?
+        .next()
+        .with_context(|| format!("bind address {s:?} resolves to nothing"))
+}
+
+/// The password: --password-file, else FAKTORY_PASSWORD (a value starting with `/` names a
+/// file, as with Docker secrets). Trailing whitespace is trimmed.
+fn password(args: &ServeArgs) -> Result<Option<String>> {
+    let from_file = |p: &std::path::Path| -> Result<String> {
+        let text = std::fs::read_to_string(p)
+            .with_context(|| format!("cannot read password file {}", p.display()))?;
+        Ok(text.trim_end().to_string())
+    };
+    let pw = if let Some(p) = &args.password_file {
+        Some(from_file(p)?)
+    } else {
+        match std::env::var("FAKTORY_PASSWORD") {
+            Ok(v) if v.starts_with('/') => Some(from_file(std::path::Path::new(&v))?),
+            Ok(v) if !v.trim_end().is_empty() => Some(v.trim_end().to_string()),
+            _ => None,
+        }
+    };
+    if pw.as_deref() == Some("") {
+        bail!("the password is empty");
+    }
+    Ok(pw)
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .with_context(|| format!("invalid log level {:?}", args.log_level))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let bind = parse_bind(&args.bind)?;
+    let password = password(&args)?;
+    let config = Config {
+        password,
+        max_line: args.max_line_bytes,
+        max_connections: args.max_connections,
+        fetch_timeout: Duration::from_millis(args.fetch_timeout_ms),
+        handshake_timeout: Duration::from_millis(args.handshake_timeout_ms),
+        heartbeat_timeout: Duration::from_secs(args.heartbeat_timeout_secs),
+        scan_interval: Duration::from_millis(args.scan_interval_ms),
+        reap_interval: Duration::from_millis(args.reap_interval_ms),
+        ..Config::default()
+    };
+    let store_config = StoreConfig {
+        dead_retention: (args.dead_retention_days as i64) * 24 * 3600 * 1000,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let signals = Arc::new(QueueSignals::default());
+        let store = SqliteStore::open(&args.data_dir, store_config, signals.clone())
+            .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?;
+        let listener = tokio::net::TcpListener::bind(bind)
+            .await
+            .with_context(|| format!("cannot listen on {bind}"))?;
+        let local = listener.local_addr()?;
+        if args.web_bind != ":0" {
+            tracing::info!(web_bind = %args.web_bind, "the web UI is not part of this version yet");
+        }
+        tracing::info!(
+            addr = %local,
+            data_dir = %args.data_dir.display(),
+            auth = config.password.is_some(),
+            "werk is serving"
+        );
+        {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "werk listening on {local}")?;
+            out.flush()?;
+        }
+        let stop = CancellationToken::new();
+        tokio::spawn(wait_for_signal(stop.clone()));
+        Server::new(Arc::new(store), signals, config).run(listener, stop).await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal(stop: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    stop.cancel();
+}

@@ -1,0 +1,405 @@
+//! One client connection: handshake, then commands one at a time, in order.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use rand::Rng;
+use serde_json::value::RawValue;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use werk_core::retry::FailInfo;
+use werk_core::time::now_millis;
+use werk_core::worker::WorkerState;
+use werk_core::{Job, JobState, PushError};
+use werk_protocol::{
+    hi_payload, parse_command, parse_hello, verify_password, CodecError, Command, LineCodec,
+    MutateOp, MutateTarget, QueueCommand, Reply,
+};
+use werk_store::{
+    AckOutcome, FailReply, MutateFilter, Mutation, NewJob, QueueSelector, Store, StoreError,
+};
+
+use crate::workers::Hello as WorkerHello;
+use crate::Shared;
+
+type Conn = Framed<TcpStream, LineCodec>;
+
+/// What the connection knows about its client after HELLO.
+struct Client {
+    id: u64,
+    wid: String,
+}
+
+/// Serves one accepted connection until it closes.
+pub async fn serve<S: Store>(shared: Arc<Shared<S>>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let mut framed = Framed::new(stream, LineCodec::new(shared.config.max_line));
+    let id = shared.counters.next_conn_id.fetch_add(1, Ordering::Relaxed);
+    let token = CancellationToken::new();
+    let client = match tokio::time::timeout(
+        shared.config.handshake_timeout,
+        handshake(&shared, &mut framed, id, &token),
+    )
+    .await
+    {
+        Ok(Some(client)) => client,
+        Ok(None) => return,
+        Err(_) => {
+            tracing::debug!(%peer, "handshake timed out");
+            return;
+        }
+    };
+    let open = shared.counters.connections.fetch_add(1, Ordering::Relaxed) + 1;
+    if open as usize > shared.config.max_connections {
+        let _ = framed
+            .send(Reply::error(format!("too many connections: {open}")))
+            .await;
+    } else {
+        command_loop(&shared, &mut framed, &client, &token, peer).await;
+    }
+    shared.counters.connections.fetch_sub(1, Ordering::Relaxed);
+    if !client.wid.is_empty() {
+        shared.workers.unregister(&client.wid, client.id);
+    }
+}
+
+/// HI → HELLO → password check → `+OK`. `None` means the connection is to be closed.
+async fn handshake<S: Store>(
+    shared: &Shared<S>,
+    framed: &mut Conn,
+    id: u64,
+    token: &CancellationToken,
+) -> Option<Client> {
+    let auth = shared.config.password.as_ref().map(|_| {
+        let mut rng = rand::rng();
+        let iterations: u32 = rng.random_range(4000..=8095);
+        let salt = format!("{:x}", rng.random::<u64>() >> 1);
+        (iterations, salt)
+    });
+    let hi = hi_payload(auth.as_ref().map(|(i, s)| (*i, s.as_str())));
+    framed.send(Reply::Simple(format!("HI {hi}"))).await.ok()?;
+    let line = match framed.next().await? {
+        Ok(line) => line,
+        Err(e) => {
+            let _ = framed.send(Reply::error(e.to_string())).await;
+            return None;
+        }
+    };
+    // Anything but a well-formed HELLO (a TLS ClientHello on a plaintext port, garbage) is
+    // closed without a reply, as Faktory does.
+    let hello = parse_hello(&line).ok()?;
+    if let (Some(password), Some((iterations, salt))) = (&shared.config.password, &auth) {
+        if !verify_password(password, salt, *iterations, hello.v, &hello.pwdhash) {
+            let _ = framed.send(Reply::error("Invalid password")).await;
+            return None;
+        }
+    }
+    if !hello.wid.is_empty() {
+        shared.workers.register(
+            WorkerHello {
+                wid: &hello.wid,
+                hostname: &hello.hostname,
+                pid: hello.pid,
+                labels: &hello.labels,
+            },
+            id,
+            token.clone(),
+            now_millis(),
+        );
+    }
+    let client = Client { id, wid: hello.wid };
+    if framed.send(Reply::Ok).await.is_err() {
+        if !client.wid.is_empty() {
+            shared.workers.unregister(&client.wid, id);
+        }
+        return None;
+    }
+    Some(client)
+}
+
+async fn command_loop<S: Store>(
+    shared: &Shared<S>,
+    framed: &mut Conn,
+    client: &Client,
+    token: &CancellationToken,
+    peer: SocketAddr,
+) {
+    loop {
+        let next = tokio::select! {
+            biased;
+            next = framed.next() => next,
+            _ = token.cancelled() => return,
+            _ = shared.shutdown.cancelled() => {
+                // Give a command already on its way a moment to arrive and be refused politely.
+                match tokio::time::timeout(Duration::from_millis(100), framed.next()).await {
+                    Ok(next) => next,
+                    Err(_) => return,
+                }
+            }
+        };
+        let line = match next {
+            None => return,
+            Some(Ok(line)) => line,
+            Some(Err(CodecError::LineTooLong { max })) => {
+                tracing::warn!(%peer, max, "command line too long; closing connection");
+                let _ = framed
+                    .send(Reply::error(format!("line too long (limit {max} bytes)")))
+                    .await;
+                return;
+            }
+            Some(Err(CodecError::Io(e))) => {
+                tracing::debug!(%peer, error = %e, "connection error");
+                return;
+            }
+        };
+        if shared.is_shutting_down() {
+            let _ = framed.send(Reply::error("shutdown in progress")).await;
+            return;
+        }
+        shared.counters.commands.fetch_add(1, Ordering::Relaxed);
+        let reply = match parse_command(&line) {
+            Err(e) => Reply::from(e),
+            Ok(Command::End) => return,
+            Ok(cmd) => dispatch(shared, client, cmd).await,
+        };
+        if framed.send(reply).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn store_error(e: StoreError) -> Reply {
+    Reply::error(e.to_string())
+}
+
+async fn dispatch<S: Store>(shared: &Shared<S>, client: &Client, cmd: Command) -> Reply {
+    let store = &shared.store;
+    match cmd {
+        Command::End => Reply::Ok,
+        Command::Hello => Reply::error("HELLO was already received on this connection"),
+        Command::Info => crate::info::info(shared).await,
+        Command::Flush => match store.flush().await {
+            Ok(()) => Reply::Ok,
+            Err(e) => store_error(e),
+        },
+        Command::Push(text) => push(shared, &text).await,
+        Command::PushB(text) => pushb(shared, &text).await,
+        Command::Fetch(queues) => fetch(shared, client, queues).await,
+        Command::Ack(args) => match store.ack(args.jid.clone(), now_millis()).await {
+            Ok(AckOutcome::Acked) => Reply::Ok,
+            Ok(AckOutcome::NotWorking) => {
+                // Faktory answers OK too; the job is not touched (it was never fetched, its
+                // reservation expired, or it was already acknowledged).
+                tracing::debug!(jid = %args.jid, "ACK for a job that is not working");
+                Reply::Ok
+            }
+            Err(e) => store_error(e),
+        },
+        Command::Fail(args) => {
+            let info = FailInfo::new(&args.errtype, &args.message, args.backtrace);
+            match store.fail(args.jid.clone(), info, now_millis()).await {
+                Ok(FailReply::Failed(_)) => Reply::Ok,
+                Ok(FailReply::NotWorking) => Reply::error(format!("Job not found {}", args.jid)),
+                Err(e) => store_error(e),
+            }
+        }
+        Command::Beat(args) => {
+            let requested = WorkerState::parse(&args.current_state);
+            match shared.workers.beat(&args.wid, requested, args.rss_kb, now_millis()) {
+                None => Reply::error(format!("unknown worker {}", args.wid)),
+                Some(WorkerState::Running) => Reply::Ok,
+                Some(state) => Reply::bulk(format!(r#"{{"state":"{}"}}"#, state.as_str())),
+            }
+        }
+        Command::Mutate(args) => {
+            let m = Mutation {
+                op: match args.op {
+                    MutateOp::Clear => werk_store::MutateOp::Clear,
+                    MutateOp::Discard => werk_store::MutateOp::Discard,
+                    MutateOp::Kill => werk_store::MutateOp::Kill,
+                    MutateOp::Requeue => werk_store::MutateOp::Requeue,
+                },
+                target: match args.target {
+                    MutateTarget::Retries => JobState::Retry,
+                    MutateTarget::Scheduled => JobState::Scheduled,
+                    MutateTarget::Dead => JobState::Dead,
+                },
+                filter: args.filter.map(|f| MutateFilter {
+                    jids: f.jids,
+                    regexp: Some(f.regexp).filter(|s| !s.is_empty()),
+                    jobtype: Some(f.jobtype).filter(|s| !s.is_empty()),
+                }),
+            };
+            match store.mutate(m, now_millis()).await {
+                Ok(_) => Reply::Ok,
+                Err(e) => store_error(e),
+            }
+        }
+        Command::Queue(q) => queue(shared, q).await,
+        Command::Batch(_) => Reply::error("batch subsystem is not available in this werk version"),
+        Command::Track(_) => {
+            Reply::error("tracking subsystem is not available in this werk version")
+        }
+    }
+}
+
+fn selector(sel: werk_protocol::QueueSelector) -> QueueSelector {
+    match sel {
+        werk_protocol::QueueSelector::All => QueueSelector::All,
+        werk_protocol::QueueSelector::Names(names) => QueueSelector::Names(names),
+    }
+}
+
+async fn queue<S: Store>(shared: &Shared<S>, q: QueueCommand) -> Reply {
+    let store = &shared.store;
+    let result = match q {
+        QueueCommand::Pause(sel) => store.set_paused(selector(sel), true).await,
+        QueueCommand::Resume(sel) => store.set_paused(selector(sel), false).await,
+        QueueCommand::Remove(sel) => store.remove_queues(selector(sel)).await.map(|_| ()),
+        QueueCommand::Latency(names) => {
+            return match store.queue_latency(names.clone(), now_millis()).await {
+                Ok(values) => {
+                    let mut out = String::from("{");
+                    for (i, (name, secs)) in names.iter().zip(values).enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        let key = serde_json::to_string(name).unwrap_or_default();
+                        let _ = write!(out, "{key}:{}", (secs * 1000.0).round() / 1000.0);
+                    }
+                    out.push('}');
+                    Reply::bulk(out)
+                }
+                Err(e) => store_error(e),
+            };
+        }
+    };
+    match result {
+        Ok(()) => Reply::Ok,
+        Err(e) => store_error(e),
+    }
+}
+
+async fn push<S: Store>(shared: &Shared<S>, text: &str) -> Reply {
+    let now = now_millis();
+    let (job, at) = match Job::parse_for_push(text, now) {
+        Ok(v) => v,
+        Err(e) => return Reply::error(e.to_string()),
+    };
+    match shared.store.push(vec![NewJob { job, at }], now).await {
+        Ok(mut results) => match results.pop() {
+            Some(Ok(())) => Reply::Ok,
+            Some(Err(e)) => Reply::error(e.to_string()),
+            None => Reply::error("internal error: no push result"),
+        },
+        Err(e) => store_error(e),
+    }
+}
+
+/// PUSHB: every job is decoded first (a JSON error anywhere refuses the whole command), then
+/// validated and stored independently; the reply maps the jid of each refused job to why.
+async fn pushb<S: Store>(shared: &Shared<S>, text: &str) -> Reply {
+    let now = now_millis();
+    let raw: Vec<Box<RawValue>> = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => return Reply::error(PushError::InvalidJson(e.to_string()).to_string()),
+    };
+    let mut decoded = Vec::with_capacity(raw.len());
+    for r in &raw {
+        match Job::decode(r.get()) {
+            Ok(job) => decoded.push(job),
+            Err(e) => return Reply::error(e.to_string()),
+        }
+    }
+    // (jid, Err) for refused jobs, in input order; valid jobs go to the store together.
+    let mut outcome: Vec<(String, Option<String>)> = Vec::with_capacity(decoded.len());
+    let mut valid = Vec::new();
+    let mut valid_slots = Vec::new();
+    for job in decoded {
+        let jid = job.jid.clone();
+        match job.validate_for_push(now) {
+            Ok((job, at)) => {
+                valid_slots.push(outcome.len());
+                valid.push(NewJob { job, at });
+                outcome.push((jid, None));
+            }
+            Err(e) => outcome.push((jid, Some(e.to_string()))),
+        }
+    }
+    if !valid.is_empty() {
+        match shared.store.push(valid, now).await {
+            Ok(results) => {
+                for (slot, result) in valid_slots.into_iter().zip(results) {
+                    if let Err(e) = result {
+                        outcome[slot].1 = Some(e.to_string());
+                    }
+                }
+            }
+            Err(e) => return store_error(e),
+        }
+    }
+    let mut out = String::from("{");
+    let mut first = true;
+    for (jid, err) in outcome {
+        if let Some(err) = err {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            let _ = write!(
+                out,
+                "{}:{}",
+                serde_json::to_string(&jid).unwrap_or_default(),
+                serde_json::to_string(&err).unwrap_or_default()
+            );
+        }
+    }
+    out.push('}');
+    Reply::bulk(out)
+}
+
+/// FETCH: take a job now if one is there; otherwise wait (woken by enqueues) until the fetch
+/// timeout and answer `$-1`.
+async fn fetch<S: Store>(shared: &Shared<S>, client: &Client, queues: Vec<String>) -> Reply {
+    let deadline = Instant::now() + shared.config.fetch_timeout;
+    if !client.wid.is_empty() && shared.workers.state(&client.wid) != WorkerState::Running {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = shared.shutdown.cancelled() => {}
+        }
+        return Reply::Null;
+    }
+    let signals: Vec<_> = queues.iter().map(|q| shared.signals.get(q)).collect();
+    loop {
+        // Register for wake-ups before looking, so an enqueue in between is not missed.
+        let mut waits: Vec<Pin<Box<tokio::sync::futures::Notified<'_>>>> =
+            signals.iter().map(|n| Box::pin(n.notified())).collect();
+        for w in waits.iter_mut() {
+            w.as_mut().enable();
+        }
+        match shared
+            .store
+            .fetch(queues.clone(), client.wid.clone(), now_millis())
+            .await
+        {
+            Ok(Some(job)) => return Reply::bulk(job.payload),
+            Ok(None) => {}
+            Err(e) => return store_error(e),
+        }
+        if Instant::now() >= deadline {
+            return Reply::Null;
+        }
+        tokio::select! {
+            _ = futures::future::select_all(waits) => {}
+            _ = tokio::time::sleep_until(deadline) => return Reply::Null,
+            _ = shared.shutdown.cancelled() => return Reply::Null,
+        }
+    }
+}
