@@ -116,6 +116,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    raise_fd_limit();
     let bind = parse_bind(&args.bind)?;
     let password = password(&args)?;
     let config = Config {
@@ -163,6 +164,20 @@ fn serve(args: ServeArgs) -> Result<()> {
         Server::new(Arc::new(store), signals, config).run(listener, stop).await;
         Ok(())
     })
+}
+
+/// Lets the server hold as many connections as the hard file-descriptor limit allows.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::warn!("could not raise the open-file limit");
+            }
+        }
+    }
 }
 
 async fn wait_for_signal(stop: CancellationToken) {
