@@ -98,23 +98,49 @@ mod tests {
     #[test]
     fn hash_is_lowercase_hex() {
         let h = password_hash("foobar", "55104dc76695721d", 1545);
-        assert!(h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        assert!(h
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
     }
 
     #[test]
     fn verify_with_v2_uses_all_iterations() {
-        assert!(verify_password("foobar", "55104dc76695721d", 1545, Some(2), VECTOR));
-        assert!(verify_password("foobar", "55104dc76695721d", 1545, Some(3), VECTOR));
+        assert!(verify_password(
+            "foobar",
+            "55104dc76695721d",
+            1545,
+            Some(2),
+            VECTOR
+        ));
+        assert!(verify_password(
+            "foobar",
+            "55104dc76695721d",
+            1545,
+            Some(3),
+            VECTOR
+        ));
         let single = password_hash("foobar", "55104dc76695721d", 1);
-        assert!(!verify_password("foobar", "55104dc76695721d", 1545, Some(2), &single));
+        assert!(!verify_password(
+            "foobar",
+            "55104dc76695721d",
+            1545,
+            Some(2),
+            &single
+        ));
     }
 
     #[test]
     fn verify_legacy_rule_uses_one_iteration() {
         let single = password_hash("foobar", "55104dc76695721d", 1);
         for v in [None, Some(0), Some(1), Some(-5)] {
-            assert!(verify_password("foobar", "55104dc76695721d", 1545, v, &single), "{v:?}");
-            assert!(!verify_password("foobar", "55104dc76695721d", 1545, v, VECTOR), "{v:?}");
+            assert!(
+                verify_password("foobar", "55104dc76695721d", 1545, v, &single),
+                "{v:?}"
+            );
+            assert!(
+                !verify_password("foobar", "55104dc76695721d", 1545, v, VECTOR),
+                "{v:?}"
+            );
         }
     }
 
@@ -122,11 +148,35 @@ mod tests {
     fn verify_rejects_wrong_inputs() {
         let salt = "55104dc76695721d";
         assert!(!verify_password("foobaz", salt, 1545, Some(2), VECTOR));
-        assert!(!verify_password("foobar", "55104dc76695721e", 1545, Some(2), VECTOR));
+        assert!(!verify_password(
+            "foobar",
+            "55104dc76695721e",
+            1545,
+            Some(2),
+            VECTOR
+        ));
         assert!(!verify_password("foobar", salt, 1545, Some(2), ""));
-        assert!(!verify_password("foobar", salt, 1545, Some(2), &VECTOR[..63]));
-        assert!(!verify_password("foobar", salt, 1545, Some(2), &VECTOR.to_uppercase()));
-        assert!(!verify_password("foobar", salt, 1545, Some(2), &format!("{VECTOR}0")));
+        assert!(!verify_password(
+            "foobar",
+            salt,
+            1545,
+            Some(2),
+            &VECTOR[..63]
+        ));
+        assert!(!verify_password(
+            "foobar",
+            salt,
+            1545,
+            Some(2),
+            &VECTOR.to_uppercase()
+        ));
+        assert!(!verify_password(
+            "foobar",
+            salt,
+            1545,
+            Some(2),
+            &format!("{VECTOR}0")
+        ));
     }
 
     #[test]
@@ -136,7 +186,10 @@ mod tests {
             hi_payload(Some((1545, "55104dc76695721d"))),
             r#"{"v":2,"i":1545,"s":"55104dc76695721d"}"#
         );
-        assert_eq!(hi_payload(Some((4000, "a\"b"))), r#"{"v":2,"i":4000,"s":"a\"b"}"#);
+        assert_eq!(
+            hi_payload(Some((4000, "a\"b"))),
+            r#"{"v":2,"i":4000,"s":"a\"b"}"#
+        );
     }
 
     #[test]

@@ -266,7 +266,10 @@ mod tests {
         assert_eq!(c.decode(&mut buf).unwrap(), None);
         assert_eq!(c.next_index, 13);
         buf.extend_from_slice(b"\r\n");
-        assert_eq!(c.decode(&mut buf).unwrap().as_deref(), Some(&b"FETCH default"[..]));
+        assert_eq!(
+            c.decode(&mut buf).unwrap().as_deref(),
+            Some(&b"FETCH default"[..])
+        );
         assert_eq!(c.next_index, 0);
     }
 

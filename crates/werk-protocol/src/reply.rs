@@ -158,7 +158,10 @@ mod tests {
             enc(Reply::error("unknown command push")),
             b"-ERR unknown command push\r\n"
         );
-        assert_eq!(enc(Reply::error("unknown command ")), b"-ERR unknown command \r\n");
+        assert_eq!(
+            enc(Reply::error("unknown command ")),
+            b"-ERR unknown command \r\n"
+        );
         assert_eq!(enc(Reply::error("bad\r\nthing")), b"-ERR bad  thing\r\n");
     }
 
@@ -199,7 +202,10 @@ mod tests {
     #[test]
     fn bulk_json_is_compact() {
         let v = serde_json::json!({"state": "quiet"});
-        assert_eq!(enc(Reply::bulk_json(&v)), b"$17\r\n{\"state\":\"quiet\"}\r\n");
+        assert_eq!(
+            enc(Reply::bulk_json(&v)),
+            b"$17\r\n{\"state\":\"quiet\"}\r\n"
+        );
         let empty = serde_json::Map::new();
         assert_eq!(enc(Reply::bulk_json(&empty)), b"$2\r\n{}\r\n");
     }
