@@ -1,0 +1,4474 @@
+//! The backend conformance suite: the rules of `shared/job-state-machine.md` and of the
+//! [`Store`] contract, as tests any backend runs.
+//!
+//! A backend implements [`Harness`] (create a fresh store, reopen it as after a crash) and expands
+//! [`conformance_tests!`](crate::conformance_tests) once in a test file:
+//!
+//! ```ignore
+//! werk_store::conformance_tests!(SqliteHarness);
+//! ```
+//!
+//! That expands to one `#[test]` per rule, each calling the `pub async fn` of the same name in
+//! this module on a tokio runtime. The clock is fake: every case drives `now` from [`T0`].
+//!
+//! Every case ends with [`Ctx::finish`]: the cross-check of `stats` against `list` and `get`
+//! ([`check_consistency`]), then a crash-reopen after which everything must be exactly as before.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use werk_core::job::reservation_seconds;
+use werk_core::retry::backoff_seconds;
+use werk_core::time::{format_millis, local_day, parse_rfc3339};
+use werk_core::{FailInfo, FailOutcome, Job, JobState, Millis, PushError};
+
+use crate::{
+    AckOutcome, DayStats, EnqueueListener, FailReply, Listener, MutateFilter, MutateOp, Mutation,
+    NewJob, QueueSelector, QueueStats, Stats, Store, StoreConfig, StoreError, StoredJob,
+};
+
+use JobState::{Dead, Enqueued, Retry, Scheduled, Working};
+
+/// What a backend provides to run the suite.
+pub trait Harness: Sized + Send + Sync + 'static {
+    type S: crate::Store;
+    /// A fresh, empty store in its own temporary location, with this config and listener.
+    fn create(
+        config: crate::StoreConfig,
+        listener: crate::Listener,
+    ) -> impl std::future::Future<Output = Self> + Send;
+    fn store(&self) -> &Self::S;
+    /// Drop the store WITHOUT calling close (as a crash would) and open the same data again, with
+    /// the same config and listener.
+    fn reopen(&mut self) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// An [`EnqueueListener`] that records every queue name it is told about.
+#[derive(Debug, Default)]
+pub struct RecordingListener {
+    queues: Mutex<Vec<String>>,
+}
+
+impl RecordingListener {
+    pub fn new() -> Arc<RecordingListener> {
+        Arc::new(RecordingListener::default())
+    }
+
+    /// The queue names recorded since the last `take`, in order, and forgets them.
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.queues.lock().unwrap())
+    }
+}
+
+impl EnqueueListener for RecordingListener {
+    fn enqueued(&self, queue: &str) {
+        self.queues.lock().unwrap().push(queue.to_string());
+    }
+}
+
+/// Runs one case on a fresh multi-threaded tokio runtime, with a generous timeout so a backend
+/// that hangs fails instead of blocking the test run. Used by [`conformance_tests!`].
+#[doc(hidden)]
+pub fn run<F: Future<Output = ()>>(case: F) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async {
+        if tokio::time::timeout(std::time::Duration::from_secs(300), case)
+            .await
+            .is_err()
+        {
+            panic!("conformance case did not finish within 300 s (a store call hangs?)");
+        }
+    });
+}
+
+/// Expands to one `#[test]` per conformance case for the given [`Harness`] type.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($harness:ty) => {
+        $crate::__conformance_cases!(
+            $harness;
+            push_enqueues_job,
+            push_with_future_at_schedules_job,
+            push_with_due_or_past_at_enqueues_job,
+            push_batch_results_are_independent,
+            push_duplicate_jid_is_refused,
+            push_duplicate_jid_within_batch_is_refused,
+            push_of_gone_jid_is_accepted,
+            args_and_custom_survive_byte_for_byte,
+            fetch_is_fifo_within_queue,
+            fetch_takes_first_non_empty_queue_in_given_order,
+            fetch_of_unknown_queue_is_fine,
+            fetch_reserves_job,
+            fetch_skips_paused_queues,
+            pause_survives_reopen,
+            set_paused_all_and_unknown_queues,
+            reenqueued_jobs_go_to_back_of_queue,
+            ack_removes_working_job_and_counts_processed,
+            ack_of_job_not_working_changes_nothing,
+            fail_moves_job_to_retry_with_failure_info,
+            second_failure_counts_up_and_keeps_failed_at,
+            fail_with_retry_zero_discards_job,
+            fail_with_negative_retry_kills_job,
+            fail_with_retries_exhausted_kills_job,
+            fail_of_job_not_working_changes_nothing,
+            promote_due_moves_only_due_jobs,
+            promote_due_refreshes_enqueued_at_and_keeps_failure,
+            promote_due_respects_limit,
+            reap_expired_fails_expired_reservations,
+            reap_expired_follows_retry_policy,
+            reap_expired_respects_limit,
+            ack_or_fail_after_reap_changes_nothing,
+            purge_dead_removes_only_expired_dead_jobs,
+            mutate_clear_empties_target_only,
+            mutate_discard_without_filter_clears_target,
+            mutate_kill_moves_jobs_to_dead,
+            mutate_requeue_moves_jobs_to_their_queue,
+            mutate_filter_jids_take_priority,
+            mutate_filter_by_jobtype,
+            mutate_filter_by_glob,
+            mutate_never_touches_other_states,
+            remove_queues_deletes_enqueued_jobs_and_forgets_queue,
+            remove_all_queues,
+            queue_latency_measures_oldest_job,
+            flush_wipes_everything,
+            stats_list_known_queues_sorted_with_sizes,
+            history_has_one_entry_per_day_oldest_first,
+            every_state_survives_reopen,
+            list_pages_in_state_order,
+            get_reports_each_state,
+            job_is_in_exactly_one_state_through_its_life,
+            concurrent_fetches_deliver_each_job_once,
+            concurrent_pushes_of_one_jid_store_it_once,
+            racing_ack_fail_reap_requeue_keep_exactly_one_copy,
+            close_commits_accepted_requests_and_refuses_later_ones,
+            random_operations_match_model,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_cases {
+    ($harness:ty; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::conformance::run($crate::conformance::$case::<$harness>());
+            }
+        )*
+    };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clock, job specs and small helpers
+// ---------------------------------------------------------------------------------------------
+
+/// The fake clock's origin (2023-11-14T22:13:20Z).
+pub const T0: Millis = 1_700_000_000_000;
+pub const SEC: Millis = 1_000;
+pub const MIN: Millis = 60 * SEC;
+pub const HOUR: Millis = 60 * MIN;
+pub const DAY: Millis = 24 * HOUR;
+
+const DEFAULT_RETENTION: Millis = 180 * DAY;
+const BIG: u64 = 1_000_000;
+const WID: &str = "wid-conformance";
+
+/// A job to push, built up field by field.
+#[derive(Debug, Clone)]
+struct Spec {
+    jid: String,
+    queue: String,
+    jobtype: String,
+    retry: Option<i64>,
+    at: Option<Millis>,
+    reserve_for: Option<i64>,
+    args: String,
+    custom: Option<String>,
+}
+
+fn spec(jid: &str) -> Spec {
+    Spec {
+        jid: jid.to_string(),
+        queue: "default".to_string(),
+        jobtype: "TestJob".to_string(),
+        retry: None,
+        at: None,
+        reserve_for: None,
+        args: r#"[1,"a"]"#.to_string(),
+        custom: None,
+    }
+}
+
+fn js(s: &str) -> String {
+    serde_json::to_string(s).unwrap()
+}
+
+impl Spec {
+    fn queue(mut self, q: &str) -> Spec {
+        self.queue = q.to_string();
+        self
+    }
+    fn jobtype(mut self, t: &str) -> Spec {
+        self.jobtype = t.to_string();
+        self
+    }
+    fn retry(mut self, r: i64) -> Spec {
+        self.retry = Some(r);
+        self
+    }
+    fn at(mut self, at: Millis) -> Spec {
+        self.at = Some(at);
+        self
+    }
+    fn reserve_for(mut self, secs: i64) -> Spec {
+        self.reserve_for = Some(secs);
+        self
+    }
+    fn args(mut self, raw: &str) -> Spec {
+        self.args = raw.to_string();
+        self
+    }
+    fn custom(mut self, raw: &str) -> Spec {
+        self.custom = Some(raw.to_string());
+        self
+    }
+
+    fn json(&self) -> String {
+        let mut f = vec![
+            format!("\"jid\":{}", js(&self.jid)),
+            format!("\"queue\":{}", js(&self.queue)),
+            format!("\"jobtype\":{}", js(&self.jobtype)),
+            format!("\"args\":{}", self.args),
+        ];
+        if let Some(r) = self.retry {
+            f.push(format!("\"retry\":{r}"));
+        }
+        if let Some(at) = self.at {
+            f.push(format!("\"at\":{}", js(&format_millis(at))));
+        }
+        if let Some(rf) = self.reserve_for {
+            f.push(format!("\"reserve_for\":{rf}"));
+        }
+        if let Some(c) = &self.custom {
+            f.push(format!("\"custom\":{c}"));
+        }
+        format!("{{{}}}", f.join(","))
+    }
+
+    fn new_job(&self, now: Millis) -> NewJob {
+        let (job, at) = Job::parse_for_push(&self.json(), now)
+            .unwrap_or_else(|e| panic!("suite bug: invalid job {}: {e}", self.json()));
+        NewJob { job, at }
+    }
+}
+
+fn boom() -> FailInfo {
+    FailInfo::new(
+        "RuntimeError",
+        "boom",
+        vec!["app.rb:1".into(), "app.rb:2".into()],
+    )
+}
+
+fn strings(xs: &[&str]) -> Vec<String> {
+    xs.iter().map(|s| s.to_string()).collect()
+}
+
+fn payload(j: &StoredJob) -> Job {
+    Job::from_stored(&j.payload)
+        .unwrap_or_else(|e| panic!("payload of {} is not a job ({e}): {}", j.jid, j.payload))
+}
+
+fn ts(s: &str) -> Millis {
+    parse_rfc3339(s).unwrap_or_else(|e| panic!("bad timestamp {s:?}: {e}"))
+}
+
+/// Pushes jobs in one call and asserts every one was accepted.
+async fn push<S: Store>(s: &S, specs: &[Spec], now: Millis) {
+    let res = s
+        .push(specs.iter().map(|j| j.new_job(now)).collect(), now)
+        .await
+        .expect("push");
+    assert_eq!(res.len(), specs.len(), "push returns one result per job");
+    for (r, j) in res.iter().zip(specs) {
+        assert!(r.is_ok(), "push of {} was refused: {r:?}", j.jid);
+    }
+}
+
+/// Pushes jobs in one call and returns the per-job results.
+async fn push_results<S: Store>(s: &S, specs: &[Spec], now: Millis) -> Vec<Result<(), PushError>> {
+    let res = s
+        .push(specs.iter().map(|j| j.new_job(now)).collect(), now)
+        .await
+        .expect("push");
+    assert_eq!(res.len(), specs.len(), "push returns one result per job");
+    res
+}
+
+async fn fetch<S: Store>(s: &S, queues: &[&str], now: Millis) -> Option<StoredJob> {
+    s.fetch(strings(queues), WID.to_string(), now)
+        .await
+        .expect("fetch")
+}
+
+async fn fetch_jid<S: Store>(s: &S, queues: &[&str], now: Millis) -> Option<String> {
+    fetch(s, queues, now).await.map(|j| j.jid)
+}
+
+async fn ack<S: Store>(s: &S, jid: &str, now: Millis) -> AckOutcome {
+    s.ack(jid.to_string(), now).await.expect("ack")
+}
+
+async fn fail<S: Store>(s: &S, jid: &str, now: Millis) -> FailReply {
+    s.fail(jid.to_string(), boom(), now).await.expect("fail")
+}
+
+async fn get<S: Store>(s: &S, jid: &str) -> Option<StoredJob> {
+    s.get(jid.to_string()).await.expect("get")
+}
+
+async fn must_get<S: Store>(s: &S, jid: &str) -> StoredJob {
+    get(s, jid)
+        .await
+        .unwrap_or_else(|| panic!("job {jid} should be stored but get() found nothing"))
+}
+
+async fn state_of<S: Store>(s: &S, jid: &str) -> Option<JobState> {
+    get(s, jid).await.map(|j| j.state)
+}
+
+async fn stats<S: Store>(s: &S) -> Stats {
+    s.stats().await.expect("stats")
+}
+
+async fn list<S: Store>(s: &S, state: JobState, queue: Option<&str>) -> Vec<StoredJob> {
+    s.list(state, queue.map(str::to_string), 0, BIG)
+        .await
+        .expect("list")
+}
+
+async fn jids<S: Store>(s: &S, state: JobState, queue: Option<&str>) -> Vec<String> {
+    list(s, state, queue)
+        .await
+        .into_iter()
+        .map(|j| j.jid)
+        .collect()
+}
+
+async fn mutate<S: Store>(
+    s: &S,
+    op: MutateOp,
+    target: JobState,
+    filter: Option<MutateFilter>,
+    now: Millis,
+) -> u64 {
+    s.mutate(Mutation { op, target, filter }, now)
+        .await
+        .expect("mutate")
+}
+
+fn by_jids(jids: &[&str]) -> Option<MutateFilter> {
+    Some(MutateFilter {
+        jids: strings(jids),
+        ..MutateFilter::default()
+    })
+}
+
+async fn promote<S: Store>(s: &S, now: Millis) -> usize {
+    s.promote_due(now, 1000).await.expect("promote_due")
+}
+
+async fn reap<S: Store>(s: &S, now: Millis) -> usize {
+    s.reap_expired(now, 1000).await.expect("reap_expired")
+}
+
+async fn history<S: Store>(s: &S, days: u32, today: Millis) -> Vec<DayStats> {
+    s.history(days, today).await.expect("history")
+}
+
+/// The counters (processed, failures) of `stats`.
+async fn counters<S: Store>(s: &S) -> (u64, u64) {
+    let st = stats(s).await;
+    (st.processed, st.failures)
+}
+
+fn queue_stats(name: &str, size: u64, paused: bool) -> QueueStats {
+    QueueStats {
+        name: name.to_string(),
+        size,
+        paused,
+    }
+}
+
+/// Puts a job into `state` by the ordinary transitions, at `now`, and returns it as stored.
+///
+/// Working, retry and dead jobs are pushed and fetched from their own queue, which must hold no
+/// older job. Retry needs `retry` > 0 (the default is fine); dead uses the failure outcome when it
+/// is dead (`retry` < 0), else a MUTATE kill of the retried job.
+async fn put<S: Store>(s: &S, spec: &Spec, state: JobState, now: Millis) -> StoredJob {
+    match state {
+        Scheduled => {
+            let sp = match spec.at {
+                Some(_) => spec.clone(),
+                None => spec.clone().at(now + HOUR),
+            };
+            assert!(
+                sp.at.unwrap() > now,
+                "suite bug: a scheduled job needs a future at"
+            );
+            push(s, &[sp], now).await;
+        }
+        Enqueued => push(s, std::slice::from_ref(spec), now).await,
+        Working | Retry | Dead => {
+            push(s, std::slice::from_ref(spec), now).await;
+            let got = fetch(s, &[&spec.queue], now).await;
+            assert_eq!(
+                got.as_ref().map(|j| j.jid.as_str()),
+                Some(spec.jid.as_str()),
+                "fetch from queue {} right after pushing {} to it",
+                spec.queue,
+                spec.jid
+            );
+            if state != Working {
+                match fail(s, &spec.jid, now).await {
+                    FailReply::Failed(FailOutcome::Retry { .. }) if state == Dead => {
+                        let n = mutate(s, MutateOp::Kill, Retry, by_jids(&[&spec.jid]), now).await;
+                        assert_eq!(n, 1, "MUTATE kill of retry job {}", spec.jid);
+                    }
+                    FailReply::Failed(FailOutcome::Retry { .. }) => {}
+                    FailReply::Failed(FailOutcome::Dead) if state == Dead => {}
+                    other => panic!("FAIL of working job {} gave {other:?}", spec.jid),
+                }
+            }
+        }
+    }
+    let got = must_get(s, &spec.jid).await;
+    assert_eq!(
+        got.state, state,
+        "job {} after putting it in {state}",
+        spec.jid
+    );
+    got
+}
+
+// ---------------------------------------------------------------------------------------------
+// The invariant checker and the per-case context
+// ---------------------------------------------------------------------------------------------
+
+/// Checks what must hold after any sequence of operations:
+/// * `stats` counts equal what `list` returns for each state, and each queue's size what
+///   `list(Enqueued, Some(queue))` returns; known queues are sorted by name, each once;
+/// * no jid is listed in two states, and `get` returns exactly what `list` returned;
+/// * each listed job is consistent: state field, payload jid/queue/jobtype, reservation only
+///   and always for working jobs, `at` matching the reservation / `failure.next_at` / `at`.
+pub async fn check_consistency<S: Store>(s: &S) {
+    let st = stats(s).await;
+    let names: Vec<&str> = st.queues.iter().map(|q| q.name.as_str()).collect();
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(
+        names, sorted,
+        "stats: known queues are sorted by name, each once"
+    );
+
+    let mut seen: HashMap<String, JobState> = HashMap::new();
+    for state in JobState::ALL {
+        let jobs = list(s, state, None).await;
+        let want = match state {
+            Scheduled => st.scheduled,
+            Enqueued => st.enqueued(),
+            Working => st.working,
+            Retry => st.retries,
+            Dead => st.dead,
+        };
+        assert_eq!(
+            jobs.len() as u64,
+            want,
+            "stats says {want} {state} jobs but list({state}) returns {}: {:?}",
+            jobs.len(),
+            jobs.iter().map(|j| &j.jid).collect::<Vec<_>>()
+        );
+        for j in &jobs {
+            assert_eq!(j.state, state, "job {} listed under {state}", j.jid);
+            if let Some(prev) = seen.insert(j.jid.clone(), state) {
+                panic!("job {} is in two states: {prev} and {state}", j.jid);
+            }
+            let g = get(s, &j.jid).await;
+            assert_eq!(
+                g.as_ref(),
+                Some(j),
+                "get({}) must agree with list({state})",
+                j.jid
+            );
+            assert_eq!(
+                j.reservation.is_some(),
+                state == Working,
+                "job {} in {state}: a reservation exactly for working jobs",
+                j.jid
+            );
+            let job = payload(j);
+            assert_eq!(job.jid, j.jid, "payload jid of {}", j.jid);
+            assert_eq!(job.queue, j.queue, "payload queue of {}", j.jid);
+            assert_eq!(job.jobtype, j.jobtype, "payload jobtype of {}", j.jid);
+            match state {
+                Working => assert_eq!(
+                    j.at,
+                    j.reservation.as_ref().unwrap().expires_at,
+                    "a working job's at is its reservation expiry ({})",
+                    j.jid
+                ),
+                Retry => {
+                    let f = job
+                        .failure
+                        .as_ref()
+                        .unwrap_or_else(|| panic!("retry job {} has no failure", j.jid));
+                    assert_eq!(
+                        ts(&f.next_at),
+                        j.at,
+                        "a retry job's at is failure.next_at ({})",
+                        j.jid
+                    );
+                }
+                Scheduled => {
+                    assert_eq!(
+                        ts(&job.at),
+                        j.at,
+                        "a scheduled job's at is its payload at ({})",
+                        j.jid
+                    )
+                }
+                Enqueued => assert!(
+                    st.queues.iter().any(|q| q.name == j.queue),
+                    "enqueued job {} is in queue {} which stats does not list",
+                    j.jid,
+                    j.queue
+                ),
+                Dead => {}
+            }
+        }
+    }
+    for q in &st.queues {
+        let jobs = list(s, Enqueued, Some(&q.name)).await;
+        assert_eq!(
+            jobs.len() as u64,
+            q.size,
+            "stats says queue {} holds {} jobs but list returns {}",
+            q.name,
+            q.size,
+            jobs.len()
+        );
+        for j in &jobs {
+            assert_eq!(
+                j.queue, q.name,
+                "list(Enqueued, {}) returned {}",
+                q.name, j.jid
+            );
+        }
+    }
+}
+
+/// Everything observable about a store, to compare before and after a reopen.
+#[derive(Debug, PartialEq)]
+struct Snapshot {
+    stats: Stats,
+    lists: BTreeMap<JobState, Vec<StoredJob>>,
+    queues: BTreeMap<String, Vec<StoredJob>>,
+    history: Vec<DayStats>,
+}
+
+async fn snapshot<S: Store>(s: &S, today: Millis) -> Snapshot {
+    let stats = stats(s).await;
+    let mut lists = BTreeMap::new();
+    for state in JobState::ALL {
+        lists.insert(state, list(s, state, None).await);
+    }
+    let mut queues = BTreeMap::new();
+    for q in &stats.queues {
+        queues.insert(q.name.clone(), list(s, Enqueued, Some(&q.name)).await);
+    }
+    let history = history(s, 14, today).await;
+    Snapshot {
+        stats,
+        lists,
+        queues,
+        history,
+    }
+}
+
+fn assert_same_snapshot(before: &Snapshot, after: &Snapshot, what: &str) {
+    assert_eq!(before.stats, after.stats, "{what}: stats changed");
+    for state in JobState::ALL {
+        assert_eq!(
+            before.lists[&state], after.lists[&state],
+            "{what}: the {state} jobs changed"
+        );
+    }
+    assert_eq!(
+        before.queues, after.queues,
+        "{what}: queue contents or order changed"
+    );
+    assert_eq!(before.history, after.history, "{what}: history changed");
+}
+
+/// A case's store, its listener and its config.
+pub struct Ctx<H: Harness> {
+    h: H,
+    rec: Arc<RecordingListener>,
+    cfg: StoreConfig,
+}
+
+impl<H: Harness> Ctx<H> {
+    async fn new() -> Ctx<H> {
+        Ctx::with_config(StoreConfig::default()).await
+    }
+
+    async fn with_config(cfg: StoreConfig) -> Ctx<H> {
+        let rec = RecordingListener::new();
+        let listener: Listener = rec.clone();
+        let h = H::create(cfg.clone(), listener).await;
+        Ctx { h, rec, cfg }
+    }
+
+    fn s(&self) -> &H::S {
+        self.h.store()
+    }
+
+    async fn reopen(&mut self) {
+        self.h.reopen().await;
+    }
+
+    /// Ends a case: consistency, then a crash-reopen must change nothing observable.
+    async fn finish(mut self, now: Millis) {
+        check_consistency(self.s()).await;
+        let before = snapshot(self.s(), now).await;
+        self.h.reopen().await;
+        let after = snapshot(self.s(), now).await;
+        assert_same_snapshot(
+            &before,
+            &after,
+            "after a crash-reopen at the end of the case",
+        );
+        check_consistency(self.s()).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// PUSH / PUSHB
+// ---------------------------------------------------------------------------------------------
+
+/// PUSH without `at`: (new) → enqueued, in stats, get and list, the listener told the queue, the
+/// payload stamped with `enqueued_at`.
+pub async fn push_enqueues_job<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    push(
+        s,
+        &[spec("jid-push-0001").queue("mail").jobtype("SendMail")],
+        T0,
+    )
+    .await;
+
+    let st = stats(s).await;
+    assert_eq!(
+        st.queues,
+        vec![queue_stats("mail", 1, false)],
+        "stats after one push"
+    );
+    assert_eq!(
+        (
+            st.scheduled,
+            st.retries,
+            st.dead,
+            st.working,
+            st.processed,
+            st.failures
+        ),
+        (0, 0, 0, 0, 0, 0),
+        "stats after one push"
+    );
+    let got = must_get(s, "jid-push-0001").await;
+    assert_eq!(got.state, Enqueued);
+    assert_eq!(
+        (got.queue.as_str(), got.jobtype.as_str()),
+        ("mail", "SendMail")
+    );
+    assert_eq!(got.at, T0, "an enqueued job's at is its enqueue time");
+    assert_eq!(got.reservation, None);
+    let job = payload(&got);
+    assert_eq!(job.enqueued_at, format_millis(T0), "payload enqueued_at");
+    assert_eq!(job.created_at, format_millis(T0), "payload created_at");
+    assert!(job.failure.is_none());
+    assert_eq!(jids(s, Enqueued, Some("mail")).await, vec!["jid-push-0001"]);
+    assert_eq!(jids(s, Enqueued, None).await, vec!["jid-push-0001"]);
+    assert!(
+        c.rec.take().iter().any(|q| q == "mail"),
+        "the listener must be told about the queue a pushed job was enqueued to"
+    );
+    c.finish(T0).await;
+}
+
+/// PUSH with a future `at`: (new) → scheduled, not fetchable, ordered by `at`; the queue is not
+/// created by a scheduled job.
+pub async fn push_with_future_at_schedules_job<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    let at = T0 + 10 * MIN;
+    push(s, &[spec("jid-sched-0001").queue("later").at(at)], T0).await;
+
+    let got = must_get(s, "jid-sched-0001").await;
+    assert_eq!(got.state, Scheduled);
+    assert_eq!(got.at, at, "a scheduled job's at is its at time");
+    assert_eq!(got.queue, "later");
+    let st = stats(s).await;
+    assert_eq!(st.scheduled, 1);
+    assert_eq!(st.enqueued(), 0);
+    assert!(
+        st.queues.is_empty(),
+        "a queue is known once something was enqueued to it, not scheduled: {:?}",
+        st.queues
+    );
+    assert_eq!(jids(s, Scheduled, None).await, vec!["jid-sched-0001"]);
+    assert_eq!(
+        fetch_jid(s, &["later"], T0 + SEC).await,
+        None,
+        "scheduled jobs are not fetchable"
+    );
+    assert_eq!(
+        fetch_jid(s, &["later"], at + SEC).await,
+        None,
+        "not fetchable before promotion either"
+    );
+    c.finish(T0).await;
+}
+
+/// PUSH with `at` equal to now or in the past: (new) → enqueued at once.
+pub async fn push_with_due_or_past_at_enqueues_job<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    push(
+        s,
+        &[
+            spec("jid-now-00001").at(T0),
+            spec("jid-past-0001").at(T0 - HOUR),
+        ],
+        T0,
+    )
+    .await;
+    for jid in ["jid-now-00001", "jid-past-0001"] {
+        let got = must_get(s, jid).await;
+        assert_eq!(got.state, Enqueued, "{jid}: at <= now is enqueued at once");
+        assert_eq!(payload(&got).enqueued_at, format_millis(T0));
+    }
+    assert_eq!(stats(s).await.scheduled, 0);
+    assert!(c.rec.take().iter().any(|q| q == "default"));
+    assert_eq!(
+        fetch_jid(s, &["default"], T0).await.as_deref(),
+        Some("jid-now-00001")
+    );
+    assert_eq!(
+        fetch_jid(s, &["default"], T0).await.as_deref(),
+        Some("jid-past-0001")
+    );
+    c.finish(T0).await;
+}
+
+/// PUSHB: one result per job, in order; jobs of different queues and states stored
+/// independently.
+pub async fn push_batch_results_are_independent<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    let batch = [
+        spec("jid-batch-001").queue("a"),
+        spec("jid-batch-002").queue("b").at(T0 + MIN),
+        spec("jid-batch-003").queue("a"),
+        spec("jid-batch-004").queue("c"),
+    ];
+    let res = push_results(s, &batch, T0).await;
+    assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
+    assert_eq!(
+        jids(s, Enqueued, Some("a")).await,
+        vec!["jid-batch-001", "jid-batch-003"]
+    );
+    assert_eq!(jids(s, Enqueued, Some("c")).await, vec!["jid-batch-004"]);
+    assert_eq!(jids(s, Scheduled, None).await, vec!["jid-batch-002"]);
+    let told: BTreeSet<String> = c.rec.take().into_iter().collect();
+    assert!(
+        told.contains("a") && told.contains("c"),
+        "the listener must be told about queues a and c: {told:?}"
+    );
+    c.finish(T0).await;
+}
+
+fn assert_duplicate(r: &Result<(), PushError>, jid: &str) {
+    match r {
+        Err(PushError::DuplicateJid(j, _)) => assert_eq!(j, jid, "DuplicateJid names the jid"),
+        other => {
+            panic!("push of duplicate jid {jid} must be refused with DuplicateJid, got {other:?}")
+        }
+    }
+}
+
+/// A jid already stored (in any state) is refused with DuplicateJid; the stored job is untouched
+/// and the other jobs of the same batch are stored.
+pub async fn push_duplicate_jid_is_refused<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    let mut t = T0;
+    let mut originals = Vec::new();
+    for state in JobState::ALL {
+        let jid = format!("dup-{}", state.set_name());
+        originals.push(
+            put(
+                s,
+                &spec(&jid).queue(&format!("q-{}", state.set_name())),
+                state,
+                t,
+            )
+            .await,
+        );
+        t += SEC;
+    }
+    let mut batch = vec![spec("dup-fresh-001").queue("fresh")];
+    for o in &originals {
+        batch.push(spec(&o.jid).queue("fresh").args("[\"second copy\"]"));
+    }
+    batch.push(spec("dup-fresh-002").queue("fresh"));
+    let res = push_results(s, &batch, t).await;
+    assert!(res[0].is_ok(), "{:?}", res[0]);
+    assert!(res[res.len() - 1].is_ok(), "{:?}", res[res.len() - 1]);
+    for (o, r) in originals.iter().zip(&res[1..]) {
+        assert_duplicate(r, &o.jid);
+        assert_eq!(
+            get(s, &o.jid).await.as_ref(),
+            Some(o),
+            "the stored {} job must be untouched by a duplicate push",
+            o.state
+        );
+    }
+    assert_eq!(
+        jids(s, Enqueued, Some("fresh")).await,
+        vec!["dup-fresh-001", "dup-fresh-002"]
+    );
+    c.finish(t).await;
+}
+
+/// The same jid twice in one PUSHB: the first is stored, the second refused.
+pub async fn push_duplicate_jid_within_batch_is_refused<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    let batch = [
+        spec("jid-twice-001").args("[\"first\"]"),
+        spec("jid-other-001"),
+        spec("jid-twice-001")
+            .args("[\"second\"]")
+            .queue("elsewhere"),
+    ];
+    let res = push_results(s, &batch, T0).await;
+    assert!(res[0].is_ok() && res[1].is_ok(), "{res:?}");
+    assert_duplicate(&res[2], "jid-twice-001");
+    let got = must_get(s, "jid-twice-001").await;
+    assert_eq!(got.queue, "default");
+    assert!(
+        got.payload.contains("[\"first\"]"),
+        "the first copy is kept: {}",
+        got.payload
+    );
+    assert_eq!(
+        jids(s, Enqueued, Some("default")).await,
+        vec!["jid-twice-001", "jid-other-001"]
+    );
+    assert_eq!(stats(s).await.enqueued(), 2);
+    c.finish(T0).await;
+}
+
+/// A jid whose job is gone (acknowledged, discarded) can be pushed again.
+pub async fn push_of_gone_jid_is_accepted<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    put(s, &spec("jid-again-001"), Working, T0).await;
+    assert_eq!(ack(s, "jid-again-001", T0 + SEC).await, AckOutcome::Acked);
+    push(s, &[spec("jid-again-001")], T0 + 2 * SEC).await;
+    assert_eq!(state_of(s, "jid-again-001").await, Some(Enqueued));
+
+    put(
+        s,
+        &spec("jid-again-002").queue("other").at(T0 + HOUR),
+        Scheduled,
+        T0,
+    )
+    .await;
+    assert_eq!(
+        mutate(
+            s,
+            MutateOp::Discard,
+            Scheduled,
+            by_jids(&["jid-again-002"]),
+            T0
+        )
+        .await,
+        1
+    );
+    push(s, &[spec("jid-again-002").queue("other")], T0 + 3 * SEC).await;
+    assert_eq!(state_of(s, "jid-again-002").await, Some(Enqueued));
+    c.finish(T0 + 3 * SEC).await;
+}
+
+/// `args` and `custom` come back byte for byte (big integers, spaces, number formatting), from
+/// get, fetch, through a failure and a promotion, and after a reopen.
+pub async fn args_and_custom_survive_byte_for_byte<H: Harness>() {
+    let mut c = Ctx::<H>::new().await;
+    let args =
+        r#"[12345678901234567890, "two  spaces", {"a" : "b c"}, 1.0, 1.5e-7, -0, "\u00e9\n"]"#;
+    let custom = r#"{"big" : 18446744073709551616, "s":"x y"}"#;
+    let want_args = format!("\"args\":{args}");
+    let want_custom = format!("\"custom\":{custom}");
+    let check = |j: &StoredJob, when: &str| {
+        assert!(
+            j.payload.contains(&want_args),
+            "{when}: args changed: {}",
+            j.payload
+        );
+        assert!(
+            j.payload.contains(&want_custom),
+            "{when}: custom changed: {}",
+            j.payload
+        );
+    };
+    let s = c.s();
+    push(s, &[spec("jid-bytes-001").args(args).custom(custom)], T0).await;
+    check(
+        &must_get(s, "jid-bytes-001").await,
+        "get of the enqueued job",
+    );
+    check(
+        &fetch(s, &["default"], T0).await.expect("fetch"),
+        "fetched payload",
+    );
+    let next_at = match fail(s, "jid-bytes-001", T0 + SEC).await {
+        FailReply::Failed(FailOutcome::Retry { next_at }) => next_at,
+        other => panic!("FAIL gave {other:?}"),
+    };
+    check(&must_get(s, "jid-bytes-001").await, "get of the retry job");
+    assert_eq!(promote(s, next_at).await, 1);
+    check(
+        &fetch(s, &["default"], next_at).await.expect("fetch"),
+        "payload fetched after a retry",
+    );
+    c.reopen().await;
+    check(&must_get(c.s(), "jid-bytes-001").await, "get after reopen");
+    c.finish(next_at).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// FETCH and pause
+// ---------------------------------------------------------------------------------------------
+
+/// Each queue is FIFO by arrival, whether jobs came in one PUSHB or separate PUSHes.
+pub async fn fetch_is_fifo_within_queue<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    push(s, &[spec("fifo-00000003")], T0).await;
+    push(s, &[spec("fifo-00000001"), spec("fifo-00000005")], T0 + SEC).await;
+    push(s, &[spec("fifo-00000002")], T0 + 2 * SEC).await;
+    push(s, &[spec("fifo-00000004")], T0 + 3 * SEC).await;
+    let want = [
+        "fifo-00000003",
+        "fifo-00000001",
+        "fifo-00000005",
+        "fifo-00000002",
+        "fifo-00000004",
+    ];
+    assert_eq!(
+        jids(s, Enqueued, Some("default")).await,
+        want,
+        "list(Enqueued) in FIFO order"
+    );
+    for (i, jid) in want.iter().enumerate() {
+        let t = T0 + 10 * SEC + i as Millis;
+        assert_eq!(
+            fetch_jid(s, &["default"], t).await.as_deref(),
+            Some(*jid),
+            "fetch #{i}"
+        );
+    }
+    assert_eq!(fetch_jid(s, &["default"], T0 + 20 * SEC).await, None);
+    c.finish(T0 + 20 * SEC).await;
+}
+
+/// FETCH takes the oldest job of the first non-empty queue, in the order given.
+pub async fn fetch_takes_first_non_empty_queue_in_given_order<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    assert_eq!(
+        fetch_jid(s, &["a", "b", "c"], T0).await,
+        None,
+        "nothing stored"
+    );
+    put(s, &spec("order-a-0001").queue("a"), Working, T0).await; // queue a known but empty
+    push(s, &[spec("order-c-0001").queue("c")], T0).await;
+    push(
+        s,
+        &[
+            spec("order-b-0001").queue("b"),
+            spec("order-b-0002").queue("b"),
+        ],
+        T0 + 1,
+    )
+    .await;
+    push(s, &[spec("order-c-0002").queue("c")], T0 + 2).await;
+    let t = T0 + SEC;
+    assert_eq!(
+        fetch_jid(s, &["a", "b", "c"], t).await.as_deref(),
+        Some("order-b-0001")
+    );
+    assert_eq!(
+        fetch_jid(s, &["c", "b"], t).await.as_deref(),
+        Some("order-c-0001")
+    );
+    assert_eq!(
+        fetch_jid(s, &["a", "b", "c"], t).await.as_deref(),
+        Some("order-b-0002")
+    );
+    assert_eq!(
+        fetch_jid(s, &["a", "b", "c"], t).await.as_deref(),
+        Some("order-c-0002")
+    );
+    assert_eq!(fetch_jid(s, &["a", "b", "c"], t).await, None);
+    c.finish(t).await;
+}
+
+/// Unknown queue names in FETCH are fine, and are not created.
+pub async fn fetch_of_unknown_queue_is_fine<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    assert_eq!(fetch_jid(s, &["nope"], T0).await, None);
+    push(s, &[spec("known-000001")], T0).await;
+    assert_eq!(
+        fetch_jid(s, &["nope", "default"], T0).await.as_deref(),
+        Some("known-000001")
+    );
+    let st = stats(s).await;
+    assert_eq!(
+        st.queues,
+        vec![queue_stats("default", 0, false)],
+        "FETCH does not create queues"
+    );
+    c.finish(T0).await;
+}
+
+/// FETCH: enqueued → working, reserved from now until now + clamp(reserve_for) (0 → 1800 s,
+/// 30 → 60 s), with the fetching wid; payload carries `enqueued_at`.
+pub async fn fetch_reserves_job<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    let cases: [(&str, Option<i64>, i64); 5] = [
+        ("resv-absent1", None, 1800),
+        ("resv-zero001", Some(0), 1800),
+        ("resv-thirty1", Some(30), 60),
+        ("resv-ten-min", Some(600), 600),
+        ("resv-one-day", Some(86_400), 86_400),
+    ];
+    for (i, (jid, rf, _)) in cases.iter().enumerate() {
+        let mut sp = spec(jid).queue("resv");
+        if let Some(rf) = rf {
+            sp = sp.reserve_for(*rf);
+        }
+        push(s, &[sp], T0 + i as Millis).await;
+    }
+    let t = T0 + MIN;
+    for (i, (jid, _, secs)) in cases.iter().enumerate() {
+        let now = t + i as Millis * SEC;
+        let wid = format!("worker-{i}");
+        let got = s
+            .fetch(strings(&["resv"]), wid.clone(), now)
+            .await
+            .expect("fetch")
+            .expect("a job");
+        assert_eq!(got.jid, *jid, "FIFO");
+        assert_eq!(got.state, Working);
+        let r = got
+            .reservation
+            .clone()
+            .expect("a working job has a reservation");
+        assert_eq!(r.reserved_at, now, "{jid}: reserved_at");
+        assert_eq!(
+            r.expires_at,
+            now + secs * SEC,
+            "{jid}: expires_at = now + {secs} s"
+        );
+        assert_eq!(r.wid, wid, "{jid}: wid");
+        assert_eq!(
+            got.at, r.expires_at,
+            "{jid}: a working job's at is its expiry"
+        );
+        assert_eq!(
+            payload(&got).enqueued_at,
+            format_millis(T0 + i as Millis),
+            "{jid}: enqueued_at"
+        );
+        assert_eq!(
+            get(s, jid).await.as_ref(),
+            Some(&got),
+            "get of {jid} equals what FETCH returned"
+        );
+    }
+    let st = stats(s).await;
+    assert_eq!(st.working, 5);
+    assert_eq!(
+        st.queues,
+        vec![queue_stats("resv", 0, false)],
+        "an emptied queue stays known"
+    );
+    assert_eq!((st.processed, st.failures), (0, 0), "FETCH counts nothing");
+    c.finish(t + 10 * SEC).await;
+}
+
+/// Paused queues still take PUSHes, but FETCH skips them.
+pub async fn fetch_skips_paused_queues<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    push(
+        s,
+        &[
+            spec("pause-a-0001").queue("a"),
+            spec("pause-b-0001").queue("b"),
+        ],
+        T0,
+    )
+    .await;
+    s.set_paused(QueueSelector::Names(strings(&["a"])), true)
+        .await
+        .expect("pause");
+    push(s, &[spec("pause-a-0002").queue("a")], T0 + 1).await;
+    let st = stats(s).await;
+    assert_eq!(
+        st.queues,
+        vec![queue_stats("a", 2, true), queue_stats("b", 1, false)]
+    );
+    assert_eq!(
+        fetch_jid(s, &["a", "b"], T0 + SEC).await.as_deref(),
+        Some("pause-b-0001")
+    );
+    assert_eq!(
+        fetch_jid(s, &["a", "b"], T0 + SEC).await,
+        None,
+        "a is paused, b is empty"
+    );
+    assert_eq!(fetch_jid(s, &["a"], T0 + SEC).await, None, "a is paused");
+    s.set_paused(QueueSelector::Names(strings(&["a"])), false)
+        .await
+        .expect("resume");
+    assert!(!stats(s).await.queues[0].paused);
+    assert_eq!(
+        fetch_jid(s, &["a", "b"], T0 + SEC).await.as_deref(),
+        Some("pause-a-0001")
+    );
+    c.finish(T0 + SEC).await;
+}
+
+/// Pause flags are persisted.
+pub async fn pause_survives_reopen<H: Harness>() {
+    let mut c = Ctx::<H>::new().await;
+    push(
+        c.s(),
+        &[
+            spec("pause-keep-01").queue("a"),
+            spec("pause-keep-02").queue("b"),
+        ],
+        T0,
+    )
+    .await;
+    c.s()
+        .set_paused(QueueSelector::Names(strings(&["a"])), true)
+        .await
+        .expect("pause");
+    c.reopen().await;
+    let s = c.s();
+    assert_eq!(
+        stats(s).await.queues,
+        vec![queue_stats("a", 1, true), queue_stats("b", 1, false)]
+    );
+    assert_eq!(
+        fetch_jid(s, &["a"], T0).await,
+        None,
+        "a is still paused after reopen"
+    );
+    s.set_paused(QueueSelector::Names(strings(&["a"])), false)
+        .await
+        .expect("resume");
+    c.reopen().await;
+    assert_eq!(
+        fetch_jid(c.s(), &["a"], T0).await.as_deref(),
+        Some("pause-keep-01"),
+        "resume persisted"
+    );
+    c.finish(T0).await;
+}
+
+/// PAUSE * pauses every known queue; naming an unknown queue is a silent no-op (a later push
+/// creates it unpaused).
+pub async fn set_paused_all_and_unknown_queues<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    push(
+        s,
+        &[
+            spec("pall-a-00001").queue("a"),
+            spec("pall-b-00001").queue("b"),
+        ],
+        T0,
+    )
+    .await;
+    s.set_paused(QueueSelector::All, true)
+        .await
+        .expect("pause *");
+    assert_eq!(
+        stats(s).await.queues,
+        vec![queue_stats("a", 1, true), queue_stats("b", 1, true)]
+    );
+    assert_eq!(fetch_jid(s, &["a", "b"], T0).await, None);
+
+    s.set_paused(QueueSelector::Names(strings(&["ghost"])), true)
+        .await
+        .expect("pause ghost");
+    assert_eq!(
+        stats(s).await.queues.len(),
+        2,
+        "pausing an unknown queue does not create it"
+    );
+    push(s, &[spec("pall-ghost-01").queue("ghost")], T0).await;
+    assert_eq!(
+        stats(s).await.queues[2],
+        queue_stats("ghost", 1, false),
+        "pausing a queue before it existed has no effect"
+    );
+    assert_eq!(
+        fetch_jid(s, &["a", "ghost"], T0).await.as_deref(),
+        Some("pall-ghost-01")
+    );
+
+    s.set_paused(QueueSelector::All, false)
+        .await
+        .expect("resume *");
+    assert!(stats(s).await.queues.iter().all(|q| !q.paused));
+    assert_eq!(
+        fetch_jid(s, &["b", "a"], T0).await.as_deref(),
+        Some("pall-b-00001")
+    );
+    c.finish(T0).await;
+}
+
+/// Re-enqueued jobs (retry promotion, scheduled promotion, MUTATE requeue) go to the back of
+/// their queue.
+pub async fn reenqueued_jobs_go_to_back_of_queue<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    put(s, &spec("back-retry-01"), Retry, T0).await;
+    put(s, &spec("back-dead-001").retry(-1), Dead, T0).await;
+    push(s, &[spec("back-sched-01").at(T0 + 30 * SEC)], T0).await;
+    push(s, &[spec("back-early-01"), spec("back-early-02")], T0 + SEC).await;
+    let t = T0 + MIN;
+    assert_eq!(
+        promote(s, t).await,
+        2,
+        "the retry and the scheduled job are due"
+    );
+    push(s, &[spec("back-early-03")], t + SEC).await;
+    assert_eq!(
+        mutate(s, MutateOp::Requeue, Dead, None, t + 2 * SEC).await,
+        1
+    );
+    let order = jids(s, Enqueued, Some("default")).await;
+    assert_eq!(&order[..2], ["back-early-01", "back-early-02"], "{order:?}");
+    let mut promoted = order[2..4].to_vec();
+    promoted.sort();
+    assert_eq!(promoted, ["back-retry-01", "back-sched-01"], "{order:?}");
+    assert_eq!(&order[4..], ["back-early-03", "back-dead-001"], "{order:?}");
+    for want in &order {
+        assert_eq!(
+            fetch_jid(s, &["default"], t + 3 * SEC).await.as_ref(),
+            Some(want)
+        );
+    }
+    c.finish(t + 3 * SEC).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// ACK and FAIL
+// ---------------------------------------------------------------------------------------------
+
+/// ACK: working → gone, `processed` counted in total and in today's history.
+pub async fn ack_removes_working_job_and_counts_processed<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    put(s, &spec("ack-me-00001"), Working, T0).await;
+    put(s, &spec("ack-other-001").queue("other"), Working, T0).await;
+    assert_eq!(ack(s, "ack-me-00001", T0 + SEC).await, AckOutcome::Acked);
+    assert_eq!(
+        get(s, "ack-me-00001").await,
+        None,
+        "an acknowledged job is gone"
+    );
+    assert_eq!(
+        state_of(s, "ack-other-001").await,
+        Some(Working),
+        "other reservations untouched"
+    );
+    let st = stats(s).await;
+    assert_eq!((st.working, st.processed, st.failures), (1, 1, 0));
+    let h = history(s, 1, T0 + SEC).await;
+    assert_eq!(
+        h,
+        vec![DayStats {
+            day: local_day(T0 + SEC),
+            processed: 1,
+            failures: 0
+        }],
+        "today's history counts the ACK"
+    );
+    assert_eq!(
+        fetch_jid(s, &["default"], T0 + 2 * SEC).await,
+        None,
+        "an acked job is never delivered again"
+    );
+    c.finish(T0 + SEC).await;
+}
+
+/// ACK of a jid that is not working (unknown, enqueued, scheduled, retry, dead, already acked)
+/// is NotWorking and changes nothing.
+pub async fn ack_of_job_not_working_changes_nothing<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    let mut t = T0;
+    let mut kept = Vec::new();
+    for state in [Scheduled, Enqueued, Retry, Dead] {
+        let jid = format!("noack-{}", state.set_name());
+        kept.push(
+            put(
+                s,
+                &spec(&jid)
+                    .queue(&jid)
+                    .retry(if state == Dead { -1 } else { 25 }),
+                state,
+                t,
+            )
+            .await,
+        );
+        t += SEC;
+    }
+    put(s, &spec("noack-acked1"), Working, t).await;
+    assert_eq!(ack(s, "noack-acked1", t).await, AckOutcome::Acked);
+    let before = counters(s).await;
+    for jid in ["noack-unknown", "noack-acked1"]
+        .into_iter()
+        .map(String::from)
+        .chain(kept.iter().map(|j| j.jid.clone()))
+    {
+        assert_eq!(
+            ack(s, &jid, t + SEC).await,
+            AckOutcome::NotWorking,
+            "ACK of {jid}"
+        );
+    }
+    assert_eq!(counters(s).await, before, "a refused ACK counts nothing");
+    for k in &kept {
+        assert_eq!(
+            get(s, &k.jid).await.as_ref(),
+            Some(k),
+            "a refused ACK leaves {} as it was",
+            k.jid
+        );
+    }
+    c.finish(t + SEC).await;
+}
+
+/// FAIL with retries left: working → retry; `failure` filled as werk_core::retry says (first
+/// failure: retry_count 0, remaining = retry, failed_at now, next_at in 15–44 s).
+pub async fn fail_moves_job_to_retry_with_failure_info<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    put(s, &spec("fail-me-00001").retry(25), Working, T0).await;
+    let t = T0 + 2 * SEC;
+    let next_at = match fail(s, "fail-me-00001", t).await {
+        FailReply::Failed(FailOutcome::Retry { next_at }) => next_at,
+        other => panic!("FAIL with retries left gave {other:?}"),
+    };
+    assert!(
+        (t + 15 * SEC..=t + 44 * SEC).contains(&next_at),
+        "first retry is 15–44 s after the failure, got {} s",
+        (next_at - t) as f64 / 1000.0
+    );
+    let got = must_get(s, "fail-me-00001").await;
+    assert_eq!(
+        (got.state, got.at, got.reservation.clone()),
+        (Retry, next_at, None)
+    );
+    let f = payload(&got).failure.expect("failure object");
+    assert_eq!((f.retry_count, f.remaining), (0, 25));
+    assert_eq!(f.failed_at, format_millis(t));
+    assert_eq!(f.next_at, format_millis(next_at));
+    assert_eq!(
+        (f.errtype.as_str(), f.message.as_str()),
+        ("RuntimeError", "boom")
+    );
+    assert_eq!(f.backtrace, boom().backtrace);
+    let st = stats(s).await;
+    assert_eq!(
+        (st.retries, st.working, st.processed, st.failures),
+        (1, 0, 1, 1)
+    );
+    assert_eq!(
+        history(s, 1, t).await,
+        vec![DayStats {
+            day: local_day(t),
+            processed: 1,
+            failures: 1
+        }]
+    );
+    assert_eq!(jids(s, Retry, None).await, vec!["fail-me-00001"]);
+    assert_eq!(
+        fetch_jid(s, &["default"], t).await,
+        None,
+        "a retry job is not fetchable"
+    );
+    c.finish(t).await;
+}
+
+/// A later failure: retry_count + 1, remaining − 1, failed_at kept from the first failure, error
+/// fields replaced, backoff 16–74 s.
+pub async fn second_failure_counts_up_and_keeps_failed_at<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    put(s, &spec("fail-twice-01").retry(25), Working, T0).await;
+    let t1 = T0 + SEC;
+    let FailReply::Failed(FailOutcome::Retry { next_at }) = fail(s, "fail-twice-01", t1).await
+    else {
+        panic!("first FAIL must retry")
+    };
+    assert_eq!(promote(s, next_at).await, 1);
+    assert_eq!(
+        fetch_jid(s, &["default"], next_at).await.as_deref(),
+        Some("fail-twice-01")
+    );
+    let t2 = next_at + 5 * SEC;
+    let info = FailInfo::new("OtherError", "again", Vec::new());
+    let next2 = match s
+        .fail("fail-twice-01".into(), info, t2)
+        .await
+        .expect("fail")
+    {
+        FailReply::Failed(FailOutcome::Retry { next_at }) => next_at,
+        other => panic!("second FAIL with retries left gave {other:?}"),
+    };
+    assert!(
+        (t2 + 16 * SEC..=t2 + 74 * SEC).contains(&next2),
+        "second retry is 16–74 s after the failure, got {} s",
+        (next2 - t2) as f64 / 1000.0
+    );
+    let got = must_get(s, "fail-twice-01").await;
+    assert_eq!((got.state, got.at), (Retry, next2));
+    let f = payload(&got).failure.expect("failure object");
+    assert_eq!((f.retry_count, f.remaining), (1, 24));
+    assert_eq!(
+        f.failed_at,
+        format_millis(t1),
+        "failed_at keeps the first failure's time"
+    );
+    assert_eq!(f.next_at, format_millis(next2));
+    assert_eq!(
+        (f.errtype.as_str(), f.message.as_str()),
+        ("OtherError", "again")
+    );
+    assert!(f.backtrace.is_empty());
+    assert_eq!(counters(s).await, (2, 2));
+    c.finish(t2).await;
+}
+
+/// FAIL with `retry` 0: working → gone (Discarded), still counted.
+pub async fn fail_with_retry_zero_discards_job<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    put(s, &spec("fail-zero-001").retry(0), Working, T0).await;
+    assert_eq!(
+        fail(s, "fail-zero-001", T0 + SEC).await,
+        FailReply::Failed(FailOutcome::Discarded)
+    );
+    assert_eq!(
+        get(s, "fail-zero-001").await,
+        None,
+        "a retry:0 job is dropped"
+    );
+    let st = stats(s).await;
+    assert_eq!(
+        (st.working, st.retries, st.dead, st.processed, st.failures),
+        (0, 0, 0, 1, 1)
+    );
+    c.finish(T0 + SEC).await;
+}
+
+/// FAIL with `retry` < 0: working → dead until now + dead_retention; remaining is never negative.
+pub async fn fail_with_negative_retry_kills_job<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    put(s, &spec("fail-neg-0001").retry(-1), Working, T0).await;
+    let t = T0 + SEC;
+    assert_eq!(
+        fail(s, "fail-neg-0001", t).await,
+        FailReply::Failed(FailOutcome::Dead)
+    );
+    let got = must_get(s, "fail-neg-0001").await;
+    assert_eq!(got.state, Dead);
+    assert_eq!(
+        got.at,
+        t + DEFAULT_RETENTION,
+        "dead_until = death + dead_retention"
+    );
+    let f = payload(&got).failure.expect("failure object");
+    assert_eq!((f.retry_count, f.remaining), (0, 0));
+    assert_eq!(f.failed_at, format_millis(t));
+    let st = stats(s).await;
+    assert_eq!(
+        (st.working, st.retries, st.dead, st.processed, st.failures),
+        (0, 0, 1, 1, 1)
+    );
+    assert_eq!(
+        promote(s, t + 365 * DAY).await,
+        0,
+        "dead jobs are never promoted"
+    );
+    c.finish(t).await;
+}
+
+/// With `retry` N the job runs N + 1 times, then dies (retry: 1 ⇒ retry, then dead).
+pub async fn fail_with_retries_exhausted_kills_job<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    put(s, &spec("fail-out-0001").retry(1), Working, T0).await;
+    let FailReply::Failed(FailOutcome::Retry { next_at }) = fail(s, "fail-out-0001", T0).await
+    else {
+        panic!("first FAIL of a retry:1 job must retry")
+    };
+    assert_eq!(promote(s, next_at).await, 1);
+    assert_eq!(
+        fetch_jid(s, &["default"], next_at).await.as_deref(),
+        Some("fail-out-0001")
+    );
+    let t = next_at + SEC;
+    assert_eq!(
+        fail(s, "fail-out-0001", t).await,
+        FailReply::Failed(FailOutcome::Dead)
+    );
+    let got = must_get(s, "fail-out-0001").await;
+    assert_eq!((got.state, got.at), (Dead, t + DEFAULT_RETENTION));
+    let f = payload(&got).failure.expect("failure object");
+    assert_eq!((f.retry_count, f.remaining), (1, 0));
+    assert!(
+        f.next_at.is_empty(),
+        "a dead job has no next_at: {:?}",
+        f.next_at
+    );
+    assert_eq!(counters(s).await, (2, 2));
+    c.finish(t).await;
+}
+
+/// FAIL of a jid that is not working: NotWorking, nothing changes.
+pub async fn fail_of_job_not_working_changes_nothing<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    let mut kept = Vec::new();
+    for (i, state) in [Scheduled, Enqueued, Retry, Dead].into_iter().enumerate() {
+        let jid = format!("nofail-{}", state.set_name());
+        let sp = spec(&jid)
+            .queue(&jid)
+            .retry(if state == Dead { -1 } else { 25 });
+        kept.push(put(s, &sp, state, T0 + i as Millis).await);
+    }
+    put(s, &spec("nofail-acked1"), Working, T0).await;
+    assert_eq!(ack(s, "nofail-acked1", T0).await, AckOutcome::Acked);
+    let before = counters(s).await;
+    for jid in ["nofail-unknown", "nofail-acked1"]
+        .into_iter()
+        .map(String::from)
+        .chain(kept.iter().map(|j| j.jid.clone()))
+    {
+        assert_eq!(
+            fail(s, &jid, T0 + SEC).await,
+            FailReply::NotWorking,
+            "FAIL of {jid}"
+        );
+    }
+    assert_eq!(counters(s).await, before, "a refused FAIL counts nothing");
+    for k in &kept {
+        assert_eq!(
+            get(s, &k.jid).await.as_ref(),
+            Some(k),
+            "a refused FAIL leaves {} as it was",
+            k.jid
+        );
+    }
+    c.finish(T0 + SEC).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scheduler, retry tick, reaper, purge
+// ---------------------------------------------------------------------------------------------
+
+/// promote_due moves scheduled jobs with `at` ≤ now and retry jobs with `next_at` ≤ now, nothing
+/// else; promoted jobs get a fresh `enqueued_at` and the listener hears of their queue.
+pub async fn promote_due_moves_only_due_jobs<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    let retry = put(s, &spec("prom-retry-01").queue("r"), Retry, T0).await;
+    push(
+        s,
+        &[
+            spec("prom-sched-01").queue("s1").at(T0 + 10 * SEC),
+            spec("prom-sched-02").queue("s2").at(T0 + HOUR),
+        ],
+        T0,
+    )
+    .await;
+    put(
+        s,
+        &spec("prom-work-001").queue("w").reserve_for(60),
+        Working,
+        T0,
+    )
+    .await;
+    put(s, &spec("prom-dead-001").queue("d").retry(-1), Dead, T0).await;
+    c.rec.take();
+
+    assert_eq!(promote(s, T0 + 10 * SEC - 1).await, 0, "nothing due yet");
+    let t1 = T0 + 10 * SEC;
+    assert_eq!(promote(s, t1).await, 1, "at == now is due");
+    let got = must_get(s, "prom-sched-01").await;
+    assert_eq!((got.state, got.at), (Enqueued, t1));
+    assert_eq!(
+        payload(&got).enqueued_at,
+        format_millis(t1),
+        "promotion sets enqueued_at"
+    );
+    assert!(
+        c.rec.take().iter().any(|q| q == "s1"),
+        "the listener hears of promoted jobs"
+    );
+    assert!(
+        stats(s).await.queues.iter().any(|q| q.name == "s1"),
+        "promotion creates the queue"
+    );
+
+    assert_eq!(
+        promote(s, retry.at - 1).await,
+        0,
+        "the retry is not due yet"
+    );
+    assert_eq!(promote(s, retry.at).await, 1, "next_at == now is due");
+    assert_eq!(state_of(s, "prom-retry-01").await, Some(Enqueued));
+    assert!(c.rec.take().iter().any(|q| q == "r"));
+
+    let t2 = T0 + 10 * MIN;
+    assert_eq!(
+        promote(s, t2).await,
+        0,
+        "working and dead jobs are never promoted"
+    );
+    assert_eq!(state_of(s, "prom-sched-02").await, Some(Scheduled));
+    assert_eq!(state_of(s, "prom-work-001").await, Some(Working));
+    assert_eq!(state_of(s, "prom-dead-001").await, Some(Dead));
+    assert_eq!(
+        fetch_jid(s, &["s1", "r"], t2).await.as_deref(),
+        Some("prom-sched-01")
+    );
+    assert_eq!(
+        fetch_jid(s, &["s1", "r"], t2).await.as_deref(),
+        Some("prom-retry-01")
+    );
+    c.finish(t2).await;
+}
+
+/// A promoted retry keeps its `failure` and gets a fresh `enqueued_at`.
+pub async fn promote_due_refreshes_enqueued_at_and_keeps_failure<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    let retry = put(s, &spec("prom-keep-001"), Retry, T0).await;
+    let before = payload(&retry).failure.expect("failure");
+    let t = retry.at + 3 * SEC;
+    assert_eq!(promote(s, t).await, 1);
+    let got = must_get(s, "prom-keep-001").await;
+    assert_eq!((got.state, got.at), (Enqueued, t));
+    let job = payload(&got);
+    assert_eq!(
+        job.enqueued_at,
+        format_millis(t),
+        "enqueued_at is the promotion time"
+    );
+    assert_eq!(
+        job.failure,
+        Some(before),
+        "promotion keeps the failure object"
+    );
+    let fetched = fetch(s, &["default"], t)
+        .await
+        .expect("promoted job is fetchable");
+    assert_eq!(payload(&fetched).enqueued_at, format_millis(t));
+    c.finish(t).await;
+}
+
+/// promote_due moves at most `limit` jobs, earliest due first, and reports how many.
+pub async fn promote_due_respects_limit<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    let ats = [5, 1, 4, 2, 3];
+    let specs: Vec<Spec> = ats
+        .iter()
+        .map(|k| spec(&format!("limit-at-{k:04}")).at(T0 + k * SEC))
+        .collect();
+    push(s, &specs, T0).await;
+    let t = T0 + MIN;
+    assert_eq!(s.promote_due(t, 2).await.expect("promote_due"), 2);
+    assert_eq!(
+        jids(s, Enqueued, None).await,
+        vec!["limit-at-0001", "limit-at-0002"],
+        "the two earliest-due jobs move first"
+    );
+    assert_eq!(stats(s).await.scheduled, 3);
+    assert_eq!(s.promote_due(t, 10).await.expect("promote_due"), 3);
+    assert_eq!(s.promote_due(t, 10).await.expect("promote_due"), 0);
+    assert_eq!(stats(s).await.enqueued(), 5);
+    c.finish(t).await;
+}
+
+/// The reaper: working with `reserved_until` ≤ now is failed as `ReservationExpired` (counted in
+/// processed and failures); unexpired reservations are left alone.
+pub async fn reap_expired_fails_expired_reservations<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    put(
+        s,
+        &spec("reap-short-01").queue("a").reserve_for(60),
+        Working,
+        T0,
+    )
+    .await;
+    put(
+        s,
+        &spec("reap-long-001").queue("b").reserve_for(600),
+        Working,
+        T0,
+    )
+    .await;
+    assert_eq!(reap(s, T0 + 60 * SEC - 1).await, 0, "nothing expired yet");
+    let t = T0 + 60 * SEC;
+    assert_eq!(reap(s, t).await, 1, "reserved_until == now is expired");
+    let got = must_get(s, "reap-short-01").await;
+    assert_eq!(got.state, Retry);
+    assert!(
+        (t + 15 * SEC..=t + 44 * SEC).contains(&got.at),
+        "backoff of a first failure"
+    );
+    let f = payload(&got).failure.expect("failure object");
+    assert_eq!(f.errtype, "ReservationExpired");
+    assert_eq!(f.message, "Faktory job reservation expired");
+    assert!(f.backtrace.is_empty());
+    assert_eq!((f.retry_count, f.remaining), (0, 25));
+    assert_eq!(f.failed_at, format_millis(t));
+    assert_eq!(
+        state_of(s, "reap-long-001").await,
+        Some(Working),
+        "unexpired reservation untouched"
+    );
+    let st = stats(s).await;
+    assert_eq!(
+        (st.working, st.retries, st.processed, st.failures),
+        (1, 1, 1, 1)
+    );
+    assert_eq!(
+        history(s, 1, t).await,
+        vec![DayStats {
+            day: local_day(t),
+            processed: 1,
+            failures: 1
+        }]
+    );
+    c.finish(t).await;
+}
+
+/// The reaper applies the retry policy: retry 0 → gone, retry < 0 → dead, else retry.
+pub async fn reap_expired_follows_retry_policy<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    put(
+        s,
+        &spec("reap-zero-001").queue("a").retry(0).reserve_for(60),
+        Working,
+        T0,
+    )
+    .await;
+    put(
+        s,
+        &spec("reap-neg-0001").queue("b").retry(-1).reserve_for(60),
+        Working,
+        T0,
+    )
+    .await;
+    put(
+        s,
+        &spec("reap-some-001").queue("c").retry(3).reserve_for(60),
+        Working,
+        T0,
+    )
+    .await;
+    let t = T0 + 2 * MIN;
+    assert_eq!(reap(s, t).await, 3);
+    assert_eq!(
+        get(s, "reap-zero-001").await,
+        None,
+        "an expired retry:0 job is dropped"
+    );
+    let dead = must_get(s, "reap-neg-0001").await;
+    assert_eq!((dead.state, dead.at), (Dead, t + DEFAULT_RETENTION));
+    assert_eq!(state_of(s, "reap-some-001").await, Some(Retry));
+    assert_eq!(counters(s).await, (3, 3));
+    c.finish(t).await;
+}
+
+/// reap_expired handles at most `limit` reservations per call.
+pub async fn reap_expired_respects_limit<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    for i in 0..3 {
+        put(
+            s,
+            &spec(&format!("reap-lim-{i:04}")).reserve_for(60),
+            Working,
+            T0 + i,
+        )
+        .await;
+    }
+    let t = T0 + 5 * MIN;
+    assert_eq!(s.reap_expired(t, 2).await.expect("reap"), 2);
+    assert_eq!(stats(s).await.working, 1);
+    assert_eq!(
+        state_of(s, "reap-lim-0002").await,
+        Some(Working),
+        "the earliest-expiring reservations are reaped first"
+    );
+    assert_eq!(s.reap_expired(t, 2).await.expect("reap"), 1);
+    assert_eq!(s.reap_expired(t, 2).await.expect("reap"), 0);
+    assert_eq!(stats(s).await.retries, 3);
+    c.finish(t).await;
+}
+
+/// After the reaper took a job, a late ACK or FAIL is NotWorking and the job stays in retry.
+pub async fn ack_or_fail_after_reap_changes_nothing<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    put(s, &spec("late-ack-0001").reserve_for(60), Working, T0).await;
+    let t = T0 + 61 * SEC;
+    assert_eq!(reap(s, t).await, 1);
+    let reaped = must_get(s, "late-ack-0001").await;
+    assert_eq!(reaped.state, Retry);
+    assert_eq!(
+        ack(s, "late-ack-0001", t + SEC).await,
+        AckOutcome::NotWorking
+    );
+    assert_eq!(
+        fail(s, "late-ack-0001", t + SEC).await,
+        FailReply::NotWorking
+    );
+    assert_eq!(
+        get(s, "late-ack-0001").await,
+        Some(reaped),
+        "a late ACK/FAIL must not touch the retry"
+    );
+    assert_eq!(
+        counters(s).await,
+        (1, 1),
+        "only the reaper's failure is counted"
+    );
+    c.finish(t + SEC).await;
+}
+
+/// purge_dead removes dead jobs with `dead_until` ≤ now (dead_until = death + dead_retention),
+/// at most `limit`, and counts nothing.
+pub async fn purge_dead_removes_only_expired_dead_jobs<H: Harness>() {
+    let retention = 10 * MIN;
+    let c = Ctx::<H>::with_config(StoreConfig {
+        dead_retention: retention,
+    })
+    .await;
+    assert_eq!(c.cfg.dead_retention, retention);
+    let s = c.s();
+    let d1 = put(s, &spec("purge-d1-0001").retry(-1), Dead, T0).await;
+    assert_eq!(
+        d1.at,
+        T0 + retention,
+        "dead_until uses the configured retention"
+    );
+    put(s, &spec("purge-d2-0001").retry(-1), Dead, T0 + 5 * MIN).await;
+    let before = counters(s).await;
+    assert_eq!(
+        s.purge_dead(T0 + retention - 1, 100).await.expect("purge"),
+        0
+    );
+    assert_eq!(
+        s.purge_dead(T0 + retention, 100).await.expect("purge"),
+        1,
+        "dead_until == now"
+    );
+    assert_eq!(get(s, "purge-d1-0001").await, None);
+    assert_eq!(state_of(s, "purge-d2-0001").await, Some(Dead));
+    assert_eq!(s.purge_dead(T0 + 14 * MIN, 100).await.expect("purge"), 0);
+    assert_eq!(s.purge_dead(T0 + 15 * MIN, 100).await.expect("purge"), 1);
+    assert_eq!(stats(s).await.dead, 0);
+
+    let t = T0 + 20 * MIN;
+    for i in 0..3 {
+        put(
+            s,
+            &spec(&format!("purge-lim-{i:04}")).retry(-1),
+            Dead,
+            t + i,
+        )
+        .await;
+    }
+    assert_eq!(
+        s.purge_dead(t + HOUR, 2).await.expect("purge"),
+        2,
+        "at most limit"
+    );
+    assert_eq!(
+        jids(s, Dead, None).await,
+        vec!["purge-lim-0002"],
+        "the oldest go first"
+    );
+    assert_eq!(s.purge_dead(t + HOUR, 2).await.expect("purge"), 1);
+    assert_eq!(
+        counters(s).await.0,
+        before.0 + 3,
+        "purging counts nothing (3 FAILs did)"
+    );
+    c.finish(t + HOUR).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// MUTATE
+// ---------------------------------------------------------------------------------------------
+
+/// The fixture's three jobs per state: (kind, jobtype, color in `custom`).
+const KINDS: [(&str, &str, &str); 3] = [
+    ("alpha-red", "Alpha", "red"),
+    ("alpha-blue", "Alpha", "blue"),
+    ("beta-red", "Beta", "red"),
+];
+
+fn fx_prefix(state: JobState) -> &'static str {
+    match state {
+        Scheduled => "sched",
+        Enqueued => "enq",
+        Working => "work",
+        Retry => "retry",
+        Dead => "dead",
+    }
+}
+
+fn fx_jid(state: JobState, kind: &str) -> String {
+    format!("{}-{kind}", fx_prefix(state))
+}
+
+fn fx_queue(state: JobState) -> String {
+    format!("q-{}", fx_prefix(state))
+}
+
+fn fx_jids(state: JobState) -> Vec<String> {
+    KINDS.iter().map(|(k, _, _)| fx_jid(state, k)).collect()
+}
+
+/// Three jobs in every state (see [`KINDS`]), each state's in queue `q-<state>`, created from
+/// `now` on in steps of 1.001 s (so no two share a time). Returns the time after the last.
+async fn populate<S: Store>(s: &S, now: Millis) -> Millis {
+    let mut t = now;
+    for state in [Scheduled, Working, Retry, Dead, Enqueued] {
+        for (kind, jobtype, color) in KINDS {
+            let mut sp = spec(&fx_jid(state, kind))
+                .queue(&fx_queue(state))
+                .jobtype(jobtype)
+                .custom(&format!("{{\"color\":\"{color}\"}}"));
+            if state == Scheduled {
+                sp = sp.at(t + HOUR);
+            }
+            if state == Dead {
+                sp = sp.retry(-1);
+            }
+            put(s, &sp, state, t).await;
+            t += SEC + 1;
+        }
+    }
+    t
+}
+
+/// Every state's jobs, in list order.
+async fn all_lists<S: Store>(s: &S) -> BTreeMap<JobState, Vec<StoredJob>> {
+    let mut m = BTreeMap::new();
+    for state in JobState::ALL {
+        m.insert(state, list(s, state, None).await);
+    }
+    m
+}
+
+fn sorted_jids(jobs: &[StoredJob]) -> Vec<String> {
+    let mut v: Vec<String> = jobs.iter().map(|j| j.jid.clone()).collect();
+    v.sort();
+    v
+}
+
+/// Asserts that the states other than `target` and `dest` are exactly as `before`.
+fn assert_others_untouched(
+    before: &BTreeMap<JobState, Vec<StoredJob>>,
+    after: &BTreeMap<JobState, Vec<StoredJob>>,
+    target: JobState,
+    dest: Option<JobState>,
+    what: &str,
+) {
+    for state in JobState::ALL {
+        if state != target && Some(state) != dest {
+            assert_eq!(
+                before[&state], after[&state],
+                "{what} must not touch {state} jobs"
+            );
+        }
+    }
+}
+
+/// MUTATE clear removes the whole target set, ignoring any filter, and nothing else.
+pub async fn mutate_clear_empties_target_only<H: Harness>() {
+    for target in [Scheduled, Retry, Dead] {
+        let c = Ctx::<H>::new().await;
+        let s = c.s();
+        let t = populate(s, T0).await;
+        let before = all_lists(s).await;
+        let filter = Some(MutateFilter {
+            jids: strings(&["matches-nothing"]),
+            regexp: None,
+            jobtype: Some("Nothing".into()),
+        });
+        assert_eq!(
+            mutate(s, MutateOp::Clear, target, filter, t).await,
+            3,
+            "clear {target}"
+        );
+        let after = all_lists(s).await;
+        assert!(after[&target].is_empty(), "clear {target} empties it");
+        assert_others_untouched(&before, &after, target, None, &format!("clear {target}"));
+        for jid in fx_jids(target) {
+            assert_eq!(get(s, &jid).await, None, "{jid} is gone after clear");
+        }
+        c.finish(t).await;
+    }
+}
+
+/// MUTATE discard with no filter at all (or an empty filter) is the same as clear.
+pub async fn mutate_discard_without_filter_clears_target<H: Harness>() {
+    for target in [Scheduled, Retry, Dead] {
+        for filter in [None, Some(MutateFilter::default())] {
+            let c = Ctx::<H>::new().await;
+            let s = c.s();
+            let t = populate(s, T0).await;
+            let before = all_lists(s).await;
+            let what = format!("discard {target} with filter {filter:?}");
+            assert_eq!(
+                mutate(s, MutateOp::Discard, target, filter, t).await,
+                3,
+                "{what}"
+            );
+            let after = all_lists(s).await;
+            assert!(after[&target].is_empty(), "{what} empties it");
+            assert_others_untouched(&before, &after, target, None, &what);
+            c.finish(t).await;
+        }
+    }
+}
+
+/// MUTATE kill: scheduled / retry → dead until now + dead_retention, `failure` kept.
+pub async fn mutate_kill_moves_jobs_to_dead<H: Harness>() {
+    for target in [Scheduled, Retry] {
+        let c = Ctx::<H>::new().await;
+        let s = c.s();
+        let t = populate(s, T0).await + MIN;
+        let before = all_lists(s).await;
+        let what = format!("kill {target}");
+        assert_eq!(
+            mutate(s, MutateOp::Kill, target, None, t).await,
+            3,
+            "{what}"
+        );
+        let after = all_lists(s).await;
+        assert!(after[&target].is_empty(), "{what} empties it");
+        assert_others_untouched(&before, &after, target, Some(Dead), &what);
+        let dead = &after[&Dead];
+        assert_eq!(
+            &dead[..3],
+            &before[&Dead][..],
+            "{what}: earlier dead jobs untouched and first"
+        );
+        assert_eq!(
+            sorted_jids(&dead[3..]),
+            sorted_jids(&before[&target]),
+            "{what}"
+        );
+        for old in &before[&target] {
+            let got = must_get(s, &old.jid).await;
+            assert_eq!(
+                (got.state, got.at),
+                (Dead, t + DEFAULT_RETENTION),
+                "{what}: {}",
+                old.jid
+            );
+            assert_eq!(
+                payload(&got).failure,
+                payload(old).failure,
+                "{what} keeps failure"
+            );
+            assert_eq!(
+                payload(&got).args.map(|a| a.get().to_string()),
+                payload(old).args.map(|a| a.get().to_string())
+            );
+        }
+        c.finish(t).await;
+    }
+}
+
+/// MUTATE requeue: scheduled / retry / dead → enqueued at the back of the job's own queue, the
+/// listener told, `failure` kept.
+pub async fn mutate_requeue_moves_jobs_to_their_queue<H: Harness>() {
+    for target in [Scheduled, Retry, Dead] {
+        let c = Ctx::<H>::new().await;
+        let s = c.s();
+        let t = populate(s, T0).await + MIN;
+        let queue = fx_queue(target);
+        push(s, &[spec("requeue-early").queue(&queue)], t).await;
+        c.rec.take();
+        let before = all_lists(s).await;
+        let what = format!("requeue {target}");
+        let t2 = t + SEC;
+        assert_eq!(
+            mutate(s, MutateOp::Requeue, target, None, t2).await,
+            3,
+            "{what}"
+        );
+        let after = all_lists(s).await;
+        assert!(after[&target].is_empty(), "{what} empties it");
+        assert_others_untouched(&before, &after, target, Some(Enqueued), &what);
+        let in_queue = list(s, Enqueued, Some(&queue)).await;
+        assert_eq!(
+            in_queue[0].jid, "requeue-early",
+            "{what}: requeued jobs go to the back"
+        );
+        assert_eq!(
+            sorted_jids(&in_queue[1..]),
+            sorted_jids(&before[&target]),
+            "{what}"
+        );
+        for old in &before[&target] {
+            let got = must_get(s, &old.jid).await;
+            assert_eq!(
+                (got.state, got.at),
+                (Enqueued, t2),
+                "{what}: {} enqueued now",
+                old.jid
+            );
+            assert_eq!(
+                payload(&got).failure,
+                payload(old).failure,
+                "{what} keeps failure"
+            );
+        }
+        assert!(
+            c.rec.take().contains(&queue),
+            "{what}: the listener is told about {queue}"
+        );
+        for _ in 0..4 {
+            assert!(
+                fetch(s, &[&queue], t2).await.is_some(),
+                "{what}: requeued jobs are fetchable"
+            );
+        }
+        c.finish(t2).await;
+    }
+}
+
+/// Applies one filter to each target with `op`, checks the count, the jobs affected and that
+/// nothing else changed.
+async fn check_filter<H: Harness>(op: MutateOp, filter: MutateFilter, kinds: &[&str], what: &str) {
+    for target in [Scheduled, Retry, Dead] {
+        if op == MutateOp::Kill && target == Dead {
+            continue;
+        }
+        let c = Ctx::<H>::new().await;
+        let s = c.s();
+        let t = populate(s, T0).await;
+        let before = all_lists(s).await;
+        let what = format!("{op:?} {target} {what}");
+        let n = mutate(s, op, target, Some(filter.clone()), t).await;
+        let hit: Vec<String> = kinds.iter().map(|k| fx_jid(target, k)).collect();
+        let after = all_lists(s).await;
+        let dest = match op {
+            MutateOp::Kill => Some(Dead),
+            MutateOp::Requeue => Some(Enqueued),
+            _ => None,
+        };
+        assert_others_untouched(&before, &after, target, dest, &what);
+        let want_left: Vec<String> = before[&target]
+            .iter()
+            .map(|j| j.jid.clone())
+            .filter(|j| !hit.contains(j))
+            .collect();
+        let left: Vec<String> = after[&target].iter().map(|j| j.jid.clone()).collect();
+        assert_eq!(left, want_left, "{what}: jobs left in {target}");
+        assert_eq!(n, hit.len() as u64, "{what}: affected count");
+        for jid in &hit {
+            assert_eq!(state_of(s, jid).await, dest, "{what}: {jid}");
+        }
+        c.finish(t).await;
+    }
+}
+
+/// A non-empty `jids` filter selects by jid and ignores `jobtype` and `regexp`.
+pub async fn mutate_filter_jids_take_priority<H: Harness>() {
+    let mut f = MutateFilter {
+        jids: Vec::new(),
+        regexp: Some("*\"color\":\"red\"*".into()),
+        jobtype: Some("Beta".into()),
+    };
+    for target in [Scheduled, Retry, Dead] {
+        f.jids.push(fx_jid(target, "alpha-blue"));
+    }
+    f.jids.push("no-such-jid-1".into());
+    check_filter::<H>(MutateOp::Discard, f.clone(), &["alpha-blue"], "jids").await;
+    check_filter::<H>(MutateOp::Kill, f.clone(), &["alpha-blue"], "jids").await;
+    check_filter::<H>(MutateOp::Requeue, f, &["alpha-blue"], "jids").await;
+}
+
+/// A `jobtype` filter (without jids or regexp) selects that jobtype.
+pub async fn mutate_filter_by_jobtype<H: Harness>() {
+    let f = MutateFilter {
+        jids: Vec::new(),
+        regexp: None,
+        jobtype: Some("Alpha".into()),
+    };
+    check_filter::<H>(
+        MutateOp::Discard,
+        f.clone(),
+        &["alpha-red", "alpha-blue"],
+        "jobtype",
+    )
+    .await;
+    check_filter::<H>(
+        MutateOp::Kill,
+        f.clone(),
+        &["alpha-red", "alpha-blue"],
+        "jobtype",
+    )
+    .await;
+    check_filter::<H>(
+        MutateOp::Requeue,
+        f,
+        &["alpha-red", "alpha-blue"],
+        "jobtype",
+    )
+    .await;
+}
+
+/// `regexp` is a glob (`*`, `?`, `[...]`) over the stored JSON; with `jobtype` both must match.
+pub async fn mutate_filter_by_glob<H: Harness>() {
+    let glob = |g: &str, jt: Option<&str>| MutateFilter {
+        jids: Vec::new(),
+        regexp: Some(g.to_string()),
+        jobtype: jt.map(str::to_string),
+    };
+    let cases: [(MutateFilter, &[&str]); 6] = [
+        (
+            glob("*\"jobtype\":\"Alpha\"*", None),
+            &["alpha-red", "alpha-blue"],
+        ),
+        (
+            glob("*\"color\":\"red\"*", None),
+            &["alpha-red", "beta-red"],
+        ),
+        (glob("*\"color\":\"red\"*", Some("Alpha")), &["alpha-red"]),
+        (glob("*\"jobtype\":\"Bet?\"*", None), &["beta-red"]),
+        (
+            glob("*\"jobtype\":\"[AX]lpha\"*", None),
+            &["alpha-red", "alpha-blue"],
+        ),
+        (glob("*\"color\":\"green\"*", None), &[]),
+    ];
+    for (f, kinds) in cases {
+        let what = format!("glob {:?} jobtype {:?}", f.regexp, f.jobtype);
+        check_filter::<H>(MutateOp::Discard, f, kinds, &what).await;
+    }
+    let f = glob("*\"color\":\"blue\"*", None);
+    check_filter::<H>(MutateOp::Requeue, f.clone(), &["alpha-blue"], "glob blue").await;
+    check_filter::<H>(MutateOp::Kill, f, &["alpha-blue"], "glob blue").await;
+}
+
+/// MUTATE acts only on its target set, even when its jids name jobs in other states.
+pub async fn mutate_never_touches_other_states<H: Harness>() {
+    let everyone: Vec<String> = JobState::ALL.iter().flat_map(|s| fx_jids(*s)).collect();
+    for target in [Scheduled, Retry, Dead] {
+        for op in [MutateOp::Discard, MutateOp::Kill, MutateOp::Requeue] {
+            if op == MutateOp::Kill && target == Dead {
+                continue;
+            }
+            let f = MutateFilter {
+                jids: everyone.clone(),
+                ..MutateFilter::default()
+            };
+            let kinds: Vec<&str> = KINDS.iter().map(|(k, _, _)| *k).collect();
+            check_filter::<H>(op, f, &kinds, "naming jobs of every state").await;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Queues: remove, latency
+// ---------------------------------------------------------------------------------------------
+
+/// QUEUE REMOVE: the queue's enqueued jobs → gone, the queue and its pause flag forgotten; jobs
+/// of that queue in other states and other queues untouched; unknown names ignored.
+pub async fn remove_queues_deletes_enqueued_jobs_and_forgets_queue<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    put(s, &spec("rmq-a-work-01").queue("a"), Working, T0).await;
+    put(s, &spec("rmq-a-retry-1").queue("a"), Retry, T0).await;
+    put(s, &spec("rmq-a-sched-1").queue("a"), Scheduled, T0).await;
+    push(
+        s,
+        &[
+            spec("rmq-a-000001").queue("a"),
+            spec("rmq-b-000001").queue("b"),
+        ],
+        T0,
+    )
+    .await;
+    push(s, &[spec("rmq-a-000002").queue("a")], T0).await;
+    s.set_paused(QueueSelector::Names(strings(&["a"])), true)
+        .await
+        .expect("pause");
+    let n = s
+        .remove_queues(QueueSelector::Names(strings(&["a", "unknown"])))
+        .await
+        .expect("remove");
+    assert_eq!(n, 2, "remove returns the number of jobs removed");
+    assert_eq!(
+        stats(s).await.queues,
+        vec![queue_stats("b", 1, false)],
+        "queue a is forgotten"
+    );
+    assert_eq!(get(s, "rmq-a-000001").await, None);
+    assert_eq!(get(s, "rmq-a-000002").await, None);
+    assert_eq!(state_of(s, "rmq-a-work-01").await, Some(Working));
+    assert_eq!(state_of(s, "rmq-a-retry-1").await, Some(Retry));
+    assert_eq!(state_of(s, "rmq-a-sched-1").await, Some(Scheduled));
+    assert_eq!(state_of(s, "rmq-b-000001").await, Some(Enqueued));
+    assert_eq!(
+        ack(s, "rmq-a-work-01", T0).await,
+        AckOutcome::Acked,
+        "a working job of a removed queue"
+    );
+    push(s, &[spec("rmq-a-000003").queue("a")], T0 + SEC).await;
+    assert_eq!(
+        stats(s).await.queues[0],
+        queue_stats("a", 1, false),
+        "a queue pushed to after REMOVE is new and unpaused"
+    );
+    assert_eq!(
+        fetch_jid(s, &["a"], T0 + SEC).await.as_deref(),
+        Some("rmq-a-000003")
+    );
+    c.finish(T0 + SEC).await;
+}
+
+/// QUEUE REMOVE *: every queue and its enqueued jobs.
+pub async fn remove_all_queues<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    put(s, &spec("rma-work-0001").queue("w"), Working, T0).await;
+    push(
+        s,
+        &[
+            spec("rma-a-000001").queue("a"),
+            spec("rma-b-000001").queue("b"),
+            spec("rma-b-000002").queue("b"),
+        ],
+        T0,
+    )
+    .await;
+    s.set_paused(QueueSelector::Names(strings(&["b"])), true)
+        .await
+        .expect("pause");
+    assert_eq!(
+        s.remove_queues(QueueSelector::All).await.expect("remove *"),
+        3
+    );
+    let st = stats(s).await;
+    assert!(st.queues.is_empty(), "{:?}", st.queues);
+    assert_eq!(st.working, 1);
+    assert!(jids(s, Enqueued, None).await.is_empty());
+    push(s, &[spec("rma-b-000003").queue("b")], T0).await;
+    assert_eq!(
+        fetch_jid(s, &["b"], T0).await.as_deref(),
+        Some("rma-b-000003"),
+        "b is no longer paused"
+    );
+    c.finish(T0).await;
+}
+
+fn assert_latency(got: &[f64], want: &[f64], what: &str) {
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: one latency per queue, got {got:?}"
+    );
+    for (g, w) in got.iter().zip(want) {
+        assert!(
+            (g - w).abs() < 0.01,
+            "{what}: latencies {got:?}, want {want:?}"
+        );
+    }
+}
+
+/// QUEUE LATENCY: seconds since the `enqueued_at` of each queue's next job, 0 for empty and
+/// unknown queues, in the order asked.
+pub async fn queue_latency_measures_oldest_job<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    let lat = |qs: &[&str], now| s.queue_latency(strings(qs), now);
+    assert_latency(
+        &lat(&["a", "nope"], T0).await.expect("latency"),
+        &[0.0, 0.0],
+        "empty store",
+    );
+    put(s, &spec("lat-c-000001").queue("c"), Working, T0).await; // c known and empty
+    push(s, &[spec("lat-a-000001").queue("a")], T0).await;
+    push(s, &[spec("lat-b-000001").queue("b")], T0 + 500).await;
+    push(s, &[spec("lat-a-000002").queue("a")], T0 + 1000).await;
+    let got = lat(&["a", "b", "c", "nope"], T0 + 8140)
+        .await
+        .expect("latency");
+    assert_latency(&got, &[8.14, 7.64, 0.0, 0.0], "a, b, c, nope");
+    assert_eq!(
+        fetch_jid(s, &["a"], T0 + 9000).await.as_deref(),
+        Some("lat-a-000001")
+    );
+    assert_latency(
+        &lat(&["a"], T0 + 10_000).await.expect("latency"),
+        &[9.0],
+        "a after a fetch",
+    );
+    s.set_paused(QueueSelector::Names(strings(&["b"])), true)
+        .await
+        .expect("pause");
+    assert_latency(
+        &lat(&["b"], T0 + 10_500).await.expect("latency"),
+        &[10.0],
+        "paused b",
+    );
+    push(s, &[spec("lat-d-000001").queue("d").at(T0 + 20 * SEC)], T0).await;
+    assert_eq!(promote(s, T0 + 30 * SEC).await, 1);
+    assert_latency(
+        &lat(&["d"], T0 + 35 * SEC).await.expect("latency"),
+        &[5.0],
+        "promoted job",
+    );
+    c.finish(T0 + 35 * SEC).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// FLUSH, stats, history
+// ---------------------------------------------------------------------------------------------
+
+/// FLUSH: every job gone, queues, pause flags, counters and history wiped.
+pub async fn flush_wipes_everything<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    let t = populate(s, T0).await;
+    assert_eq!(
+        ack(s, &fx_jid(Working, "alpha-red"), t).await,
+        AckOutcome::Acked
+    );
+    s.set_paused(QueueSelector::Names(strings(&["q-enq"])), true)
+        .await
+        .expect("pause");
+    assert_ne!(counters(s).await, (0, 0));
+    s.flush().await.expect("flush");
+
+    assert_eq!(stats(s).await, Stats::default(), "stats after FLUSH");
+    for state in JobState::ALL {
+        assert!(
+            list(s, state, None).await.is_empty(),
+            "no {state} jobs after FLUSH"
+        );
+        for jid in fx_jids(state) {
+            assert_eq!(get(s, &jid).await, None, "{jid} after FLUSH");
+        }
+    }
+    let h = history(s, 3, t).await;
+    assert_eq!(h.len(), 3);
+    assert!(
+        h.iter().all(|d| d.processed == 0 && d.failures == 0),
+        "history after FLUSH: {h:?}"
+    );
+    assert_eq!(
+        ack(s, &fx_jid(Working, "beta-red"), t).await,
+        AckOutcome::NotWorking
+    );
+    assert_eq!(fetch(s, &["q-enq"], t).await, None);
+    assert_eq!(
+        promote(s, t + DAY).await,
+        0,
+        "no scheduled or retry jobs survive FLUSH"
+    );
+
+    push(s, &[spec(&fx_jid(Enqueued, "alpha-red")).queue("q-enq")], t).await;
+    assert_eq!(
+        stats(s).await.queues,
+        vec![queue_stats("q-enq", 1, false)],
+        "pause flags wiped"
+    );
+    assert!(fetch(s, &["q-enq"], t).await.is_some());
+    c.finish(t).await;
+}
+
+/// Stats list the known queues sorted by name with size and pause flag; a queue stays known
+/// (size 0) when emptied; set sizes and counters are right.
+pub async fn stats_list_known_queues_sorted_with_sizes<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    push(
+        s,
+        &[
+            spec("st-zeta-00001").queue("zeta"),
+            spec("st-mid-000001").queue("mid"),
+            spec("st-alpha-0001").queue("alpha"),
+            spec("st-zeta-00002").queue("zeta"),
+            spec("st-mid-000002").queue("mid"),
+            spec("st-mid-000003").queue("mid"),
+            spec("st-sched-0001").queue("onlyscheduled").at(T0 + HOUR),
+        ],
+        T0,
+    )
+    .await;
+    assert_eq!(
+        fetch_jid(s, &["alpha"], T0).await.as_deref(),
+        Some("st-alpha-0001")
+    );
+    s.set_paused(QueueSelector::Names(strings(&["mid"])), true)
+        .await
+        .expect("pause");
+    let st = stats(s).await;
+    assert_eq!(
+        st.queues,
+        vec![
+            queue_stats("alpha", 0, false),
+            queue_stats("mid", 3, true),
+            queue_stats("zeta", 2, false)
+        ]
+    );
+    assert_eq!(st.enqueued(), 5);
+    assert_eq!(
+        (st.scheduled, st.working, st.retries, st.dead),
+        (1, 1, 0, 0)
+    );
+    c.finish(T0).await;
+}
+
+/// history(days, today): `days` entries ending with today's day, oldest first, idle days zero.
+pub async fn history_has_one_entry_per_day_oldest_first<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    let d2 = T0 - 2 * DAY;
+    put(s, &spec("hist-ack-0001"), Working, d2).await;
+    assert_eq!(ack(s, "hist-ack-0001", d2).await, AckOutcome::Acked);
+    put(s, &spec("hist-fail-001"), Working, d2).await;
+    assert!(matches!(
+        fail(s, "hist-fail-001", d2).await,
+        FailReply::Failed(_)
+    ));
+    put(s, &spec("hist-ack-0002").queue("other"), Working, T0).await;
+    assert_eq!(ack(s, "hist-ack-0002", T0).await, AckOutcome::Acked);
+
+    let day = |k: i64| local_day(T0 - k * DAY);
+    let zero = |k: i64| DayStats {
+        day: day(k),
+        processed: 0,
+        failures: 0,
+    };
+    let h = history(s, 5, T0).await;
+    assert_eq!(
+        h,
+        vec![
+            zero(4),
+            zero(3),
+            DayStats {
+                day: day(2),
+                processed: 2,
+                failures: 1
+            },
+            zero(1),
+            DayStats {
+                day: day(0),
+                processed: 1,
+                failures: 0
+            },
+        ]
+    );
+    assert_eq!(
+        history(s, 1, T0).await,
+        vec![DayStats {
+            day: day(0),
+            processed: 1,
+            failures: 0
+        }]
+    );
+    assert_eq!(
+        history(s, 2, T0 - DAY).await,
+        vec![
+            DayStats {
+                day: day(2),
+                processed: 2,
+                failures: 1
+            },
+            zero(1)
+        ],
+        "history ends with the day of `today`"
+    );
+    assert!(
+        history(s, 0, T0).await.is_empty(),
+        "history(0) has no entries"
+    );
+    assert_eq!(counters(s).await, (3, 1), "totals count every day");
+    c.finish(T0).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Durability, listing, get
+// ---------------------------------------------------------------------------------------------
+
+/// After a crash-reopen every state, payload, reservation, counter, pause flag and history entry
+/// is as before; a working job can still be ACKed or FAILed, FIFO order holds.
+pub async fn every_state_survives_reopen<H: Harness>() {
+    let mut c = Ctx::<H>::new().await;
+    let y = T0 - DAY;
+    {
+        let s = c.s();
+        put(s, &spec("dur-yest-ack1"), Working, y).await;
+        assert_eq!(ack(s, "dur-yest-ack1", y).await, AckOutcome::Acked);
+        put(s, &spec("dur-yest-fail"), Retry, y).await;
+        populate(s, T0).await;
+        push(s, &[spec("dur-paused-01").queue("paused")], T0 + MIN).await;
+        s.set_paused(QueueSelector::Names(strings(&["paused"])), true)
+            .await
+            .expect("pause");
+    }
+    let t = T0 + 2 * MIN;
+    let before = snapshot(c.s(), t).await;
+    c.reopen().await;
+    let after = snapshot(c.s(), t).await;
+    assert_same_snapshot(&before, &after, "after a crash-reopen");
+    c.reopen().await; // twice: reopening must not itself change anything
+    let again = snapshot(c.s(), t).await;
+    assert_same_snapshot(&before, &again, "after a second crash-reopen");
+
+    let s = c.s();
+    assert_eq!(
+        ack(s, &fx_jid(Working, "alpha-red"), t).await,
+        AckOutcome::Acked,
+        "ACK after reopen"
+    );
+    assert!(
+        matches!(
+            fail(s, &fx_jid(Working, "alpha-blue"), t).await,
+            FailReply::Failed(FailOutcome::Retry { .. })
+        ),
+        "FAIL after reopen"
+    );
+    assert_eq!(
+        fetch_jid(s, &["paused", "q-enq"], t).await,
+        Some(fx_jid(Enqueued, "alpha-red"))
+    );
+    assert_eq!(
+        fetch_jid(s, &["q-enq"], t).await,
+        Some(fx_jid(Enqueued, "alpha-blue"))
+    );
+    assert_eq!(
+        counters(s).await,
+        (before.stats.processed + 2, before.stats.failures + 1)
+    );
+    c.finish(t).await;
+}
+
+async fn assert_pages<S: Store>(s: &S, state: JobState, queue: Option<&str>, want: &[&str]) {
+    let all = jids(s, state, queue).await;
+    assert_eq!(all, want, "list({state}, {queue:?}) in the state's order");
+    for (off, lim) in [
+        (0u64, 2u64),
+        (2, 2),
+        (4, 2),
+        (5, 2),
+        (1, 3),
+        (3, 100),
+        (9, 1),
+    ] {
+        let page: Vec<String> = s
+            .list(state, queue.map(str::to_string), off, lim)
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|j| j.jid)
+            .collect();
+        let lo = (off as usize).min(want.len());
+        let hi = ((off + lim) as usize).min(want.len());
+        assert_eq!(
+            page,
+            want[lo..hi],
+            "list({state}, {queue:?}, offset {off}, limit {lim})"
+        );
+    }
+}
+
+/// list pages (offset, limit) through each state in its order: scheduled by `at` then arrival,
+/// enqueued FIFO, working by reservation expiry, retry by `next_at`, dead by time of death.
+pub async fn list_pages_in_state_order<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    // Scheduled: at = [50, 10, 30, 10, 20] min; ties by arrival.
+    for (i, m) in [50, 10, 30, 10, 20].into_iter().enumerate() {
+        push(
+            s,
+            &[spec(&format!("pg-sched-{i:04}")).at(T0 + m * MIN)],
+            T0 + i as Millis,
+        )
+        .await;
+    }
+    assert_pages(
+        s,
+        Scheduled,
+        None,
+        &[
+            "pg-sched-0001",
+            "pg-sched-0003",
+            "pg-sched-0004",
+            "pg-sched-0002",
+            "pg-sched-0000",
+        ],
+    )
+    .await;
+
+    // Working: fetched in order 0..4, reserve_for = [600, 60, 300, 120, 900] s.
+    for (i, rf) in [600, 60, 300, 120, 900].into_iter().enumerate() {
+        put(
+            s,
+            &spec(&format!("pg-work-{i:04}")).queue("w").reserve_for(rf),
+            Working,
+            T0 + i as Millis,
+        )
+        .await;
+    }
+    assert_pages(
+        s,
+        Working,
+        None,
+        &[
+            "pg-work-0001",
+            "pg-work-0003",
+            "pg-work-0002",
+            "pg-work-0000",
+            "pg-work-0004",
+        ],
+    )
+    .await;
+
+    // Retry: failed 100 s apart (more than the jitter) in the order 4, 2, 0, 3, 1.
+    // Dead: died in the order 3, 1, 4, 0, 2.
+    for (k, (r, d)) in [(4, 3), (2, 1), (0, 4), (3, 0), (1, 2)]
+        .into_iter()
+        .enumerate()
+    {
+        let t = T0 + k as Millis * 100 * SEC;
+        put(s, &spec(&format!("pg-retry-{r:04}")).queue("r"), Retry, t).await;
+        put(
+            s,
+            &spec(&format!("pg-dead-{d:04}")).queue("d").retry(-1),
+            Dead,
+            t,
+        )
+        .await;
+    }
+    assert_pages(
+        s,
+        Retry,
+        None,
+        &[
+            "pg-retry-0004",
+            "pg-retry-0002",
+            "pg-retry-0000",
+            "pg-retry-0003",
+            "pg-retry-0001",
+        ],
+    )
+    .await;
+    assert_pages(
+        s,
+        Dead,
+        None,
+        &[
+            "pg-dead-0003",
+            "pg-dead-0001",
+            "pg-dead-0004",
+            "pg-dead-0000",
+            "pg-dead-0002",
+        ],
+    )
+    .await;
+
+    // Enqueued: FIFO, in one queue and over all queues.
+    push(
+        s,
+        &[
+            spec("pg-enq-00003").queue("e"),
+            spec("pg-enq-00000").queue("e"),
+        ],
+        T0 + HOUR,
+    )
+    .await;
+    for jid in ["pg-enq-00004", "pg-enq-00001", "pg-enq-00002"] {
+        push(s, &[spec(jid).queue("e")], T0 + HOUR + 1).await;
+    }
+    let fifo = [
+        "pg-enq-00003",
+        "pg-enq-00000",
+        "pg-enq-00004",
+        "pg-enq-00001",
+        "pg-enq-00002",
+    ];
+    assert_pages(s, Enqueued, Some("e"), &fifo).await;
+    assert_pages(s, Enqueued, None, &fifo).await;
+    c.finish(T0 + HOUR).await;
+}
+
+/// get() reports each state with the job's queue and jobtype; unknown and gone jids are None.
+pub async fn get_reports_each_state<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    for state in JobState::ALL {
+        let jid = format!("get-{}", state.set_name());
+        let queue = format!("q-{}", state.set_name());
+        let sp = spec(&jid)
+            .queue(&queue)
+            .jobtype("GetJob")
+            .retry(if state == Dead { -1 } else { 25 });
+        put(s, &sp, state, T0).await;
+        let got = must_get(s, &jid).await;
+        assert_eq!((got.jid.as_str(), got.state), (jid.as_str(), state));
+        assert_eq!(
+            (got.queue.as_str(), got.jobtype.as_str()),
+            (queue.as_str(), "GetJob")
+        );
+    }
+    assert_eq!(get(s, "get-unknown-1").await, None);
+    assert_eq!(ack(s, "get-working", T0).await, AckOutcome::Acked);
+    assert_eq!(get(s, "get-working").await, None);
+    c.finish(T0).await;
+}
+
+/// Asserts that the job is exactly in `state` (get and every list agree) or gone (None).
+async fn assert_only_in<S: Store>(s: &S, jid: &str, state: Option<JobState>, step: &str) {
+    assert_eq!(state_of(s, jid).await, state, "{step}: get({jid})");
+    for st in JobState::ALL {
+        let listed = jids(s, st, None).await.iter().filter(|j| *j == jid).count();
+        let want = usize::from(Some(st) == state);
+        assert_eq!(listed, want, "{step}: {jid} listed {listed} times in {st}");
+    }
+    check_consistency(s).await;
+}
+
+/// One job walked through every transition: it is in exactly one state after each.
+pub async fn job_is_in_exactly_one_state_through_its_life<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    let jid = "life-job-0001";
+    let mut t = T0;
+    push(s, &[spec(jid).retry(2).reserve_for(60).at(T0 + MIN)], t).await;
+    assert_only_in(s, jid, Some(Scheduled), "push").await;
+    t += MIN;
+    assert_eq!(promote(s, t).await, 1);
+    assert_only_in(s, jid, Some(Enqueued), "promote scheduled").await;
+    assert_eq!(fetch_jid(s, &["default"], t).await.as_deref(), Some(jid));
+    assert_only_in(s, jid, Some(Working), "fetch").await;
+    assert!(matches!(
+        fail(s, jid, t).await,
+        FailReply::Failed(FailOutcome::Retry { .. })
+    ));
+    assert_only_in(s, jid, Some(Retry), "fail").await;
+    t += MIN;
+    assert_eq!(promote(s, t).await, 1);
+    assert_only_in(s, jid, Some(Enqueued), "promote retry").await;
+    assert_eq!(fetch_jid(s, &["default"], t).await.as_deref(), Some(jid));
+    t += 2 * MIN;
+    assert_eq!(reap(s, t).await, 1);
+    assert_only_in(s, jid, Some(Retry), "reap").await;
+    assert_eq!(
+        mutate(s, MutateOp::Kill, Retry, by_jids(&[jid]), t).await,
+        1
+    );
+    assert_only_in(s, jid, Some(Dead), "kill").await;
+    assert_eq!(
+        mutate(s, MutateOp::Requeue, Dead, by_jids(&[jid]), t).await,
+        1
+    );
+    assert_only_in(s, jid, Some(Enqueued), "requeue dead").await;
+    assert_eq!(fetch_jid(s, &["default"], t).await.as_deref(), Some(jid));
+    assert_eq!(
+        fail(s, jid, t).await,
+        FailReply::Failed(FailOutcome::Dead),
+        "third failure of retry:2"
+    );
+    assert_only_in(s, jid, Some(Dead), "fail with retries exhausted").await;
+    assert_eq!(
+        mutate(s, MutateOp::Requeue, Dead, by_jids(&[jid]), t).await,
+        1
+    );
+    assert_eq!(fetch_jid(s, &["default"], t).await.as_deref(), Some(jid));
+    assert_eq!(ack(s, jid, t).await, AckOutcome::Acked);
+    assert_only_in(s, jid, None, "ack").await;
+    c.finish(t).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Concurrency: every step is guarded by the state the caller saw
+// ---------------------------------------------------------------------------------------------
+
+impl<H: Harness> Ctx<H> {
+    /// Runs `f` with the harness shared (`Arc`) so it can spawn tasks, then takes it back.
+    async fn shared<T, F, Fut>(self, f: F) -> (Ctx<H>, T)
+    where
+        F: FnOnce(Arc<H>) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let Ctx { h, rec, cfg } = self;
+        let h = Arc::new(h);
+        let out = f(h.clone()).await;
+        let mut h = h;
+        let h = loop {
+            match Arc::try_unwrap(h) {
+                Ok(h) => break h,
+                Err(again) => {
+                    h = again;
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+            }
+        };
+        (Ctx { h, rec, cfg }, out)
+    }
+}
+
+async fn join_all<T: Send + 'static>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        out.push(t.await.expect("task panicked"));
+    }
+    out
+}
+
+/// Parallel FETCHes from the same queues deliver every job exactly once.
+pub async fn concurrent_fetches_deliver_each_job_once<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let n = 200;
+    let all: Vec<String> = (0..n).map(|i| format!("conc-fetch-{i:05}")).collect();
+    let specs: Vec<Spec> = all
+        .iter()
+        .enumerate()
+        .map(|(i, j)| spec(j).queue(if i % 2 == 0 { "qa" } else { "qb" }))
+        .collect();
+    push(c.s(), &specs, T0).await;
+    let (c, got) = c
+        .shared(|h| async move {
+            let mut tasks = Vec::new();
+            for w in 0..8 {
+                let h = h.clone();
+                tasks.push(tokio::spawn(async move {
+                    let qs = if w % 2 == 0 {
+                        ["qa", "qb"]
+                    } else {
+                        ["qb", "qa"]
+                    };
+                    let mut got = Vec::new();
+                    while let Some(j) = h
+                        .store()
+                        .fetch(strings(&qs), format!("worker-{w}"), T0 + SEC)
+                        .await
+                        .expect("fetch")
+                    {
+                        got.push(j.jid);
+                    }
+                    got
+                }));
+            }
+            join_all(tasks).await.concat()
+        })
+        .await;
+    let mut got = got;
+    got.sort();
+    let mut dups = got.clone();
+    dups.dedup();
+    assert_eq!(
+        dups.len(),
+        got.len(),
+        "a job was delivered twice by parallel FETCHes"
+    );
+    assert_eq!(got, all, "parallel FETCHes deliver every job");
+    assert_eq!(stats(c.s()).await.working, n as u64);
+    c.finish(T0 + SEC).await;
+}
+
+/// Parallel PUSHes of the same jid store exactly one job; the others get DuplicateJid.
+pub async fn concurrent_pushes_of_one_jid_store_it_once<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let (c, results) = c
+        .shared(|h| async move {
+            let mut tasks = Vec::new();
+            for i in 0..16 {
+                let h = h.clone();
+                tasks.push(tokio::spawn(async move {
+                    let sp = spec("conc-same-jid").args(&format!("[{i}]"));
+                    let sp = if i % 3 == 0 { sp.at(T0 + HOUR) } else { sp };
+                    let r = h
+                        .store()
+                        .push(vec![sp.new_job(T0)], T0)
+                        .await
+                        .expect("push");
+                    r.into_iter().next().expect("one result")
+                }));
+            }
+            join_all(tasks).await
+        })
+        .await;
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(
+        ok, 1,
+        "exactly one of the parallel pushes is accepted: {results:?}"
+    );
+    for r in results.iter().filter(|r| r.is_err()) {
+        assert_duplicate(r, "conc-same-jid");
+    }
+    let st = stats(c.s()).await;
+    assert_eq!(st.enqueued() + st.scheduled, 1);
+    c.finish(T0).await;
+}
+
+/// Late ACKs and FAILs racing the reaper, the retry tick and a UI "retry now" (MUTATE requeue):
+/// each job is processed once — ACKed (gone) or failed once (one copy, retry_count 0) — never
+/// both, never lost, and the counters add up.
+pub async fn racing_ack_fail_reap_requeue_keep_exactly_one_copy<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let n = 40;
+    let all: Vec<String> = (0..n).map(|i| format!("race-job-{i:05}")).collect();
+    for (i, jid) in all.iter().enumerate() {
+        put(
+            c.s(),
+            &spec(jid).queue("race").reserve_for(60),
+            Working,
+            T0 + i as Millis,
+        )
+        .await;
+    }
+    let t = T0 + 5 * MIN;
+    let jobs = all.clone();
+    let (c, (acks, fails, reaped)) = c
+        .shared(|h| async move {
+            let mut workers = Vec::new();
+            for (i, jid) in jobs.into_iter().enumerate() {
+                let h = h.clone();
+                workers.push(tokio::spawn(async move {
+                    if i % 2 == 0 {
+                        let r = h.store().ack(jid.clone(), t).await.expect("ack");
+                        (jid, Some(r), None)
+                    } else {
+                        let r = h.store().fail(jid.clone(), boom(), t).await.expect("fail");
+                        (jid, None, Some(r))
+                    }
+                }));
+            }
+            let mut reapers = Vec::new();
+            for k in 0..3 {
+                let h = h.clone();
+                reapers.push(tokio::spawn(async move {
+                    let mut n = h.store().reap_expired(t, 7).await.expect("reap");
+                    n += h.store().reap_expired(t, 1000).await.expect("reap");
+                    if k == 0 {
+                        h.store()
+                            .mutate(
+                                Mutation {
+                                    op: MutateOp::Requeue,
+                                    target: Retry,
+                                    filter: None,
+                                },
+                                t,
+                            )
+                            .await
+                            .expect("mutate");
+                    } else {
+                        h.store()
+                            .promote_due(t + HOUR, 1000)
+                            .await
+                            .expect("promote");
+                    }
+                    n
+                }));
+            }
+            let outcomes = join_all(workers).await;
+            let reaped: usize = join_all(reapers).await.into_iter().sum();
+            let acks: Vec<(String, AckOutcome)> = outcomes
+                .iter()
+                .filter_map(|(j, a, _)| a.map(|a| (j.clone(), a)))
+                .collect();
+            let fails: Vec<(String, FailReply)> = outcomes
+                .iter()
+                .filter_map(|(j, _, f)| f.map(|f| (j.clone(), f)))
+                .collect();
+            (acks, fails, reaped)
+        })
+        .await;
+    let s = c.s();
+    let acked = acks.iter().filter(|(_, a)| *a == AckOutcome::Acked).count();
+    let failed = fails
+        .iter()
+        .filter(|(_, f)| *f != FailReply::NotWorking)
+        .count();
+    assert_eq!(
+        acked + failed + reaped,
+        n,
+        "each expired job is taken by exactly one of ACK, FAIL or the reaper \
+         (acked {acked}, failed {failed}, reaped {reaped})"
+    );
+    for (jid, a) in &acks {
+        let got = get(s, jid).await;
+        if *a == AckOutcome::Acked {
+            assert_eq!(got, None, "{jid} was ACKed but is still stored");
+        } else {
+            let got = got.unwrap_or_else(|| panic!("{jid}: ACK was refused but the job is gone"));
+            assert!(
+                matches!(got.state, Retry | Enqueued),
+                "{jid} is {}",
+                got.state
+            );
+        }
+    }
+    for (jid, _) in &fails {
+        let got = must_get(s, jid).await;
+        assert!(
+            matches!(got.state, Retry | Enqueued),
+            "{jid} is {}",
+            got.state
+        );
+    }
+    for jid in &all {
+        if let Some(got) = get(s, jid).await {
+            let f = payload(&got)
+                .failure
+                .expect("a stored job here has failed once");
+            assert_eq!(
+                f.retry_count, 0,
+                "{jid} was failed twice (FAIL and reaper both acted)"
+            );
+        }
+    }
+    assert_eq!(
+        counters(s).await,
+        ((acked + failed + reaped) as u64, (failed + reaped) as u64),
+        "processed = ACKs + failures, failures = FAILs + reaped"
+    );
+    assert_eq!(stats(s).await.working, 0);
+    c.finish(t + HOUR).await;
+}
+
+/// close() waits for every accepted request: each PUSH racing it is either committed (`Ok`, and
+/// still there after a reopen) or refused with `Closed` (and absent); after close, requests are
+/// refused with `Closed`.
+pub async fn close_commits_accepted_requests_and_refuses_later_ones<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let (mut c, results) = c
+        .shared(|h| async move {
+            let mut tasks = Vec::new();
+            for i in 0..40 {
+                let hh = h.clone();
+                tasks.push(tokio::spawn(async move {
+                    let h = hh;
+                    let jid = format!("close-race-{i:04}");
+                    let r = h.store().push(vec![spec(&jid).new_job(T0)], T0).await;
+                    (jid, r)
+                }));
+                if i == 20 {
+                    h.store().close().await;
+                }
+            }
+            let mut results = join_all(tasks).await;
+            let after = h
+                .store()
+                .push(vec![spec("close-after-01").new_job(T0)], T0)
+                .await;
+            results.push(("close-after-01".to_string(), after));
+            results
+        })
+        .await;
+    let late = &results.last().unwrap().1;
+    assert!(
+        matches!(late, Err(StoreError::Closed)),
+        "a PUSH after close() must fail with Closed, got {late:?}"
+    );
+    c.reopen().await;
+    let s = c.s();
+    for (jid, r) in &results {
+        match r {
+            Ok(v) => {
+                assert!(v[0].is_ok(), "{jid}: {v:?}");
+                assert_eq!(
+                    state_of(s, jid).await,
+                    Some(Enqueued),
+                    "{jid} was accepted before close"
+                );
+            }
+            Err(StoreError::Closed) => {
+                assert_eq!(state_of(s, jid).await, None, "{jid} was refused but stored")
+            }
+            Err(e) => panic!("{jid}: a PUSH racing close() gave {e:?}, not Ok or Closed"),
+        }
+    }
+    c.finish(T0).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Randomized model-based test
+// ---------------------------------------------------------------------------------------------
+
+/// xorshift64*: small, seeded, good enough to pick operations.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+    fn pick<T: Clone>(&mut self, xs: &[T]) -> T {
+        xs[self.below(xs.len() as u64) as usize].clone()
+    }
+}
+
+/// The model's view of one stored job.
+#[derive(Debug, Clone)]
+struct MJob {
+    queue: String,
+    jobtype: String,
+    retry: i64,
+    reserve_for: i64,
+    /// Failures so far (the payload's `failure.retry_count` is this − 1).
+    failures: i64,
+    state: JobState,
+    /// scheduled: at; working: reservation expiry; retry: next_at; dead: dead_until.
+    at: Millis,
+    /// Enqueue order; jobs enqueued by one promote/requeue call share a key (their relative
+    /// order is the backend's choice).
+    key: u64,
+}
+
+#[derive(Default)]
+struct Model {
+    jobs: BTreeMap<String, MJob>,
+    gone: BTreeSet<String>,
+    /// Known queues → paused.
+    queues: BTreeMap<String, bool>,
+    processed: u64,
+    failures: u64,
+    next_key: u64,
+}
+
+const MODEL_QUEUES: [&str; 3] = ["qa", "qb", "qc"];
+const MODEL_JOBTYPES: [&str; 2] = ["Alpha", "Beta"];
+
+impl Model {
+    fn key(&mut self) -> u64 {
+        self.next_key += 1;
+        self.next_key
+    }
+
+    fn enqueue(&mut self, jid: &str, key: u64) {
+        let j = self.jobs.get_mut(jid).unwrap();
+        j.state = Enqueued;
+        j.key = key;
+        let q = j.queue.clone();
+        self.queues.entry(q).or_insert(false);
+    }
+
+    fn remove(&mut self, jid: &str) {
+        self.jobs.remove(jid);
+        self.gone.insert(jid.to_string());
+    }
+
+    fn in_state(&self, state: JobState) -> Vec<String> {
+        self.jobs
+            .iter()
+            .filter(|(_, j)| j.state == state)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// What a failure (FAIL or reaper) of a working job does: Some(retry_count) when it goes to
+    /// retry, and the outcome kind.
+    fn failure_outcome(&mut self, jid: &str) -> (i64, &'static str) {
+        self.processed += 1;
+        self.failures += 1;
+        let j = self.jobs.get_mut(jid).unwrap();
+        j.failures += 1;
+        let rc = j.failures - 1;
+        let kind = if j.retry == 0 {
+            "discarded"
+        } else if rc < j.retry {
+            "retry"
+        } else {
+            "dead"
+        };
+        (rc, kind)
+    }
+
+    fn all_jids(&self) -> Vec<String> {
+        self.jobs.keys().chain(self.gone.iter()).cloned().collect()
+    }
+}
+
+/// A seeded random sequence of push / fetch / ack / fail / promote / reap / purge / mutate /
+/// pause / remove / flush / reopen against the store and an in-memory model of the state
+/// machine, comparing every job's state (and `at`) and the stats after each step.
+///
+/// `WERK_CONFORMANCE_SEED=<n>` runs one given seed, `WERK_CONFORMANCE_STEPS=<n>` sets the length.
+pub async fn random_operations_match_model<H: Harness>() {
+    let steps: usize = std::env::var("WERK_CONFORMANCE_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    let seeds: Vec<u64> = match std::env::var("WERK_CONFORMANCE_SEED") {
+        Ok(s) => vec![s.parse().expect("WERK_CONFORMANCE_SEED is a number")],
+        Err(_) => vec![1, 2, 3],
+    };
+    for seed in seeds {
+        run_model::<H>(seed, steps).await;
+    }
+}
+
+async fn run_model<H: Harness>(seed: u64, steps: usize) {
+    let retention = 10 * MIN;
+    let mut c = Ctx::<H>::with_config(StoreConfig {
+        dead_retention: retention,
+    })
+    .await;
+    let mut rng = Rng::new(seed);
+    let mut m = Model::default();
+    let mut now = T0;
+    let mut serial = 0u64;
+    let mut tally: BTreeMap<String, usize> = BTreeMap::new();
+
+    for step in 0..steps {
+        now += rng.below(30 * SEC as u64) as Millis;
+        if rng.chance(4) {
+            now += 2000 * SEC;
+        }
+        let roll = rng.below(100);
+        let mut what: String;
+        let s = c.s();
+        match roll {
+            // PUSH / PUSHB of 1–3 jobs, sometimes reusing a jid.
+            0..=19 => {
+                let n = 1 + rng.below(3);
+                let mut specs = Vec::new();
+                let mut expect_dup = Vec::new();
+                let mut in_batch = BTreeSet::new();
+                for _ in 0..n {
+                    let known = m.all_jids();
+                    let jid = if !known.is_empty() && rng.chance(10) {
+                        rng.pick(&known)
+                    } else {
+                        serial += 1;
+                        format!("rnd-{seed}-{serial:05}")
+                    };
+                    let mut sp = spec(&jid)
+                        .queue(rng.pick(&MODEL_QUEUES))
+                        .jobtype(rng.pick(&MODEL_JOBTYPES))
+                        .retry(rng.pick(&[25, 25, 2, 1, 0, -1]))
+                        .reserve_for(rng.pick(&[0, 60, 90, 120, 600]));
+                    match rng.below(10) {
+                        0..=5 => {}
+                        6 => sp = sp.at(now - rng.below(60_000) as Millis),
+                        _ => sp = sp.at(now + 1 + rng.below(120_000) as Millis),
+                    }
+                    expect_dup.push(m.jobs.contains_key(&jid) || in_batch.contains(&jid));
+                    in_batch.insert(jid);
+                    specs.push(sp);
+                }
+                what = format!(
+                    "push {:?}",
+                    specs.iter().map(|j| &j.jid).collect::<Vec<_>>()
+                );
+                let res = push_results(s, &specs, now).await;
+                for ((sp, dup), r) in specs.iter().zip(expect_dup).zip(res) {
+                    if dup {
+                        assert!(
+                            matches!(r, Err(PushError::DuplicateJid(..))),
+                            "seed {seed} step {step}: {what}: {} must be a duplicate, got {r:?}",
+                            sp.jid
+                        );
+                        *tally.entry("=duplicates refused".into()).or_default() += 1;
+                        continue;
+                    }
+                    assert!(
+                        r.is_ok(),
+                        "seed {seed} step {step}: {what}: {} refused: {r:?}",
+                        sp.jid
+                    );
+                    m.gone.remove(&sp.jid);
+                    let scheduled = sp.at.is_some_and(|at| at > now);
+                    m.jobs.insert(
+                        sp.jid.clone(),
+                        MJob {
+                            queue: sp.queue.clone(),
+                            jobtype: sp.jobtype.clone(),
+                            retry: sp.retry.unwrap(),
+                            reserve_for: sp.reserve_for.unwrap(),
+                            failures: 0,
+                            state: Scheduled,
+                            at: sp.at.unwrap_or(now),
+                            key: 0,
+                        },
+                    );
+                    if !scheduled {
+                        let k = m.key();
+                        m.enqueue(&sp.jid, k);
+                    }
+                }
+            }
+            // FETCH from a random ordered subset of queues (plus an unknown one).
+            20..=42 => {
+                let mut pool: Vec<&str> = MODEL_QUEUES.to_vec();
+                pool.push("qzz");
+                let mut qs = Vec::new();
+                while !pool.is_empty() && (qs.is_empty() || rng.chance(50)) {
+                    qs.push(pool.remove(rng.below(pool.len() as u64) as usize));
+                }
+                what = format!("fetch {qs:?}");
+                let mut candidates = Vec::new();
+                for q in &qs {
+                    if m.queues.get(*q) != Some(&false) {
+                        continue;
+                    }
+                    let in_q: Vec<(&String, &MJob)> = m
+                        .jobs
+                        .iter()
+                        .filter(|(_, j)| j.state == Enqueued && j.queue == *q)
+                        .collect();
+                    if let Some(min) = in_q.iter().map(|(_, j)| j.key).min() {
+                        candidates = in_q
+                            .iter()
+                            .filter(|(_, j)| j.key == min)
+                            .map(|(k, _)| (*k).clone())
+                            .collect();
+                        break;
+                    }
+                }
+                let got = fetch(s, &qs, now).await;
+                match got {
+                    None => assert!(
+                        candidates.is_empty(),
+                        "seed {seed} step {step}: {what} returned nothing, expected one of {candidates:?}"
+                    ),
+                    Some(j) => {
+                        assert!(
+                            candidates.contains(&j.jid),
+                            "seed {seed} step {step}: {what} returned {}, expected one of {candidates:?}",
+                            j.jid
+                        );
+                        let mj = m.jobs.get_mut(&j.jid).unwrap();
+                        mj.state = Working;
+                        mj.at = now + reservation_seconds(mj.reserve_for) * SEC;
+                        *tally.entry("=fetched".into()).or_default() += 1;
+                        what = format!("{what} -> {}", j.jid);
+                    }
+                }
+            }
+            // ACK of a working job, or of anything else.
+            43..=53 => {
+                let working = m.in_state(Working);
+                let jid = if !working.is_empty() && rng.chance(75) {
+                    rng.pick(&working)
+                } else {
+                    let mut all = m.all_jids();
+                    all.push("rnd-unknown-jid".into());
+                    rng.pick(&all)
+                };
+                what = format!("ack {jid}");
+                let was_working = m.jobs.get(&jid).is_some_and(|j| j.state == Working);
+                let got = ack(s, &jid, now).await;
+                if was_working {
+                    assert_eq!(got, AckOutcome::Acked, "seed {seed} step {step}: {what}");
+                    m.remove(&jid);
+                    m.processed += 1;
+                    *tally.entry("=acked".into()).or_default() += 1;
+                } else {
+                    assert_eq!(
+                        got,
+                        AckOutcome::NotWorking,
+                        "seed {seed} step {step}: {what}"
+                    );
+                }
+            }
+            // FAIL of a working job, or of anything else.
+            54..=64 => {
+                let working = m.in_state(Working);
+                let jid = if !working.is_empty() && rng.chance(75) {
+                    rng.pick(&working)
+                } else {
+                    let mut all = m.all_jids();
+                    all.push("rnd-unknown-jid".into());
+                    rng.pick(&all)
+                };
+                what = format!("fail {jid}");
+                let was_working = m.jobs.get(&jid).is_some_and(|j| j.state == Working);
+                let got = fail(s, &jid, now).await;
+                if !was_working {
+                    assert_eq!(
+                        got,
+                        FailReply::NotWorking,
+                        "seed {seed} step {step}: {what}"
+                    );
+                } else {
+                    let (rc, kind) = m.failure_outcome(&jid);
+                    *tally.entry(format!("=failed to {kind}")).or_default() += 1;
+                    match (kind, got) {
+                        ("discarded", FailReply::Failed(FailOutcome::Discarded)) => m.remove(&jid),
+                        ("dead", FailReply::Failed(FailOutcome::Dead)) => {
+                            let j = m.jobs.get_mut(&jid).unwrap();
+                            j.state = Dead;
+                            j.at = now + retention;
+                        }
+                        ("retry", FailReply::Failed(FailOutcome::Retry { next_at })) => {
+                            let lo = now + backoff_seconds(rc, 0) * SEC;
+                            let hi = now + backoff_seconds(rc, 29) * SEC;
+                            assert!(
+                                (lo..=hi).contains(&next_at),
+                                "seed {seed} step {step}: {what}: next_at {next_at} outside [{lo}, {hi}]"
+                            );
+                            let j = m.jobs.get_mut(&jid).unwrap();
+                            j.state = Retry;
+                            j.at = next_at;
+                        }
+                        (kind, got) => {
+                            panic!("seed {seed} step {step}: {what}: expected {kind}, got {got:?}")
+                        }
+                    }
+                }
+            }
+            // Scheduler and retry tick.
+            65..=71 => {
+                what = "promote_due".into();
+                let due: Vec<String> = m
+                    .jobs
+                    .iter()
+                    .filter(|(_, j)| matches!(j.state, Scheduled | Retry) && j.at <= now)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                let n = promote(s, now).await;
+                assert_eq!(
+                    n,
+                    due.len(),
+                    "seed {seed} step {step}: promote_due count ({due:?})"
+                );
+                *tally.entry("=promoted".into()).or_default() += n;
+                let k = m.key();
+                for jid in &due {
+                    m.enqueue(jid, k);
+                }
+            }
+            // Reservation reaper.
+            72..=76 => {
+                what = "reap_expired".into();
+                let expired: Vec<String> = m
+                    .jobs
+                    .iter()
+                    .filter(|(_, j)| j.state == Working && j.at <= now)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                let n = reap(s, now).await;
+                assert_eq!(
+                    n,
+                    expired.len(),
+                    "seed {seed} step {step}: reap count ({expired:?})"
+                );
+                for jid in &expired {
+                    let (rc, kind) = m.failure_outcome(jid);
+                    *tally.entry(format!("=reaped to {kind}")).or_default() += 1;
+                    let got = get(s, jid).await;
+                    match kind {
+                        "discarded" => {
+                            assert_eq!(
+                                got, None,
+                                "seed {seed} step {step}: reaped retry:0 job {jid}"
+                            );
+                            m.remove(jid);
+                        }
+                        "dead" => {
+                            let j = m.jobs.get_mut(jid).unwrap();
+                            j.state = Dead;
+                            j.at = now + retention;
+                        }
+                        _ => {
+                            let got = got.unwrap_or_else(|| {
+                                panic!("seed {seed} step {step}: reaped {jid} vanished")
+                            });
+                            assert_eq!(got.state, Retry, "seed {seed} step {step}: reaped {jid}");
+                            let lo = now + backoff_seconds(rc, 0) * SEC;
+                            let hi = now + backoff_seconds(rc, 29) * SEC;
+                            assert!(
+                                (lo..=hi).contains(&got.at),
+                                "seed {seed} step {step}: reaped {jid} next_at"
+                            );
+                            let f = payload(&got).failure.expect("failure");
+                            assert_eq!(f.errtype, "ReservationExpired");
+                            let j = m.jobs.get_mut(jid).unwrap();
+                            j.state = Retry;
+                            j.at = got.at;
+                        }
+                    }
+                }
+            }
+            // MUTATE.
+            77..=86 => {
+                let target = rng.pick(&[Scheduled, Retry, Dead]);
+                let mut op = rng.pick(&[
+                    MutateOp::Clear,
+                    MutateOp::Discard,
+                    MutateOp::Kill,
+                    MutateOp::Requeue,
+                ]);
+                if op == MutateOp::Kill && target == Dead {
+                    op = MutateOp::Requeue;
+                }
+                let all = m.all_jids();
+                let filter = match rng.below(10) {
+                    0..=2 => None,
+                    3..=6 => {
+                        let mut jids = vec!["rnd-no-such-jid".to_string()];
+                        for _ in 0..=rng.below(3) {
+                            if !all.is_empty() {
+                                jids.push(rng.pick(&all));
+                            }
+                        }
+                        Some(MutateFilter {
+                            jids,
+                            regexp: None,
+                            jobtype: Some("Nope".into()),
+                        })
+                    }
+                    7..=8 => Some(MutateFilter {
+                        jids: Vec::new(),
+                        regexp: None,
+                        jobtype: Some(rng.pick(&MODEL_JOBTYPES).to_string()),
+                    }),
+                    _ => Some(MutateFilter {
+                        jids: Vec::new(),
+                        regexp: Some(format!("*\"jobtype\":\"{}\"*", rng.pick(&MODEL_JOBTYPES))),
+                        jobtype: None,
+                    }),
+                };
+                what = format!("mutate {op:?} {target} {filter:?}");
+                let hit: Vec<String> = m
+                    .jobs
+                    .iter()
+                    .filter(|(jid, j)| {
+                        j.state == target
+                            && match (&filter, op) {
+                                (_, MutateOp::Clear) | (None, _) => true,
+                                (Some(f), _) if !f.jids.is_empty() => f.jids.contains(jid),
+                                (Some(f), _) => {
+                                    let jt = f.jobtype.clone().or_else(|| {
+                                        f.regexp
+                                            .as_ref()
+                                            .map(|r| r.split('"').nth(3).unwrap().to_string())
+                                    });
+                                    jt.is_none_or(|t| t == j.jobtype)
+                                }
+                            }
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                let n = mutate(s, op, target, filter, now).await;
+                assert_eq!(
+                    n,
+                    hit.len() as u64,
+                    "seed {seed} step {step}: {what}: count ({hit:?})"
+                );
+                *tally.entry(format!("=mutated by {op:?}")).or_default() += hit.len();
+                let k = m.key();
+                for jid in &hit {
+                    match op {
+                        MutateOp::Clear | MutateOp::Discard => m.remove(jid),
+                        MutateOp::Kill => {
+                            let j = m.jobs.get_mut(jid).unwrap();
+                            j.state = Dead;
+                            j.at = now + retention;
+                        }
+                        MutateOp::Requeue => m.enqueue(jid, k),
+                    }
+                }
+            }
+            // QUEUE PAUSE / RESUME.
+            87..=89 => {
+                let paused = rng.chance(50);
+                let sel = if rng.chance(15) {
+                    QueueSelector::All
+                } else {
+                    QueueSelector::Names(vec![rng.pick(&MODEL_QUEUES).to_string()])
+                };
+                what = format!("set_paused {sel:?} {paused}");
+                s.set_paused(sel.clone(), paused).await.expect("set_paused");
+                for (name, p) in m.queues.iter_mut() {
+                    if sel == QueueSelector::All || sel == QueueSelector::Names(vec![name.clone()])
+                    {
+                        *p = paused;
+                    }
+                }
+            }
+            // QUEUE REMOVE.
+            90 => {
+                let sel = if rng.chance(20) {
+                    QueueSelector::All
+                } else {
+                    QueueSelector::Names(vec![rng.pick(&MODEL_QUEUES).to_string()])
+                };
+                what = format!("remove_queues {sel:?}");
+                let names: Vec<String> = match &sel {
+                    QueueSelector::All => m.queues.keys().cloned().collect(),
+                    QueueSelector::Names(n) => n.clone(),
+                };
+                let hit: Vec<String> = m
+                    .jobs
+                    .iter()
+                    .filter(|(_, j)| j.state == Enqueued && names.contains(&j.queue))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                let n = s.remove_queues(sel).await.expect("remove_queues");
+                assert_eq!(
+                    n,
+                    hit.len() as u64,
+                    "seed {seed} step {step}: {what}: count"
+                );
+                *tally.entry("=removed with queue".into()).or_default() += hit.len();
+                for jid in &hit {
+                    m.remove(jid);
+                }
+                for q in &names {
+                    m.queues.remove(q);
+                }
+            }
+            // Dead purge.
+            91..=93 => {
+                what = "purge_dead".into();
+                let expired: Vec<String> = m
+                    .jobs
+                    .iter()
+                    .filter(|(_, j)| j.state == Dead && j.at <= now)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                let n = s.purge_dead(now, 1000).await.expect("purge_dead");
+                assert_eq!(
+                    n,
+                    expired.len(),
+                    "seed {seed} step {step}: purge count ({expired:?})"
+                );
+                *tally.entry("=purged".into()).or_default() += n;
+                for jid in &expired {
+                    m.remove(jid);
+                }
+            }
+            // Crash and reopen.
+            94..=97 => {
+                what = "reopen".into();
+                c.reopen().await;
+            }
+            // FLUSH (rarely).
+            _ => {
+                if rng.chance(20) {
+                    what = "flush".into();
+                    s.flush().await.expect("flush");
+                    let jids: Vec<String> = m.jobs.keys().cloned().collect();
+                    for jid in jids {
+                        m.remove(&jid);
+                    }
+                    m.queues.clear();
+                    m.processed = 0;
+                    m.failures = 0;
+                } else {
+                    what = "nothing".into();
+                }
+            }
+        }
+        let kind: String = what
+            .chars()
+            .take_while(|c| c.is_ascii_alphabetic() || *c == '_')
+            .collect();
+        *tally.entry(kind).or_default() += 1;
+        let ctx = format!(
+            "seed {seed} step {step} (now = T0 + {} s) after {what}",
+            (now - T0) / SEC
+        );
+        verify_model(c.s(), &m, &ctx, step % 10 == 9).await;
+        if step % 25 == 24 {
+            check_consistency(c.s()).await;
+        }
+    }
+    eprintln!(
+        "random_operations_match_model: seed {seed}, {steps} steps, {} jobs stored, {} gone, \
+         processed {}, failures {}; operations {tally:?}",
+        m.jobs.len(),
+        m.gone.len(),
+        m.processed,
+        m.failures
+    );
+    c.finish(now).await;
+}
+
+async fn verify_model<S: Store>(s: &S, m: &Model, ctx: &str, check_gone: bool) {
+    for (jid, want) in &m.jobs {
+        let got = get(s, jid)
+            .await
+            .unwrap_or_else(|| panic!("{ctx}: job {jid} should be {} but is gone", want.state));
+        assert_eq!(got.state, want.state, "{ctx}: state of {jid}");
+        assert_eq!(got.queue, want.queue, "{ctx}: queue of {jid}");
+        assert_eq!(got.jobtype, want.jobtype, "{ctx}: jobtype of {jid}");
+        if want.state != Enqueued {
+            assert_eq!(got.at, want.at, "{ctx}: at of {jid} ({})", want.state);
+        }
+        let failure = payload(&got).failure;
+        if want.failures == 0 {
+            assert!(
+                failure.is_none(),
+                "{ctx}: {jid} never failed but has {failure:?}"
+            );
+        } else {
+            let f = failure.unwrap_or_else(|| panic!("{ctx}: {jid} failed but has no failure"));
+            assert_eq!(
+                f.retry_count,
+                want.failures - 1,
+                "{ctx}: retry_count of {jid}"
+            );
+        }
+    }
+    if check_gone {
+        for jid in &m.gone {
+            assert_eq!(state_of(s, jid).await, None, "{ctx}: {jid} should be gone");
+        }
+    }
+    let st = stats(s).await;
+    let count = |state| m.jobs.values().filter(|j| j.state == state).count() as u64;
+    assert_eq!(
+        (st.scheduled, st.working, st.retries, st.dead),
+        (count(Scheduled), count(Working), count(Retry), count(Dead)),
+        "{ctx}: set sizes (scheduled, working, retries, dead)"
+    );
+    assert_eq!(
+        (st.processed, st.failures),
+        (m.processed, m.failures),
+        "{ctx}: counters"
+    );
+    let want_queues: Vec<QueueStats> = m
+        .queues
+        .iter()
+        .map(|(name, paused)| QueueStats {
+            name: name.clone(),
+            size: m
+                .jobs
+                .values()
+                .filter(|j| j.state == Enqueued && &j.queue == name)
+                .count() as u64,
+            paused: *paused,
+        })
+        .collect();
+    assert_eq!(st.queues, want_queues, "{ctx}: queues");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Self-test: a straightforward in-memory reference store the suite must pass
+// ---------------------------------------------------------------------------------------------
+
+#[cfg(test)]
+mod reference {
+    use super::*;
+    use crate::{Reservation, Result};
+    use werk_core::retry::apply_failure;
+
+    #[derive(Clone)]
+    struct Entry {
+        job: Job,
+        state: JobState,
+        at: Millis,
+        seq: u64,
+        reservation: Option<Reservation>,
+    }
+
+    #[derive(Default)]
+    pub struct Data {
+        jobs: HashMap<String, Entry>,
+        seq: u64,
+        queues: BTreeMap<String, bool>,
+        processed: u64,
+        failures: u64,
+        days: BTreeMap<String, (u64, u64)>,
+        rng: u64,
+    }
+
+    impl Data {
+        fn next(&mut self) -> u64 {
+            self.seq += 1;
+            self.seq
+        }
+
+        fn enqueue(&mut self, jid: &str, now: Millis) -> String {
+            let seq = self.next();
+            let e = self.jobs.get_mut(jid).unwrap();
+            e.job.enqueued_at = format_millis(now);
+            e.state = Enqueued;
+            e.at = now;
+            e.seq = seq;
+            e.reservation = None;
+            let q = e.job.queue.clone();
+            self.queues.entry(q.clone()).or_insert(false);
+            q
+        }
+
+        fn fail(
+            &mut self,
+            jid: &str,
+            info: &FailInfo,
+            now: Millis,
+            retention: Millis,
+        ) -> FailOutcome {
+            self.rng = self
+                .rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let r = ((self.rng >> 33) % 30) as u32;
+            let seq = self.next();
+            let mut e = self.jobs.remove(jid).unwrap();
+            let out = apply_failure(&mut e.job, info, now, r);
+            self.processed += 1;
+            self.failures += 1;
+            let d = self.days.entry(local_day(now)).or_default();
+            d.0 += 1;
+            d.1 += 1;
+            e.reservation = None;
+            e.seq = seq;
+            match out {
+                FailOutcome::Retry { next_at } => {
+                    e.state = Retry;
+                    e.at = next_at;
+                }
+                FailOutcome::Dead => {
+                    e.state = Dead;
+                    e.at = now + retention;
+                }
+                FailOutcome::Discarded => return out,
+            }
+            self.jobs.insert(jid.to_string(), e);
+            out
+        }
+
+        fn sorted(&self, state: JobState, queue: Option<&str>) -> Vec<(&String, &Entry)> {
+            let mut v: Vec<(&String, &Entry)> = self
+                .jobs
+                .iter()
+                .filter(|(_, e)| e.state == state && queue.is_none_or(|q| e.job.queue == q))
+                .collect();
+            if state == Enqueued {
+                v.sort_by_key(|(_, e)| e.seq);
+            } else {
+                v.sort_by_key(|(_, e)| (e.at, e.seq));
+            }
+            v
+        }
+    }
+
+    fn stored(jid: &str, e: &Entry) -> StoredJob {
+        StoredJob {
+            jid: jid.to_string(),
+            state: e.state,
+            queue: e.job.queue.clone(),
+            jobtype: e.job.jobtype.clone(),
+            payload: e.job.to_json(),
+            at: e.at,
+            reservation: e.reservation.clone(),
+        }
+    }
+
+    /// Redis-style glob: `*`, `?`, `[...]` (with `^` and ranges), `\` escapes.
+    pub fn glob(p: &[u8], s: &[u8]) -> bool {
+        match p.first() {
+            None => s.is_empty(),
+            Some(b'*') => (0..=s.len()).any(|i| glob(&p[1..], &s[i..])),
+            Some(b'?') => !s.is_empty() && glob(&p[1..], &s[1..]),
+            Some(b'[') => {
+                let Some(c) = s.first() else { return false };
+                let mut i = 1;
+                let neg = p.get(1) == Some(&b'^');
+                if neg {
+                    i += 1;
+                }
+                let mut hit = false;
+                while i < p.len() && p[i] != b']' {
+                    if p[i] == b'\\' && i + 1 < p.len() {
+                        hit |= p[i + 1] == *c;
+                        i += 2;
+                    } else if i + 2 < p.len() && p[i + 1] == b'-' && p[i + 2] != b']' {
+                        let (lo, hi) = (p[i].min(p[i + 2]), p[i].max(p[i + 2]));
+                        hit |= (lo..=hi).contains(c);
+                        i += 3;
+                    } else {
+                        hit |= p[i] == *c;
+                        i += 1;
+                    }
+                }
+                hit != neg && glob(&p[(i + 1).min(p.len())..], &s[1..])
+            }
+            Some(b'\\') if p.len() > 1 => s.first() == Some(&p[1]) && glob(&p[2..], &s[1..]),
+            Some(c) => s.first() == Some(c) && glob(&p[1..], &s[1..]),
+        }
+    }
+
+    pub struct RefStore {
+        closed: std::sync::atomic::AtomicBool,
+        disk: Arc<Mutex<Data>>,
+        cfg: StoreConfig,
+        listener: Listener,
+    }
+
+    impl RefStore {
+        fn with<T>(&self, f: impl FnOnce(&mut Data, &mut Vec<String>) -> T) -> Result<T> {
+            if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(StoreError::Closed);
+            }
+            let mut told = Vec::new();
+            let out = f(&mut self.disk.lock().unwrap(), &mut told);
+            for q in told {
+                self.listener.enqueued(&q);
+            }
+            Ok(out)
+        }
+    }
+
+    fn ready<T: Send>(v: T) -> impl Future<Output = T> + Send {
+        std::future::ready(v)
+    }
+
+    impl Store for RefStore {
+        fn push(
+            &self,
+            jobs: Vec<NewJob>,
+            now: Millis,
+        ) -> impl Future<Output = Result<Vec<std::result::Result<(), PushError>>>> + Send {
+            ready(self.with(|d, told| {
+                jobs.into_iter()
+                    .map(|NewJob { job, at }| {
+                        if let Some(e) = d.jobs.get(&job.jid) {
+                            return Err(PushError::DuplicateJid(
+                                job.jid.clone(),
+                                e.state.to_string(),
+                            ));
+                        }
+                        let jid = job.jid.clone();
+                        let seq = d.next();
+                        let scheduled = at.is_some_and(|at| at > now);
+                        let e = Entry {
+                            job,
+                            state: Scheduled,
+                            at: at.unwrap_or(now),
+                            seq,
+                            reservation: None,
+                        };
+                        d.jobs.insert(jid.clone(), e);
+                        if !scheduled {
+                            told.push(d.enqueue(&jid, now));
+                        }
+                        Ok(())
+                    })
+                    .collect()
+            }))
+        }
+
+        fn fetch(
+            &self,
+            queues: Vec<String>,
+            wid: String,
+            now: Millis,
+        ) -> impl Future<Output = Result<Option<StoredJob>>> + Send {
+            ready(self.with(|d, _| {
+                for q in &queues {
+                    if d.queues.get(q) != Some(&false) {
+                        continue;
+                    }
+                    let Some(jid) = d
+                        .sorted(Enqueued, Some(q))
+                        .first()
+                        .map(|(j, _)| (*j).clone())
+                    else {
+                        continue;
+                    };
+                    let e = d.jobs.get_mut(&jid).unwrap();
+                    let expires_at = now + reservation_seconds(e.job.reserve_for) * SEC;
+                    e.state = Working;
+                    e.at = expires_at;
+                    e.reservation = Some(Reservation {
+                        reserved_at: now,
+                        expires_at,
+                        wid: wid.clone(),
+                    });
+                    return Some(stored(&jid, e));
+                }
+                None
+            }))
+        }
+
+        fn ack(&self, jid: String, now: Millis) -> impl Future<Output = Result<AckOutcome>> + Send {
+            ready(self.with(|d, _| {
+                if d.jobs.get(&jid).is_none_or(|e| e.state != Working) {
+                    return AckOutcome::NotWorking;
+                }
+                d.jobs.remove(&jid);
+                d.processed += 1;
+                d.days.entry(local_day(now)).or_default().0 += 1;
+                AckOutcome::Acked
+            }))
+        }
+
+        fn fail(
+            &self,
+            jid: String,
+            info: FailInfo,
+            now: Millis,
+        ) -> impl Future<Output = Result<FailReply>> + Send {
+            let retention = self.cfg.dead_retention;
+            ready(self.with(|d, _| {
+                if d.jobs.get(&jid).is_none_or(|e| e.state != Working) {
+                    return FailReply::NotWorking;
+                }
+                FailReply::Failed(d.fail(&jid, &info, now, retention))
+            }))
+        }
+
+        fn promote_due(
+            &self,
+            now: Millis,
+            limit: usize,
+        ) -> impl Future<Output = Result<usize>> + Send {
+            ready(self.with(|d, told| {
+                let mut due: Vec<(Millis, u64, String)> = d
+                    .jobs
+                    .iter()
+                    .filter(|(_, e)| matches!(e.state, Scheduled | Retry) && e.at <= now)
+                    .map(|(j, e)| (e.at, e.seq, j.clone()))
+                    .collect();
+                due.sort();
+                due.truncate(limit);
+                for (_, _, jid) in &due {
+                    told.push(d.enqueue(jid, now));
+                }
+                due.len()
+            }))
+        }
+
+        fn reap_expired(
+            &self,
+            now: Millis,
+            limit: usize,
+        ) -> impl Future<Output = Result<usize>> + Send {
+            let retention = self.cfg.dead_retention;
+            ready(self.with(|d, _| {
+                let due: Vec<String> = d
+                    .sorted(Working, None)
+                    .into_iter()
+                    .filter(|(_, e)| e.at <= now)
+                    .take(limit)
+                    .map(|(j, _)| j.clone())
+                    .collect();
+                for jid in &due {
+                    d.fail(jid, &FailInfo::reservation_expired(), now, retention);
+                }
+                due.len()
+            }))
+        }
+
+        fn purge_dead(
+            &self,
+            now: Millis,
+            limit: usize,
+        ) -> impl Future<Output = Result<usize>> + Send {
+            ready(self.with(|d, _| {
+                let due: Vec<String> = d
+                    .sorted(Dead, None)
+                    .into_iter()
+                    .filter(|(_, e)| e.at <= now)
+                    .take(limit)
+                    .map(|(j, _)| j.clone())
+                    .collect();
+                for jid in &due {
+                    d.jobs.remove(jid);
+                }
+                due.len()
+            }))
+        }
+
+        fn mutate(&self, m: Mutation, now: Millis) -> impl Future<Output = Result<u64>> + Send {
+            let retention = self.cfg.dead_retention;
+            ready(self.with(|d, told| {
+                let hit: Vec<String> = d
+                    .sorted(m.target, None)
+                    .into_iter()
+                    .filter(|(jid, e)| match (&m.filter, m.op) {
+                        (_, MutateOp::Clear) | (None, _) => true,
+                        (Some(f), _) if !f.jids.is_empty() => f.jids.contains(jid),
+                        (Some(f), _) => {
+                            let text = e.job.to_json();
+                            let re = f.regexp.as_ref().filter(|r| !r.is_empty());
+                            re.is_none_or(|r| glob(r.as_bytes(), text.as_bytes()))
+                                && f.jobtype.as_ref().is_none_or(|t| *t == e.job.jobtype)
+                        }
+                    })
+                    .map(|(j, _)| j.clone())
+                    .collect();
+                for jid in &hit {
+                    match m.op {
+                        MutateOp::Clear | MutateOp::Discard => {
+                            d.jobs.remove(jid);
+                        }
+                        MutateOp::Kill => {
+                            let seq = d.next();
+                            let e = d.jobs.get_mut(jid).unwrap();
+                            e.state = Dead;
+                            e.at = now + retention;
+                            e.seq = seq;
+                        }
+                        MutateOp::Requeue => told.push(d.enqueue(jid, now)),
+                    }
+                }
+                hit.len() as u64
+            }))
+        }
+
+        fn set_paused(
+            &self,
+            queues: QueueSelector,
+            paused: bool,
+        ) -> impl Future<Output = Result<()>> + Send {
+            ready(self.with(|d, _| {
+                for (name, p) in d.queues.iter_mut() {
+                    if match &queues {
+                        QueueSelector::All => true,
+                        QueueSelector::Names(n) => n.contains(name),
+                    } {
+                        *p = paused;
+                    }
+                }
+            }))
+        }
+
+        fn remove_queues(&self, queues: QueueSelector) -> impl Future<Output = Result<u64>> + Send {
+            ready(self.with(|d, _| {
+                let names: Vec<String> = match queues {
+                    QueueSelector::All => d.queues.keys().cloned().collect(),
+                    QueueSelector::Names(n) => n,
+                };
+                let before = d.jobs.len();
+                d.jobs
+                    .retain(|_, e| !(e.state == Enqueued && names.contains(&e.job.queue)));
+                for n in &names {
+                    d.queues.remove(n);
+                }
+                (before - d.jobs.len()) as u64
+            }))
+        }
+
+        fn queue_latency(
+            &self,
+            queues: Vec<String>,
+            now: Millis,
+        ) -> impl Future<Output = Result<Vec<f64>>> + Send {
+            ready(self.with(|d, _| {
+                queues
+                    .iter()
+                    .map(|q| {
+                        d.sorted(Enqueued, Some(q))
+                            .first()
+                            .map_or(0.0, |(_, e)| (now - e.at) as f64 / 1000.0)
+                    })
+                    .collect()
+            }))
+        }
+
+        fn flush(&self) -> impl Future<Output = Result<()>> + Send {
+            ready(self.with(|d, _| *d = Data::default()))
+        }
+
+        fn stats(&self) -> impl Future<Output = Result<Stats>> + Send {
+            ready(self.with(|d, _| {
+                let count = |s| d.jobs.values().filter(|e| e.state == s).count() as u64;
+                Stats {
+                    queues: d
+                        .queues
+                        .iter()
+                        .map(|(name, paused)| QueueStats {
+                            name: name.clone(),
+                            size: d
+                                .jobs
+                                .values()
+                                .filter(|e| e.state == Enqueued && &e.job.queue == name)
+                                .count() as u64,
+                            paused: *paused,
+                        })
+                        .collect(),
+                    scheduled: count(Scheduled),
+                    retries: count(Retry),
+                    dead: count(Dead),
+                    working: count(Working),
+                    processed: d.processed,
+                    failures: d.failures,
+                }
+            }))
+        }
+
+        fn history(
+            &self,
+            days: u32,
+            today: Millis,
+        ) -> impl Future<Output = Result<Vec<DayStats>>> + Send {
+            ready(self.with(|d, _| {
+                (0..days as i64)
+                    .rev()
+                    .map(|k| {
+                        let day = local_day(today - k * DAY);
+                        let (processed, failures) = d.days.get(&day).copied().unwrap_or_default();
+                        DayStats {
+                            day,
+                            processed,
+                            failures,
+                        }
+                    })
+                    .collect()
+            }))
+        }
+
+        fn get(&self, jid: String) -> impl Future<Output = Result<Option<StoredJob>>> + Send {
+            ready(self.with(|d, _| d.jobs.get(&jid).map(|e| stored(&jid, e))))
+        }
+
+        fn list(
+            &self,
+            state: JobState,
+            queue: Option<String>,
+            offset: u64,
+            limit: u64,
+        ) -> impl Future<Output = Result<Vec<StoredJob>>> + Send {
+            ready(self.with(|d, _| {
+                d.sorted(state, queue.as_deref())
+                    .into_iter()
+                    .skip(offset as usize)
+                    .take(limit as usize)
+                    .map(|(j, e)| stored(j, e))
+                    .collect()
+            }))
+        }
+
+        fn close(&self) -> impl Future<Output = ()> + Send {
+            self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+            ready(())
+        }
+    }
+
+    pub struct RefHarness {
+        store: RefStore,
+    }
+
+    impl Harness for RefHarness {
+        type S = RefStore;
+
+        fn create(config: StoreConfig, listener: Listener) -> impl Future<Output = Self> + Send {
+            ready(RefHarness {
+                store: RefStore {
+                    closed: Default::default(),
+                    disk: Arc::default(),
+                    cfg: config,
+                    listener,
+                },
+            })
+        }
+
+        fn store(&self) -> &RefStore {
+            &self.store
+        }
+
+        fn reopen(&mut self) -> impl Future<Output = ()> + Send {
+            self.store = RefStore {
+                closed: Default::default(),
+                disk: self.store.disk.clone(),
+                cfg: self.store.cfg.clone(),
+                listener: self.store.listener.clone(),
+            };
+            ready(())
+        }
+    }
+
+    #[test]
+    fn glob_matches_like_redis() {
+        for (p, s, want) in [
+            ("*\"a\":\"b\"*", "{\"a\":\"b\",\"c\":1}", true),
+            ("*\"a\":\"b\"*", "{\"a\":\"bc\"}", false),
+            ("a?c", "abc", true),
+            ("a?c", "ac", false),
+            ("[ab]x", "bx", true),
+            ("[^ab]x", "bx", false),
+            ("[a-c]x", "cx", true),
+            ("\\*", "*", true),
+        ] {
+            assert_eq!(glob(p.as_bytes(), s.as_bytes()), want, "{p} ~ {s}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod self_test {
+    crate::conformance_tests!(super::reference::RefHarness);
+}
