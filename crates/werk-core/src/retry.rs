@@ -108,6 +108,18 @@ pub fn backoff_seconds(count: i64, r: u32) -> i64 {
 /// `retry_count` + 1, `remaining` − 1 while positive; `failed_at` keeps the first failure's time.
 /// Then `retry` = 0 discards, `retry_count` < `retry` retries, anything else is dead.
 pub fn apply_failure(job: &mut Job, info: &FailInfo, now: Millis, r: u32) -> FailOutcome {
+    apply_failure_with(job, info, now, r, |ms| ms)
+}
+
+/// [`apply_failure`] with the retry delay (ms) passed through `scale_delay` (time compression
+/// for tests).
+pub fn apply_failure_with(
+    job: &mut Job,
+    info: &FailInfo,
+    now: Millis,
+    r: u32,
+    scale_delay: impl Fn(Millis) -> Millis,
+) -> FailOutcome {
     let retry = job.retry_limit();
     let failure = match job.failure.take() {
         None => Failure {
@@ -141,7 +153,7 @@ pub fn apply_failure(job: &mut Job, info: &FailInfo, now: Millis, r: u32) -> Fai
         FailOutcome::Discarded
     } else if failure.retry_count < retry {
         FailOutcome::Retry {
-            next_at: now.saturating_add(backoff_seconds(failure.retry_count, r) * 1000),
+            next_at: now.saturating_add(scale_delay(backoff_seconds(failure.retry_count, r) * 1000)),
         }
     } else {
         FailOutcome::Dead

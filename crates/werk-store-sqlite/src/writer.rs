@@ -15,7 +15,7 @@ use rand::Rng;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 use werk_core::job::reservation_seconds;
-use werk_core::retry::apply_failure;
+use werk_core::retry::apply_failure_with;
 use werk_core::time::{format_millis, local_day};
 use werk_core::{FailInfo, FailOutcome, Job, JobState, Millis, PushError};
 use werk_store::{
@@ -476,7 +476,7 @@ impl Writer {
                 continue;
             };
             let job = Job::from_stored(&payload).map_err(|e| Error::Data(e.to_string()))?;
-            let expires = now.saturating_add(reservation_seconds(job.reserve_for) * 1000);
+            let expires = now.saturating_add(self.config.scaled(reservation_seconds(job.reserve_for) * 1000));
             self.conn
                 .prepare_cached(
                     "UPDATE jobs SET state = 2, score = ?2, ts = ?2, reserved_at = ?3, wid = ?4
@@ -547,7 +547,8 @@ impl Writer {
     ) -> Result<FailOutcome, Error> {
         let mut job = Job::from_stored(payload).map_err(|e| Error::Data(e.to_string()))?;
         let r: u32 = rand::rng().random_range(0..=29);
-        let outcome = apply_failure(&mut job, info, now, r);
+        let config = &self.config;
+        let outcome = apply_failure_with(&mut job, info, now, r, |ms| config.scaled(ms));
         let to = match outcome {
             FailOutcome::Retry { next_at } => Some((JobState::Retry, next_at)),
             FailOutcome::Dead => Some((JobState::Dead, now.saturating_add(self.config.dead_retention))),

@@ -1902,6 +1902,7 @@ pub async fn purge_dead_removes_only_expired_dead_jobs<H: Harness>() {
     let retention = 10 * MIN;
     let c = Ctx::<H>::with_config(StoreConfig {
         dead_retention: retention,
+        ..StoreConfig::default()
     })
     .await;
     assert_eq!(c.cfg.dead_retention, retention);
@@ -3389,6 +3390,7 @@ async fn run_model<H: Harness>(seed: u64, steps: usize) {
     let retention = 10 * MIN;
     let mut c = Ctx::<H>::with_config(StoreConfig {
         dead_retention: retention,
+        ..StoreConfig::default()
     })
     .await;
     let mut rng = Rng::new(seed);

@@ -174,12 +174,27 @@ pub type Listener = Arc<dyn EnqueueListener>;
 pub struct StoreConfig {
     /// How long a dead job is kept (ms). Faktory: 180 days.
     pub dead_retention: Millis,
+    /// Multiplies retry backoff delays and reservation lengths. 1.0 in production; tests and
+    /// the torture harness compress time with e.g. 0.01 (a 60 s reservation lasts 600 ms).
+    pub time_scale: f64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             dead_retention: 180 * 24 * 3600 * 1000,
+            time_scale: 1.0,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// A duration in ms after [`StoreConfig::time_scale`] (at least 1 ms).
+    pub fn scaled(&self, ms: Millis) -> Millis {
+        if self.time_scale == 1.0 {
+            ms
+        } else {
+            ((ms as f64 * self.time_scale) as Millis).max(1)
         }
     }
 }

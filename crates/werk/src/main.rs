@@ -67,6 +67,10 @@ struct ServeArgs {
     /// How long dead jobs are kept (days).
     #[arg(long, default_value_t = 180)]
     dead_retention_days: u64,
+    /// For tests only: multiplies retry backoff and reservation lengths (0.01 makes a 60 s
+    /// reservation last 600 ms).
+    #[arg(long, default_value_t = 1.0, hide = true)]
+    time_scale: f64,
 }
 
 fn main() -> Result<()> {
@@ -132,7 +136,11 @@ fn serve(args: ServeArgs) -> Result<()> {
     };
     let store_config = StoreConfig {
         dead_retention: (args.dead_retention_days as i64) * 24 * 3600 * 1000,
+        time_scale: args.time_scale,
     };
+    if !(args.time_scale > 0.0 && args.time_scale <= 1.0) {
+        bail!("--time-scale must be in (0, 1]");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
