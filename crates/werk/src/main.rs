@@ -1,5 +1,7 @@
 //! The `werk` command.
 
+mod torture;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,6 +26,9 @@ struct Cli {
 enum Commands {
     /// Run the server (Faktory protocol on --bind, web UI on --web-bind).
     Serve(ServeArgs),
+    /// Crash-test a real server: SIGKILL it again and again under load and prove that no
+    /// acknowledged job is lost or resurrected.
+    Torture(torture::TortureArgs),
 }
 
 #[derive(Args)]
@@ -77,6 +82,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Commands::Serve(args) => serve(args),
+        Commands::Torture(args) => torture::run(args),
     }
 }
 
