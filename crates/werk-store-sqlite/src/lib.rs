@@ -34,6 +34,9 @@ use writer::{Mem, Msg, Op, Request, Resp, Writer};
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "werk.db";
 const LOCK_FILE: &str = "werk.lock";
+/// Written (and fsynced) once the database exists, so that a database file that later goes
+/// missing or is emptied is reported instead of silently starting an empty store.
+const MARKER_FILE: &str = "werk.store";
 
 /// Internal error: a database error, or stored data that does not parse.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +71,37 @@ pub enum OpenError {
     Db(PathBuf, rusqlite::Error),
     #[error("database {0} was written by a newer werk (schema version {1}, this werk knows {2}); use a newer werk")]
     Version(PathBuf, i64, i64),
+    #[error(
+        "database {path} is damaged: {detail}. Werk will not start with missing jobs. Keep a copy \
+         of the data directory, then restore {path} from a backup (`sqlite3 {path} .recover` \
+         salvages what is still readable)"
+    )]
+    Damaged { path: PathBuf, detail: String },
+}
+
+/// Options of the embedded store.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// Run SQLite's `quick_check` over the whole database before serving (reads every page:
+    /// catches truncated or overwritten files). On by default.
+    pub integrity_check: bool,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            integrity_check: true,
+        }
+    }
+}
+
+/// Is this SQLite error a sign of a damaged (not merely busy or full) database?
+fn is_damage(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(f.code, rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    )
 }
 
 /// The embedded store. Cheap to share behind an `Arc`.
@@ -80,8 +114,18 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the store in `dir`.
+    /// Opens (creating if needed) the store in `dir`, with default options.
     pub fn open(dir: &Path, config: StoreConfig, listener: Listener) -> Result<SqliteStore, OpenError> {
+        SqliteStore::open_with(dir, config, listener, SqliteOptions::default())
+    }
+
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open_with(
+        dir: &Path,
+        config: StoreConfig,
+        listener: Listener,
+        options: SqliteOptions,
+    ) -> Result<SqliteStore, OpenError> {
         std::fs::create_dir_all(dir).map_err(|e| OpenError::Dir(dir.to_path_buf(), e))?;
         let lock_path = dir.join(LOCK_FILE);
         let lock = File::create(&lock_path).map_err(|e| OpenError::Dir(dir.to_path_buf(), e))?;
@@ -90,9 +134,45 @@ impl SqliteStore {
             return Err(OpenError::Locked(dir.to_path_buf(), lock_path));
         }
         let path = dir.join(DB_FILE);
-        let db_err = |e| OpenError::Db(path.clone(), e);
+        let db_err = |e: rusqlite::Error| {
+            if is_damage(&e) {
+                OpenError::Damaged {
+                    path: path.clone(),
+                    detail: e.to_string(),
+                }
+            } else {
+                OpenError::Db(path.clone(), e)
+            }
+        };
+        let marker = dir.join(MARKER_FILE);
+        let db_len = std::fs::metadata(&path).map(|m| m.len()).ok();
+        if marker.exists() && db_len.unwrap_or(0) == 0 {
+            return Err(OpenError::Damaged {
+                path: path.clone(),
+                detail: if db_len.is_none() {
+                    "the database file is missing".to_string()
+                } else {
+                    "the database file is empty".to_string()
+                },
+            });
+        }
+        let existed = db_len.is_some();
         let conn = Connection::open(&path).map_err(db_err)?;
         schema::configure(&conn).map_err(db_err)?;
+        if existed && options.integrity_check {
+            let started = std::time::Instant::now();
+            let problems: Vec<String> = conn
+                .prepare("PRAGMA quick_check(20)")
+                .and_then(|mut s| s.query_map([], |r| r.get::<_, String>(0))?.collect())
+                .map_err(db_err)?;
+            if problems.iter().any(|p| p != "ok") {
+                return Err(OpenError::Damaged {
+                    path,
+                    detail: format!("integrity check failed: {}", problems.join("; ").replace('\n', " ")),
+                });
+            }
+            tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "integrity check passed");
+        }
         conn.execute_batch(schema::CREATE).map_err(db_err)?;
         let version: Option<i64> = conn
             .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0))
@@ -109,6 +189,9 @@ impl SqliteStore {
                 )
                 .map_err(db_err)?;
             }
+        }
+        if !marker.exists() {
+            write_marker(&marker, dir).map_err(|e| OpenError::Dir(dir.to_path_buf(), e))?;
         }
         let mem = Mem::load(&conn).map_err(db_err)?;
         let published = Arc::new(Mutex::new(mem.clone()));
@@ -165,6 +248,13 @@ impl SqliteStore {
             .map_err(|e| StoreError::Backend(format!("reader task failed: {e}")))?
             .map_err(Error::into_store_error)
     }
+}
+
+fn write_marker(marker: &Path, dir: &Path) -> std::io::Result<()> {
+    let mut f = File::create(marker)?;
+    std::io::Write::write_all(&mut f, b"werk embedded store (SQLite); see werk.db\n")?;
+    f.sync_all()?;
+    File::open(dir)?.sync_all()
 }
 
 fn unexpected(r: Resp) -> StoreError {

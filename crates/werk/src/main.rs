@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use werk_server::{Config, QueueSignals, Server};
 use werk_store::StoreConfig;
-use werk_store_sqlite::SqliteStore;
+use werk_store_sqlite::{SqliteOptions, SqliteStore};
 
 #[derive(Parser)]
 #[command(name = "werk", version, about = "A Faktory-compatible job server that never loses a job")]
@@ -72,6 +72,9 @@ struct ServeArgs {
     /// How long dead jobs are kept (days).
     #[arg(long, default_value_t = 180)]
     dead_retention_days: u64,
+    /// Skip the integrity check of the store at start-up (it reads the whole database).
+    #[arg(long)]
+    skip_integrity_check: bool,
     /// For tests only: multiplies retry backoff and reservation lengths (0.01 makes a 60 s
     /// reservation last 600 ms).
     #[arg(long, default_value_t = 1.0, hide = true)]
@@ -153,7 +156,10 @@ fn serve(args: ServeArgs) -> Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let signals = Arc::new(QueueSignals::default());
-        let store = SqliteStore::open(&args.data_dir, store_config, signals.clone())
+        let options = SqliteOptions {
+            integrity_check: !args.skip_integrity_check,
+        };
+        let store = SqliteStore::open_with(&args.data_dir, store_config, signals.clone(), options)
             .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?;
         let listener = tokio::net::TcpListener::bind(bind)
             .await
