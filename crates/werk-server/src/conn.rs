@@ -167,6 +167,9 @@ async fn command_loop<S: Store>(
         let reply = match parse_command(&line) {
             Err(e) => Reply::from(e),
             Ok(Command::End) => return,
+            Ok(Command::Fetch(queues)) => {
+                fetch(shared, client, queues, peer_closed(framed.get_ref())).await
+            }
             Ok(cmd) => dispatch(shared, client, cmd).await,
         };
         if framed.send(reply).await.is_err() {
@@ -191,7 +194,7 @@ async fn dispatch<S: Store>(shared: &Shared<S>, client: &Client, cmd: Command) -
         },
         Command::Push(text) => push(shared, &text).await,
         Command::PushB(text) => pushb(shared, &text).await,
-        Command::Fetch(queues) => fetch(shared, client, queues).await,
+        Command::Fetch(queues) => fetch(shared, client, queues, std::future::pending()).await,
         Command::Ack(args) => match store.ack(args.jid.clone(), now_millis()).await {
             Ok(AckOutcome::Acked) => Reply::Ok,
             Ok(AckOutcome::NotWorking) => {
@@ -365,9 +368,26 @@ async fn pushb<S: Store>(shared: &Shared<S>, text: &str) -> Reply {
     Reply::bulk(out)
 }
 
+/// Resolves when the peer has closed its side (or reset the connection). If it sends more
+/// data instead (a pipelining client), it stays pending: that client is alive.
+async fn peer_closed(stream: &TcpStream) {
+    let mut probe = [0u8; 1];
+    match stream.peek(&mut probe).await {
+        Ok(0) | Err(_) => {}
+        Ok(_) => std::future::pending().await,
+    }
+}
+
 /// FETCH: take a job now if one is there; otherwise wait (woken by enqueues) until the fetch
-/// timeout and answer `$-1`.
-async fn fetch<S: Store>(shared: &Shared<S>, client: &Client, queues: Vec<String>) -> Reply {
+/// timeout and answer `$-1`. A client that disconnects while waiting stops the wait, so no job
+/// is reserved for a connection that is gone (an idle worker killed mid-FETCH).
+async fn fetch<S: Store>(
+    shared: &Shared<S>,
+    client: &Client,
+    queues: Vec<String>,
+    closed: impl std::future::Future<Output = ()>,
+) -> Reply {
+    let mut closed = std::pin::pin!(closed);
     let deadline = Instant::now() + shared.config.fetch_timeout;
     if !client.wid.is_empty() && shared.workers.state(&client.wid) != WorkerState::Running {
         tokio::select! {
@@ -397,9 +417,11 @@ async fn fetch<S: Store>(shared: &Shared<S>, client: &Client, queues: Vec<String
             return Reply::Null;
         }
         tokio::select! {
+            biased;
+            _ = &mut closed => return Reply::Null,
+            _ = shared.shutdown.cancelled() => return Reply::Null,
             _ = futures::future::select_all(waits) => {}
             _ = tokio::time::sleep_until(deadline) => return Reply::Null,
-            _ = shared.shutdown.cancelled() => return Reply::Null,
         }
     }
 }
