@@ -215,7 +215,10 @@ async fn dispatch<S: Store>(shared: &Shared<S>, client: &Client, cmd: Command) -
         }
         Command::Beat(args) => {
             let requested = WorkerState::parse(&args.current_state);
-            match shared.workers.beat(&args.wid, requested, args.rss_kb, now_millis()) {
+            match shared
+                .workers
+                .beat(&args.wid, requested, args.rss_kb, now_millis())
+            {
                 None => Reply::error(format!("unknown worker {}", args.wid)),
                 Some(WorkerState::Running) => Reply::Ok,
                 Some(state) => Reply::bulk(format!(r#"{{"state":"{}"}}"#, state.as_str())),

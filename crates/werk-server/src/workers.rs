@@ -82,7 +82,13 @@ impl Workers {
     }
 
     /// A BEAT: records the heartbeat and advances the state. `None` if the wid is unknown.
-    pub fn beat(&self, wid: &str, requested: WorkerState, rss_kb: i64, now: Millis) -> Option<WorkerState> {
+    pub fn beat(
+        &self,
+        wid: &str,
+        requested: WorkerState,
+        rss_kb: i64,
+        now: Millis,
+    ) -> Option<WorkerState> {
         let mut map = self.lock();
         let rec = map.get_mut(wid)?;
         rec.info.last_beat = now;
@@ -93,7 +99,9 @@ impl Workers {
 
     /// The state of a wid (resolved on every FETCH, so quieting affects every connection).
     pub fn state(&self, wid: &str) -> WorkerState {
-        self.lock().get(wid).map_or(WorkerState::Running, |r| r.info.state)
+        self.lock()
+            .get(wid)
+            .map_or(WorkerState::Running, |r| r.info.state)
     }
 
     /// Moves one worker (or all, with `None`) to `to` (operator action).
@@ -148,7 +156,12 @@ mod tests {
     use super::*;
 
     fn hello(wid: &str) -> Hello<'_> {
-        Hello { wid, hostname: "h", pid: 1, labels: &[] }
+        Hello {
+            wid,
+            hostname: "h",
+            pid: 1,
+            labels: &[],
+        }
     }
 
     #[test]
@@ -158,8 +171,14 @@ mod tests {
         w.register(hello("w1"), 1, t1.clone(), 0);
         w.register(hello("w1"), 2, CancellationToken::new(), 0);
         assert_eq!(w.list()[0].connections, 2);
-        assert_eq!(w.beat("w1", WorkerState::Quiet, 10, 5), Some(WorkerState::Quiet));
-        assert_eq!(w.beat("w1", WorkerState::Running, 10, 6), Some(WorkerState::Quiet));
+        assert_eq!(
+            w.beat("w1", WorkerState::Quiet, 10, 5),
+            Some(WorkerState::Quiet)
+        );
+        assert_eq!(
+            w.beat("w1", WorkerState::Running, 10, 6),
+            Some(WorkerState::Quiet)
+        );
         assert_eq!(w.beat("nope", WorkerState::Running, 0, 0), None);
         w.unregister("w1", 2);
         assert_eq!(w.len(), 1);

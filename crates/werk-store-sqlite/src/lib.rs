@@ -38,13 +38,11 @@ const LOCK_FILE: &str = "werk.lock";
 /// missing or is emptied is reported instead of silently starting an empty store.
 const MARKER_FILE: &str = "werk.store";
 
-/// Internal error: a database error, or stored data that does not parse.
+/// Internal error: a database error.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Error {
     #[error(transparent)]
     Sql(#[from] rusqlite::Error),
-    #[error("corrupt stored job: {0}")]
-    Data(String),
 }
 
 impl Error {
@@ -115,7 +113,11 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if needed) the store in `dir`, with default options.
-    pub fn open(dir: &Path, config: StoreConfig, listener: Listener) -> Result<SqliteStore, OpenError> {
+    pub fn open(
+        dir: &Path,
+        config: StoreConfig,
+        listener: Listener,
+    ) -> Result<SqliteStore, OpenError> {
         SqliteStore::open_with(dir, config, listener, SqliteOptions::default())
     }
 
@@ -168,14 +170,22 @@ impl SqliteStore {
             if problems.iter().any(|p| p != "ok") {
                 return Err(OpenError::Damaged {
                     path,
-                    detail: format!("integrity check failed: {}", problems.join("; ").replace('\n', " ")),
+                    detail: format!(
+                        "integrity check failed: {}",
+                        problems.join("; ").replace('\n', " ")
+                    ),
                 });
             }
-            tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "integrity check passed");
+            tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "integrity check passed"
+            );
         }
         conn.execute_batch(schema::CREATE).map_err(db_err)?;
         let version: Option<i64> = conn
-            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+                r.get(0)
+            })
             .ok();
         match version {
             Some(v) if v > schema::SCHEMA_VERSION => {
@@ -310,7 +320,12 @@ impl Store for SqliteStore {
         }
     }
 
-    async fn fail(&self, jid: String, info: FailInfo, now: Millis) -> Result<FailReply, StoreError> {
+    async fn fail(
+        &self,
+        jid: String,
+        info: FailInfo,
+        now: Millis,
+    ) -> Result<FailReply, StoreError> {
         match self.call(Op::Fail { jid, info }, now).await? {
             Resp::Fail(r) => Ok(r),
             other => Err(unexpected(other)),
@@ -318,15 +333,21 @@ impl Store for SqliteStore {
     }
 
     async fn promote_due(&self, now: Millis, limit: usize) -> Result<usize, StoreError> {
-        self.count(Op::Promote { limit }, now).await.map(|n| n as usize)
+        self.count(Op::Promote { limit }, now)
+            .await
+            .map(|n| n as usize)
     }
 
     async fn reap_expired(&self, now: Millis, limit: usize) -> Result<usize, StoreError> {
-        self.count(Op::Reap { limit }, now).await.map(|n| n as usize)
+        self.count(Op::Reap { limit }, now)
+            .await
+            .map(|n| n as usize)
     }
 
     async fn purge_dead(&self, now: Millis, limit: usize) -> Result<usize, StoreError> {
-        self.count(Op::Purge { limit }, now).await.map(|n| n as usize)
+        self.count(Op::Purge { limit }, now)
+            .await
+            .map(|n| n as usize)
     }
 
     async fn mutate(&self, m: Mutation, now: Millis) -> Result<u64, StoreError> {
@@ -334,7 +355,16 @@ impl Store for SqliteStore {
     }
 
     async fn set_paused(&self, queues: QueueSelector, paused: bool) -> Result<(), StoreError> {
-        match self.call(Op::SetPaused { sel: queues, paused }, 0).await? {
+        match self
+            .call(
+                Op::SetPaused {
+                    sel: queues,
+                    paused,
+                },
+                0,
+            )
+            .await?
+        {
             Resp::Unit => Ok(()),
             other => Err(unexpected(other)),
         }
@@ -344,7 +374,11 @@ impl Store for SqliteStore {
         self.count(Op::Remove { sel: queues }, 0).await
     }
 
-    async fn queue_latency(&self, queues: Vec<String>, now: Millis) -> Result<Vec<f64>, StoreError> {
+    async fn queue_latency(
+        &self,
+        queues: Vec<String>,
+        now: Millis,
+    ) -> Result<Vec<f64>, StoreError> {
         self.read(move |r| r.latency(&queues, now)).await
     }
 
@@ -356,7 +390,11 @@ impl Store for SqliteStore {
     }
 
     async fn stats(&self) -> Result<Stats, StoreError> {
-        Ok(self.published.lock().unwrap_or_else(|p| p.into_inner()).stats())
+        Ok(self
+            .published
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .stats())
     }
 
     async fn history(&self, days: u32, today: Millis) -> Result<Vec<DayStats>, StoreError> {
@@ -374,7 +412,8 @@ impl Store for SqliteStore {
         offset: u64,
         limit: u64,
     ) -> Result<Vec<StoredJob>, StoreError> {
-        self.read(move |r| r.list(state, queue.as_deref(), offset, limit)).await
+        self.read(move |r| r.list(state, queue.as_deref(), offset, limit))
+            .await
     }
 
     async fn close(&self) {

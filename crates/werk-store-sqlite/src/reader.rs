@@ -52,7 +52,8 @@ impl Reader {
 
     pub fn get(&self, jid: &str) -> Result<Option<StoredJob>, Error> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM jobs WHERE jid = ?1"))?;
+        let mut stmt =
+            conn.prepare_cached(&format!("SELECT {COLUMNS} FROM jobs WHERE jid = ?1"))?;
         Ok(stmt.query_row([jid], stored).optional()?)
     }
 
@@ -64,7 +65,10 @@ impl Reader {
         limit: u64,
     ) -> Result<Vec<StoredJob>, Error> {
         let conn = self.conn();
-        let (limit, offset) = (limit.min(i64::MAX as u64) as i64, offset.min(i64::MAX as u64) as i64);
+        let (limit, offset) = (
+            limit.min(i64::MAX as u64) as i64,
+            offset.min(i64::MAX as u64) as i64,
+        );
         let rows = match (state, queue) {
             (JobState::Enqueued, Some(q)) => {
                 let mut stmt = conn.prepare_cached(&format!(

@@ -105,7 +105,13 @@ impl Mem {
     }
 
     const COUNTERS: [&'static str; 7] = [
-        "scheduled", "working", "retries", "dead", "processed", "failures", "seq",
+        "scheduled",
+        "working",
+        "retries",
+        "dead",
+        "processed",
+        "failures",
+        "seq",
     ];
 
     fn counter_mut(&mut self, name: &str) -> Option<&mut i64> {
@@ -139,7 +145,11 @@ impl Mem {
         let mut mem = Mem::default();
         let mut stmt = conn.prepare("SELECT name, size, paused FROM queues")?;
         let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, bool>(2)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, bool>(2)?,
+            ))
         })?;
         for row in rows {
             let (name, size, paused) = row?;
@@ -164,6 +174,23 @@ struct Batch {
     counters: bool,
     history: BTreeMap<String, (i64, i64)>,
     notify: Vec<String>,
+}
+
+/// A stored job as the writer reads it to move it.
+struct Row {
+    id: i64,
+    queue: String,
+    payload: String,
+}
+
+impl Row {
+    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+        Ok(Row {
+            id: r.get(0)?,
+            queue: r.get(1)?,
+            payload: r.get(2)?,
+        })
+    }
 }
 
 pub(crate) struct Writer {
@@ -375,16 +402,23 @@ impl Writer {
         s
     }
 
-    /// Moves a stored row onto its queue's tail with a fresh `enqueued_at`.
+    /// Moves a stored row onto its queue's tail with a fresh `enqueued_at`. A row whose JSON
+    /// no longer parses is quarantined instead (see [`Writer::quarantine`]); returns whether the
+    /// job was enqueued.
     fn enqueue_row(
         &mut self,
-        id: i64,
+        row: &Row,
         from: JobState,
-        payload: &str,
         now: Millis,
         ctx: &mut Batch,
-    ) -> Result<(), Error> {
-        let mut job = Job::from_stored(payload).map_err(|e| Error::Data(e.to_string()))?;
+    ) -> Result<bool, Error> {
+        let mut job = match Job::from_stored(&row.payload) {
+            Ok(job) => job,
+            Err(e) => {
+                self.quarantine(row, from, now, &e.to_string(), ctx)?;
+                return Ok(false);
+            }
+        };
         job.enqueued_at = format_millis(now);
         let seq = self.next_seq(ctx);
         self.conn
@@ -392,10 +426,43 @@ impl Writer {
                 "UPDATE jobs SET state = 1, score = ?2, ts = ?3, reserved_at = NULL, wid = NULL,
                  payload = ?4 WHERE id = ?1",
             )?
-            .execute(params![id, seq, now, job.to_json()])?;
+            .execute(params![row.id, seq, now, job.to_json()])?;
         self.count(from, &job.queue, -1, ctx);
         self.count(JobState::Enqueued, &job.queue, 1, ctx);
         ctx.notify.push(job.queue);
+        Ok(true)
+    }
+
+    /// A stored job whose JSON no longer parses (damaged on disk) is moved, untouched, to the
+    /// dead set, so it cannot block its queue, the scheduler or the reaper; it stays there for
+    /// an operator to inspect. (Already dead: left where it is.)
+    fn quarantine(
+        &mut self,
+        row: &Row,
+        from: JobState,
+        now: Millis,
+        why: &str,
+        ctx: &mut Batch,
+    ) -> Result<(), Error> {
+        tracing::error!(
+            row = row.id,
+            queue = %row.queue,
+            state = %from,
+            error = why,
+            "stored job is damaged (its JSON does not parse); moved to the dead set"
+        );
+        if from == JobState::Dead {
+            return Ok(());
+        }
+        let until = now.saturating_add(self.config.dead_retention);
+        self.conn
+            .prepare_cached(
+                "UPDATE jobs SET state = 4, score = ?2, ts = ?2, reserved_at = NULL, wid = NULL
+                 WHERE id = ?1",
+            )?
+            .execute(params![row.id, until])?;
+        self.count(from, &row.queue, -1, ctx);
+        self.count(JobState::Dead, &row.queue, 1, ctx);
         Ok(())
     }
 
@@ -460,44 +527,60 @@ impl Writer {
         ctx: &mut Batch,
     ) -> Result<Option<StoredJob>, Error> {
         for name in queues {
-            match self.mem.queues.get(name) {
-                Some(q) if !q.paused && q.size > 0 => {}
-                _ => continue,
-            }
-            let row: Option<(i64, String, String, String)> = self
-                .conn
-                .prepare_cached(
-                    "SELECT id, jid, jobtype, payload FROM jobs
+            loop {
+                match self.mem.queues.get(name) {
+                    Some(q) if !q.paused && q.size > 0 => {}
+                    _ => break,
+                }
+                let row: Option<(i64, String, String, String)> = self
+                    .conn
+                    .prepare_cached(
+                        "SELECT id, jid, jobtype, payload FROM jobs
                      WHERE state = 1 AND queue = ?1 ORDER BY score LIMIT 1",
-                )?
-                .query_row([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-                .optional()?;
-            let Some((id, jid, jobtype, payload)) = row else {
-                continue;
-            };
-            let job = Job::from_stored(&payload).map_err(|e| Error::Data(e.to_string()))?;
-            let expires = now.saturating_add(self.config.scaled(reservation_seconds(job.reserve_for) * 1000));
-            self.conn
-                .prepare_cached(
-                    "UPDATE jobs SET state = 2, score = ?2, ts = ?2, reserved_at = ?3, wid = ?4
+                    )?
+                    .query_row([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                    .optional()?;
+                let Some((id, jid, jobtype, payload)) = row else {
+                    break;
+                };
+                let job = match Job::from_stored(&payload) {
+                    Ok(job) => job,
+                    Err(e) => {
+                        let row = Row {
+                            id,
+                            queue: name.clone(),
+                            payload,
+                        };
+                        self.quarantine(&row, JobState::Enqueued, now, &e.to_string(), ctx)?;
+                        continue;
+                    }
+                };
+                let expires = now.saturating_add(
+                    self.config
+                        .scaled(reservation_seconds(job.reserve_for) * 1000),
+                );
+                self.conn
+                    .prepare_cached(
+                        "UPDATE jobs SET state = 2, score = ?2, ts = ?2, reserved_at = ?3, wid = ?4
                      WHERE id = ?1",
-                )?
-                .execute(params![id, expires, now, wid])?;
-            self.count(JobState::Enqueued, name, -1, ctx);
-            self.count(JobState::Working, name, 1, ctx);
-            return Ok(Some(StoredJob {
-                jid,
-                state: JobState::Working,
-                queue: name.clone(),
-                jobtype,
-                payload,
-                at: expires,
-                reservation: Some(Reservation {
-                    reserved_at: now,
-                    expires_at: expires,
-                    wid: wid.to_string(),
-                }),
-            }));
+                    )?
+                    .execute(params![id, expires, now, wid])?;
+                self.count(JobState::Enqueued, name, -1, ctx);
+                self.count(JobState::Working, name, 1, ctx);
+                return Ok(Some(StoredJob {
+                    jid,
+                    state: JobState::Working,
+                    queue: name.clone(),
+                    jobtype,
+                    payload,
+                    at: expires,
+                    reservation: Some(Reservation {
+                        reserved_at: now,
+                        expires_at: expires,
+                        wid: wid.to_string(),
+                    }),
+                }));
+            }
         }
         Ok(None)
     }
@@ -525,13 +608,13 @@ impl Writer {
         now: Millis,
         ctx: &mut Batch,
     ) -> Result<FailReply, Error> {
-        let row: Option<(i64, String)> = self
+        let row: Option<Row> = self
             .conn
-            .prepare_cached("SELECT id, payload FROM jobs WHERE jid = ?1 AND state = 2")?
-            .query_row([jid], |r| Ok((r.get(0)?, r.get(1)?)))
+            .prepare_cached("SELECT id, queue, payload FROM jobs WHERE jid = ?1 AND state = 2")?
+            .query_row([jid], Row::read)
             .optional()?;
         match row {
-            Some((id, payload)) => Ok(FailReply::Failed(self.fail_row(id, &payload, info, now, ctx)?)),
+            Some(row) => Ok(FailReply::Failed(self.fail_row(&row, info, now, ctx)?)),
             None => Ok(FailReply::NotWorking),
         }
     }
@@ -539,19 +622,29 @@ impl Writer {
     /// working → retry / dead / gone for one row, counting the failure.
     fn fail_row(
         &mut self,
-        id: i64,
-        payload: &str,
+        row: &Row,
         info: &FailInfo,
         now: Millis,
         ctx: &mut Batch,
     ) -> Result<FailOutcome, Error> {
-        let mut job = Job::from_stored(payload).map_err(|e| Error::Data(e.to_string()))?;
+        let id = row.id;
+        let mut job = match Job::from_stored(&row.payload) {
+            Ok(job) => job,
+            Err(e) => {
+                self.quarantine(row, JobState::Working, now, &e.to_string(), ctx)?;
+                self.count_processed(now, true, ctx);
+                return Ok(FailOutcome::Dead);
+            }
+        };
         let r: u32 = rand::rng().random_range(0..=29);
         let config = &self.config;
         let outcome = apply_failure_with(&mut job, info, now, r, |ms| config.scaled(ms));
         let to = match outcome {
             FailOutcome::Retry { next_at } => Some((JobState::Retry, next_at)),
-            FailOutcome::Dead => Some((JobState::Dead, now.saturating_add(self.config.dead_retention))),
+            FailOutcome::Dead => Some((
+                JobState::Dead,
+                now.saturating_add(self.config.dead_retention),
+            )),
             FailOutcome::Discarded => None,
         };
         match to {
@@ -565,7 +658,9 @@ impl Writer {
                 self.count(state, &job.queue, 1, ctx);
             }
             None => {
-                self.conn.prepare_cached("DELETE FROM jobs WHERE id = ?1")?.execute([id])?;
+                self.conn
+                    .prepare_cached("DELETE FROM jobs WHERE id = ?1")?
+                    .execute([id])?;
             }
         }
         self.count(JobState::Working, &job.queue, -1, ctx);
@@ -574,22 +669,20 @@ impl Writer {
     }
 
     /// Rows of one non-enqueued state whose time is ≤ now, oldest first.
-    fn due(&self, state: JobState, now: Millis, limit: usize) -> Result<Vec<(i64, String)>, Error> {
+    fn due(&self, state: JobState, now: Millis, limit: usize) -> Result<Vec<Row>, Error> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, payload FROM jobs WHERE state = ?1 AND state <> 1 AND score <= ?2
+            "SELECT id, queue, payload FROM jobs WHERE state = ?1 AND state <> 1 AND score <= ?2
              ORDER BY score LIMIT ?3",
         )?;
-        let rows = stmt.query_map(params![state_code(state), now, limit as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?;
+        let rows = stmt.query_map(params![state_code(state), now, limit as i64], Row::read)?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
     fn promote(&mut self, now: Millis, limit: usize, ctx: &mut Batch) -> Result<u64, Error> {
         let mut moved = 0;
         for state in [JobState::Scheduled, JobState::Retry] {
-            for (id, payload) in self.due(state, now, limit - moved)? {
-                self.enqueue_row(id, state, &payload, now, ctx)?;
+            for row in self.due(state, now, limit - moved)? {
+                self.enqueue_row(&row, state, now, ctx)?;
                 moved += 1;
             }
         }
@@ -599,8 +692,8 @@ impl Writer {
     fn reap(&mut self, now: Millis, limit: usize, ctx: &mut Batch) -> Result<u64, Error> {
         let info = FailInfo::reservation_expired();
         let rows = self.due(JobState::Working, now, limit)?;
-        for (id, payload) in &rows {
-            self.fail_row(*id, payload, &info, now, ctx)?;
+        for row in &rows {
+            self.fail_row(row, &info, now, ctx)?;
         }
         Ok(rows.len() as u64)
     }
@@ -619,7 +712,10 @@ impl Writer {
 
     fn mutate(&mut self, m: &Mutation, now: Millis, ctx: &mut Batch) -> Result<u64, Error> {
         let target = m.target;
-        if !matches!(target, JobState::Scheduled | JobState::Retry | JobState::Dead) {
+        if !matches!(
+            target,
+            JobState::Scheduled | JobState::Retry | JobState::Dead
+        ) {
             return Ok(0);
         }
         // The filter as SQL over this state's rows. Jids win over everything else.
@@ -633,7 +729,10 @@ impl Writer {
             if !f.jids.is_empty() {
                 let list = serde_json::to_string(&f.jids).unwrap_or_else(|_| "[]".into());
                 args.push(list.into());
-                cond.push_str(&format!(" AND jid IN (SELECT value FROM json_each(?{}))", args.len()));
+                cond.push_str(&format!(
+                    " AND jid IN (SELECT value FROM json_each(?{}))",
+                    args.len()
+                ));
             } else {
                 if let Some(glob) = f.regexp.as_ref().filter(|g| !g.is_empty()) {
                     args.push(glob.clone().into());
@@ -674,17 +773,20 @@ impl Writer {
                 Ok(n as u64)
             }
             MutateOp::Requeue => {
-                let rows: Vec<(i64, String)> = {
-                    let mut stmt = self
-                        .conn
-                        .prepare(&format!("SELECT id, payload FROM jobs WHERE {cond} ORDER BY score"))?;
-                    let rows = stmt.query_map(params, |r| Ok((r.get(0)?, r.get(1)?)))?;
+                let rows: Vec<Row> = {
+                    let mut stmt = self.conn.prepare(&format!(
+                        "SELECT id, queue, payload FROM jobs WHERE {cond} ORDER BY score"
+                    ))?;
+                    let rows = stmt.query_map(params, Row::read)?;
                     rows.collect::<rusqlite::Result<_>>()?
                 };
-                for (id, payload) in &rows {
-                    self.enqueue_row(*id, target, payload, now, ctx)?;
+                let mut moved = 0;
+                for row in &rows {
+                    if self.enqueue_row(row, target, now, ctx)? {
+                        moved += 1;
+                    }
                 }
-                Ok(rows.len() as u64)
+                Ok(moved)
             }
         }
     }

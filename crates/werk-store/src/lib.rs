@@ -231,8 +231,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// scheduled (`at` ≤ now) and retry (`next_at` ≤ now) → enqueued, at most `limit` jobs.
     /// Returns how many moved.
-    fn promote_due(&self, now: Millis, limit: usize)
-        -> impl Future<Output = Result<usize>> + Send;
+    fn promote_due(&self, now: Millis, limit: usize) -> impl Future<Output = Result<usize>> + Send;
 
     /// working with `reserved_until` ≤ now → as a FAIL with `ReservationExpired`, at most
     /// `limit` jobs. Returns how many.
@@ -271,8 +270,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Daily processed/failed counts for the `days` days up to and including `today`'s day,
     /// oldest first, days without activity included with zeros.
-    fn history(&self, days: u32, today: Millis)
-        -> impl Future<Output = Result<Vec<DayStats>>> + Send;
+    fn history(
+        &self,
+        days: u32,
+        today: Millis,
+    ) -> impl Future<Output = Result<Vec<DayStats>>> + Send;
 
     /// One job by jid, wherever it is.
     fn get(&self, jid: String) -> impl Future<Output = Result<Option<StoredJob>>> + Send;

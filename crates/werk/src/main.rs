@@ -16,7 +16,11 @@ use werk_store::StoreConfig;
 use werk_store_sqlite::{SqliteOptions, SqliteStore};
 
 #[derive(Parser)]
-#[command(name = "werk", version, about = "A Faktory-compatible job server that never loses a job")]
+#[command(
+    name = "werk",
+    version,
+    about = "A Faktory-compatible job server that never loses a job"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Commands,
@@ -91,7 +95,11 @@ fn main() -> Result<()> {
 
 /// `:7419` means every interface; `localhost:7419` is resolved.
 fn parse_bind(s: &str) -> Result<SocketAddr> {
-    let s = if s.starts_with(':') { format!("0.0.0.0{s}") } else { s.to_string() };
+    let s = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_string()
+    };
     std::net::ToSocketAddrs::to_socket_addrs(&s)
         .with_context(|| format!("invalid bind address {s:?}"))?
         .next()
@@ -181,14 +189,19 @@ fn serve(args: ServeArgs) -> Result<()> {
         }
         let stop = CancellationToken::new();
         tokio::spawn(wait_for_signal(stop.clone()));
-        Server::new(Arc::new(store), signals, config).run(listener, stop).await;
+        Server::new(Arc::new(store), signals, config)
+            .run(listener, stop)
+            .await;
         Ok(())
     })
 }
 
 /// Lets the server hold as many connections as the hard file-descriptor limit allows.
 fn raise_fd_limit() {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
@@ -202,8 +215,10 @@ fn raise_fd_limit() {
 
 async fn wait_for_signal(stop: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };

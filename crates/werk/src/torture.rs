@@ -118,7 +118,11 @@ impl Client {
         }
         let line = line.trim_end_matches(['\r', '\n']);
         match line.as_bytes().first() {
-            Some(b'+') => Ok(if line == "+OK" { Reply::Ok } else { Reply::Bulk(Some(line[1..].to_string())) }),
+            Some(b'+') => Ok(if line == "+OK" {
+                Reply::Ok
+            } else {
+                Reply::Bulk(Some(line[1..].to_string()))
+            }),
             Some(b'-') => Ok(Reply::Err(line[1..].to_string())),
             Some(b'$') => {
                 let n: i64 = line[1..].parse().map_err(std::io::Error::other)?;
@@ -128,7 +132,9 @@ impl Client {
                 let mut buf = vec![0; n as usize + 2];
                 self.reader.read_exact(&mut buf)?;
                 buf.truncate(n as usize);
-                Ok(Reply::Bulk(Some(String::from_utf8_lossy(&buf).into_owned())))
+                Ok(Reply::Bulk(Some(
+                    String::from_utf8_lossy(&buf).into_owned(),
+                )))
             }
             _ => Err(std::io::Error::other(format!("unexpected reply {line:?}"))),
         }
@@ -170,7 +176,14 @@ impl Server {
         let mut cmd = Command::new(exe);
         cmd.args(["serve", "-b", &addr.to_string(), "-w", ":0", "-d"])
             .arg(dir)
-            .args(["--scan-interval-ms", "50", "--reap-interval-ms", "50", "--fetch-timeout-ms", "300"])
+            .args([
+                "--scan-interval-ms",
+                "50",
+                "--reap-interval-ms",
+                "50",
+                "--fetch-timeout-ms",
+                "300",
+            ])
             .args(["--time-scale", &scale.to_string(), "-l", "warn"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -233,11 +246,19 @@ fn producer(world: Arc<World>, ratio_sched: f64) {
             client = connect_retrying(&world, None);
             continue;
         };
-        let jid = format!("t{}-{:09}", world.run_id, world.next_jid.fetch_add(1, Ordering::Relaxed));
+        let jid = format!(
+            "t{}-{:09}",
+            world.run_id,
+            world.next_jid.fetch_add(1, Ordering::Relaxed)
+        );
         let retry = rng.random_range(1..=3);
         let at = if rng.random_bool(ratio_sched) {
-            let when = chrono::Utc::now() + chrono::Duration::milliseconds(rng.random_range(200..2000));
-            format!(r#","at":"{}""#, when.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            let when =
+                chrono::Utc::now() + chrono::Duration::milliseconds(rng.random_range(200..2000));
+            format!(
+                r#","at":"{}""#,
+                when.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            )
         } else {
             String::new()
         };
@@ -318,7 +339,10 @@ fn worker(world: Arc<World>, n: usize, fail_ratio: f64) {
             }
             // A FAIL for a job whose reservation expired meanwhile: not an error.
             Ok(Reply::Err(e)) if fail && e.starts_with("ERR Job not found") => {}
-            Ok(other) => eprintln!("torture: {} answered {other:?}", if fail { "FAIL" } else { "ACK" }),
+            Ok(other) => eprintln!(
+                "torture: {} answered {other:?}",
+                if fail { "FAIL" } else { "ACK" }
+            ),
             Err(_) => {
                 let mut l = world.ledger.lock().unwrap();
                 if fail {
@@ -453,7 +477,10 @@ pub fn run(args: TortureArgs) -> Result<()> {
     }
     let deliveries: u64 = l.deliveries.values().map(|n| u64::from(*n)).sum();
     let fails: u64 = l.fails_ok.values().map(|n| u64::from(*n)).sum();
-    println!("torture: rounds {kills}, kills {kills}, elapsed {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "torture: rounds {kills}, kills {kills}, elapsed {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     println!(
         "torture: pushed {} (+{} unanswered at a crash, {} refused), acked {} ({} unanswered), fails {} ({} unanswered), deliveries {}",
         l.pushed_ok.len(),
@@ -494,7 +521,12 @@ pub fn run(args: TortureArgs) -> Result<()> {
 }
 
 /// Starts the server, retrying briefly while the killed one's port or lock is released.
-fn start_retrying(exe: &PathBuf, dir: &std::path::Path, addr: SocketAddr, scale: f64) -> Result<Server> {
+fn start_retrying(
+    exe: &PathBuf,
+    dir: &std::path::Path,
+    addr: SocketAddr,
+    scale: f64,
+) -> Result<Server> {
     let mut last = None;
     for _ in 0..50 {
         match Server::start(exe, dir, addr, scale) {
