@@ -66,7 +66,8 @@ struct Ledger {
 impl Ledger {
     fn delivered(&mut self, jid: &str, life: u32) {
         if self.acked_ok.contains(jid) && !self.acked_late.contains(jid) {
-            self.resurrected.push(format!("{jid} (delivered in life {life} after ACK +OK)"));
+            self.resurrected
+                .push(format!("{jid} (delivered in life {life} after ACK +OK)"));
         }
         let lives = self.deliveries.entry(jid.to_string()).or_default();
         if lives.contains(&life) {
@@ -101,7 +102,11 @@ struct Mode {
     late_ack_after: Option<Duration>,
 }
 
-const PLAIN: Mode = Mode { reserve_for: None, fail_some: false, late_ack_after: None };
+const PLAIN: Mode = Mode {
+    reserve_for: None,
+    fail_some: false,
+    late_ack_after: None,
+};
 const SCALED: Mode = Mode {
     reserve_for: Some(60),
     fail_some: true,
@@ -126,7 +131,9 @@ fn connect(addr: SocketAddr, wid: Option<&str>) -> io::Result<Conn> {
 }
 
 fn pusher(addr: SocketAddr, life: u32, idx: usize, ledger: Arc<Mutex<Ledger>>, mode: Mode) {
-    let Ok(mut c) = connect(addr, None) else { return };
+    let Ok(mut c) = connect(addr, None) else {
+        return;
+    };
     for seq in 0..MAX_PUSHES_PER_THREAD_PER_ROUND {
         let jid = format!("crash-l{life}-p{idx}-{seq:05}");
         let queue = if seq % 3 == 0 { "crash-b" } else { "crash-a" };
@@ -156,9 +163,18 @@ fn pusher(addr: SocketAddr, life: u32, idx: usize, ledger: Arc<Mutex<Ledger>>, m
     }
 }
 
-fn consumer(addr: SocketAddr, life: u32, idx: usize, ledger: Arc<Mutex<Ledger>>, stop: Arc<AtomicBool>, mode: Mode) {
+fn consumer(
+    addr: SocketAddr,
+    life: u32,
+    idx: usize,
+    ledger: Arc<Mutex<Ledger>>,
+    stop: Arc<AtomicBool>,
+    mode: Mode,
+) {
     let wid = format!("crash-worker-l{life}-{idx}");
-    let Ok(mut c) = connect(addr, Some(&wid)) else { return };
+    let Ok(mut c) = connect(addr, Some(&wid)) else {
+        return;
+    };
     while !stop.load(Ordering::SeqCst) {
         let fetch_sent = Instant::now();
         let r = match c.try_cmd(&format!("FETCH {QUEUES}")) {
@@ -168,14 +184,25 @@ fn consumer(addr: SocketAddr, life: u32, idx: usize, ledger: Arc<Mutex<Ledger>>,
         let (jid, seq) = match &r {
             Reply::Null => continue,
             Reply::Bulk(b) => match serde_json::from_slice::<Value>(b) {
-                Ok(v) => (v["jid"].as_str().unwrap_or_default().to_string(), v["args"][2].as_u64().unwrap_or(1)),
+                Ok(v) => (
+                    v["jid"].as_str().unwrap_or_default().to_string(),
+                    v["args"][2].as_u64().unwrap_or(1),
+                ),
                 Err(e) => {
-                    ledger.lock().unwrap().errors.push(format!("FETCH returned bad JSON ({e}): {r:?}"));
+                    ledger
+                        .lock()
+                        .unwrap()
+                        .errors
+                        .push(format!("FETCH returned bad JSON ({e}): {r:?}"));
                     return;
                 }
             },
             other => {
-                ledger.lock().unwrap().errors.push(format!("FETCH: {other:?}"));
+                ledger
+                    .lock()
+                    .unwrap()
+                    .errors
+                    .push(format!("FETCH: {other:?}"));
                 return;
             }
         };
@@ -186,10 +213,17 @@ fn consumer(addr: SocketAddr, life: u32, idx: usize, ledger: Arc<Mutex<Ledger>>,
             first
         };
         if mode.fail_some && first_delivery && seq % 4 == 0 {
-            match c.try_cmd(&format!("FAIL {}", json!({"jid": jid, "errtype": "CrashTest", "message": "planned"}))) {
+            match c.try_cmd(&format!(
+                "FAIL {}",
+                json!({"jid": jid, "errtype": "CrashTest", "message": "planned"})
+            )) {
                 Ok(r) if r.is_ok() => ledger.lock().unwrap().failed_ok += 1,
                 Ok(Reply::Error(e)) if e.starts_with("ERR Job not found") => {} // raced the reaper
-                Ok(other) => ledger.lock().unwrap().errors.push(format!("FAIL {jid}: {other:?}")),
+                Ok(other) => ledger
+                    .lock()
+                    .unwrap()
+                    .errors
+                    .push(format!("FAIL {jid}: {other:?}")),
                 Err(_) => return,
             }
             continue;
@@ -202,7 +236,10 @@ fn consumer(addr: SocketAddr, life: u32, idx: usize, ledger: Arc<Mutex<Ledger>>,
         match c.read_reply() {
             Ok(r) if r.is_ok() => {
                 let mut l = ledger.lock().unwrap();
-                if mode.late_ack_after.is_some_and(|d| fetch_sent.elapsed() >= d) {
+                if mode
+                    .late_ack_after
+                    .is_some_and(|d| fetch_sent.elapsed() >= d)
+                {
                     l.acked_late.insert(jid.clone());
                 }
                 l.acked_ok.insert(jid);
@@ -231,13 +268,25 @@ fn seed() -> u64 {
     let seed = std::env::var("WERK_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 | 1);
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
     eprintln!("crash test seed: {seed} (set WERK_CRASH_SEED={seed} to replay)");
     seed
 }
 
 /// Runs the crash rounds on `dir`; returns how many ran.
-fn run_rounds(dir: &std::path::Path, opts: &ServerOpts, mode: Mode, rng: &mut Rng, ledger: &Arc<Mutex<Ledger>>) -> u32 {
+fn run_rounds(
+    dir: &std::path::Path,
+    opts: &ServerOpts,
+    mode: Mode,
+    rng: &mut Rng,
+    ledger: &Arc<Mutex<Ledger>>,
+) -> u32 {
     let started = Instant::now();
     let mut rounds = 0;
     while rounds < ROUNDS && (rounds < MIN_ROUNDS || started.elapsed() < TIME_BUDGET) {
@@ -257,7 +306,11 @@ fn run_rounds(dir: &std::path::Path, opts: &ServerOpts, mode: Mode, rng: &mut Rn
         }
         let kill_after = Duration::from_millis(rng.range(50, 900));
         thread::sleep(kill_after);
-        assert!(server.is_running(), "werk died by itself in round {life}; log:\n{}", server.log());
+        assert!(
+            server.is_running(),
+            "werk died by itself in round {life}; log:\n{}",
+            server.log()
+        );
         server.kill(); // SIGKILL, mid-traffic
         stop.store(true, Ordering::SeqCst);
         for h in handles {
@@ -290,8 +343,13 @@ fn sigkill_under_load_loses_and_resurrects_nothing() {
     let drain_deadline = Instant::now() + Duration::from_secs(60);
     let mut drained = 0u64;
     loop {
-        assert!(Instant::now() < drain_deadline, "final drain did not finish");
-        let Some((_, job)) = c.fetch(QUEUES) else { break };
+        assert!(
+            Instant::now() < drain_deadline,
+            "final drain did not finish"
+        );
+        let Some((_, job)) = c.fetch(QUEUES) else {
+            break;
+        };
         let jid = job["jid"].as_str().expect("jid").to_string();
         ledger.lock().unwrap().delivered(&jid, final_life);
         let r = c.ack(&jid);
@@ -320,7 +378,11 @@ fn sigkill_under_load_loses_and_resurrects_nothing() {
             in_flight += 1;
             fail_ok_total += 1;
         } else {
-            assert_eq!(r.wire_str(), format!("-ERR Job not found {jid}\r\n"), "FAIL probe of {jid}");
+            assert_eq!(
+                r.wire_str(),
+                format!("-ERR Job not found {jid}\r\n"),
+                "FAIL probe of {jid}"
+            );
             if l.pushed_ok.contains(jid) && !l.ack_unconfirmed.contains(jid) {
                 lost.push(jid.clone());
             }
@@ -332,9 +394,14 @@ fn sigkill_under_load_loses_and_resurrects_nothing() {
         let r = c.fail(&json!({"jid": jid, "message": "crash-test probe"}));
         if r.is_ok() {
             fail_ok_total += 1;
-            l.resurrected.push(format!("{jid} (still stored after ACK +OK)"));
+            l.resurrected
+                .push(format!("{jid} (still stored after ACK +OK)"));
         } else {
-            assert_eq!(r.wire_str(), format!("-ERR Job not found {jid}\r\n"), "FAIL probe of {jid}");
+            assert_eq!(
+                r.wire_str(),
+                format!("-ERR Job not found {jid}\r\n"),
+                "FAIL probe of {jid}"
+            );
         }
     }
 
@@ -357,18 +424,47 @@ fn sigkill_under_load_loses_and_resurrects_nothing() {
     ));
 
     assert!(rounds >= MIN_ROUNDS);
-    assert!(l.pushed_ok.len() > 100, "too little traffic to mean anything: {}", l.pushed_ok.len());
-    assert!(l.acked_ok.len() > 50, "too few ACKs to mean anything: {}", l.acked_ok.len());
-    assert!(lost.is_empty(), "{} jobs LOST (PUSH +OK, never ACKed, not stored): {:?}", lost.len(), &lost[..lost.len().min(20)]);
-    assert!(l.resurrected.is_empty(), "RESURRECTED jobs: {:?}", &l.resurrected[..l.resurrected.len().min(20)]);
-    assert!(l.dup_same_life.is_empty(), "jobs delivered twice by one server process: {:?}", l.dup_same_life);
-    assert!(l.errors.is_empty(), "unexpected replies: {:?}", &l.errors[..l.errors.len().min(20)]);
+    assert!(
+        l.pushed_ok.len() > 100,
+        "too little traffic to mean anything: {}",
+        l.pushed_ok.len()
+    );
+    assert!(
+        l.acked_ok.len() > 50,
+        "too few ACKs to mean anything: {}",
+        l.acked_ok.len()
+    );
+    assert!(
+        lost.is_empty(),
+        "{} jobs LOST (PUSH +OK, never ACKed, not stored): {:?}",
+        lost.len(),
+        &lost[..lost.len().min(20)]
+    );
+    assert!(
+        l.resurrected.is_empty(),
+        "RESURRECTED jobs: {:?}",
+        &l.resurrected[..l.resurrected.len().min(20)]
+    );
+    assert!(
+        l.dup_same_life.is_empty(),
+        "jobs delivered twice by one server process: {:?}",
+        l.dup_same_life
+    );
+    assert!(
+        l.errors.is_empty(),
+        "unexpected replies: {:?}",
+        &l.errors[..l.errors.len().min(20)]
+    );
 
     // The server's own bookkeeping agrees: nothing queued or reserved, every probed job in retries.
     assert_eq!(info["faktory"]["total_enqueued"], 0, "{info}");
     assert_eq!(set_size(&info, "working"), 0, "{info}");
     assert_eq!(set_size(&info, "retries"), fail_ok_total, "{info}");
-    assert_eq!(set_size(&info, "scheduled") + set_size(&info, "dead"), 0, "{info}");
+    assert_eq!(
+        set_size(&info, "scheduled") + set_size(&info, "dead"),
+        0,
+        "{info}"
+    );
 }
 
 #[test]
@@ -408,7 +504,10 @@ fn sigkill_with_expiring_reservations_and_retries_every_job_comes_back() {
             }
             None => {
                 let info = c.info();
-                let busy = ["working", "retries", "scheduled"].iter().map(|k| set_size(&info, k)).sum::<u64>()
+                let busy = ["working", "retries", "scheduled"]
+                    .iter()
+                    .map(|k| set_size(&info, k))
+                    .sum::<u64>()
                     + info["faktory"]["total_enqueued"].as_u64().unwrap_or(0);
                 if busy == 0 {
                     break info;
@@ -442,10 +541,35 @@ fn sigkill_with_expiring_reservations_and_retries_every_job_comes_back() {
         started.elapsed()
     ));
     assert!(rounds >= MIN_ROUNDS);
-    assert!(l.pushed_ok.len() > 100, "too little traffic to mean anything: {}", l.pushed_ok.len());
-    assert!(l.failed_ok > 10, "too few FAILs to mean anything: {}", l.failed_ok);
-    assert!(lost.is_empty(), "{} jobs LOST (PUSH +OK, never came back): {:?}", lost.len(), &lost[..lost.len().min(20)]);
-    assert!(l.resurrected.is_empty(), "RESURRECTED jobs: {:?}", &l.resurrected[..l.resurrected.len().min(20)]);
-    assert!(l.errors.is_empty(), "unexpected replies: {:?}", &l.errors[..l.errors.len().min(20)]);
-    assert_eq!(set_size(&info, "dead"), 0, "no job can exhaust 25 retries here: {info}");
+    assert!(
+        l.pushed_ok.len() > 100,
+        "too little traffic to mean anything: {}",
+        l.pushed_ok.len()
+    );
+    assert!(
+        l.failed_ok > 10,
+        "too few FAILs to mean anything: {}",
+        l.failed_ok
+    );
+    assert!(
+        lost.is_empty(),
+        "{} jobs LOST (PUSH +OK, never came back): {:?}",
+        lost.len(),
+        &lost[..lost.len().min(20)]
+    );
+    assert!(
+        l.resurrected.is_empty(),
+        "RESURRECTED jobs: {:?}",
+        &l.resurrected[..l.resurrected.len().min(20)]
+    );
+    assert!(
+        l.errors.is_empty(),
+        "unexpected replies: {:?}",
+        &l.errors[..l.errors.len().min(20)]
+    );
+    assert_eq!(
+        set_size(&info, "dead"),
+        0,
+        "no job can exhaust 25 retries here: {info}"
+    );
 }

@@ -39,10 +39,17 @@ fn raw_info(s: &Server) -> Value {
 async fn producer_enqueue_and_info() {
     let s = Server::start(fast());
     let mut c = client(&s).await;
-    c.enqueue(Job::new("order", vec!["ISBN-13:9781718501850"]).on_queue("books")).await.unwrap();
-    c.enqueue(Job::new("order", vec![json!(1), json!("two")]).on_queue("books")).await.unwrap();
+    c.enqueue(Job::new("order", vec!["ISBN-13:9781718501850"]).on_queue("books"))
+        .await
+        .unwrap();
+    c.enqueue(Job::new("order", vec![json!(1), json!("two")]).on_queue("books"))
+        .await
+        .unwrap();
 
-    let st = c.current_info().await.expect("INFO deserialises into FaktoryState");
+    let st = c
+        .current_info()
+        .await
+        .expect("INFO deserialises into FaktoryState");
     assert_eq!(st.data.queues.get("books"), Some(&2));
     assert_eq!(st.data.total_enqueued, 2);
     assert_eq!(st.data.total_queues, 1);
@@ -51,7 +58,11 @@ async fn producer_enqueue_and_info() {
     assert!(st.server.connections >= 1);
     assert!(st.server.command_count >= 3);
     assert!(!st.server.description.is_empty());
-    assert!(st.server.version.major >= 1, "version {}", st.server.version);
+    assert!(
+        st.server.version.major >= 1,
+        "version {}",
+        st.server.version
+    );
     assert!((chrono::Utc::now() - st.now).num_seconds().abs() < 30);
     drop(c);
 }
@@ -86,7 +97,10 @@ async fn worker_fetches_runs_and_acks() {
     .await
     .unwrap();
 
-    let had = timeout(T, w.run_one(0, &["roundtrip"])).await.expect("run_one timed out").unwrap();
+    let had = timeout(T, w.run_one(0, &["roundtrip"]))
+        .await
+        .expect("run_one timed out")
+        .unwrap();
     assert!(had, "worker found no job");
     let job = rx.try_recv().expect("handler ran");
     assert_eq!(job.id(), &jid);
@@ -94,11 +108,17 @@ async fn worker_fetches_runs_and_acks() {
     assert_eq!(job.queue, "roundtrip");
     assert_eq!(job.args(), &[Value::from("ISBN-13:9781718501850")]);
     assert_eq!(job.retry, Some(25));
-    assert!(job.enqueued_at.is_some(), "enqueued_at must be served and parse as RFC 3339");
+    assert!(
+        job.enqueued_at.is_some(),
+        "enqueued_at must be served and parse as RFC 3339"
+    );
     assert!(job.failure().is_none());
 
     // Drained: the next run_one finds nothing (FETCH answers $-1 after the fetch timeout).
-    let had = timeout(T, w.run_one(0, &["roundtrip"])).await.expect("run_one timed out").unwrap();
+    let had = timeout(T, w.run_one(0, &["roundtrip"]))
+        .await
+        .expect("run_one timed out")
+        .unwrap();
     assert!(!had);
 
     let st = c.current_info().await.unwrap();
@@ -131,9 +151,15 @@ async fn failing_handler_puts_job_in_retries() {
         .unwrap();
     let mut c = client(&s).await;
     let jid = JobId::new("failing-job-0001");
-    c.enqueue(JobBuilder::new("explode").jid(jid.clone()).args(vec![1, 2]).queue("fq").build())
-        .await
-        .unwrap();
+    c.enqueue(
+        JobBuilder::new("explode")
+            .jid(jid.clone())
+            .args(vec![1, 2])
+            .queue("fq")
+            .build(),
+    )
+    .await
+    .unwrap();
 
     assert!(timeout(T, w.run_one(0, &["fq"])).await.unwrap().unwrap());
     assert_eq!(calls.load(Ordering::SeqCst), 1);
@@ -150,10 +176,14 @@ async fn failing_handler_puts_job_in_retries() {
     // Bring it back with the crate's MUTATE helper and run it again: the crate must be able to
     // deserialise the failure the server recorded.
     let ids = [&jid];
-    c.requeue(JobSet::Retries, Filter::from_ids(&ids)).await.unwrap();
+    c.requeue(JobSet::Retries, Filter::from_ids(&ids))
+        .await
+        .unwrap();
     assert!(timeout(T, w.run_one(0, &["fq"])).await.unwrap().unwrap());
     let second = rx.try_recv().unwrap();
-    let f = second.failure().expect("failure info is served on the retry");
+    let f = second
+        .failure()
+        .expect("failure info is served on the retry");
     assert_eq!(f.retry_count, 0);
     assert_eq!(f.retry_remaining, 25);
     assert_eq!(f.message.as_deref(), Some("kaboom"));
@@ -176,8 +206,13 @@ async fn handler_for_unknown_jobtype_fails_the_job() {
         .await
         .unwrap();
     let mut c = client(&s).await;
-    c.enqueue(Job::new("unknown_kind", Vec::<Value>::new())).await.unwrap();
-    assert!(timeout(T, w.run_one(0, &["default"])).await.unwrap().unwrap());
+    c.enqueue(Job::new("unknown_kind", Vec::<Value>::new()))
+        .await
+        .unwrap();
+    assert!(timeout(T, w.run_one(0, &["default"]))
+        .await
+        .unwrap()
+        .unwrap());
     let info = raw_info(&s);
     assert_eq!(set_size(&info, "retries"), 1, "{info}");
     drop(c);
@@ -218,7 +253,10 @@ async fn custom_fields_and_args_round_trip() {
         .add_to_custom_data("trace", json!({"id": "abc", "n": 7}))
         .build();
     c.enqueue(job).await.unwrap();
-    assert!(timeout(T, w.run_one(0, &["custom_q"])).await.unwrap().unwrap());
+    assert!(timeout(T, w.run_one(0, &["custom_q"]))
+        .await
+        .unwrap()
+        .unwrap());
     let got = rx.try_recv().unwrap();
     assert_eq!(got.id(), &JobId::new("custom-jid-0001"));
     assert_eq!(got.args(), &args[..]);
@@ -227,7 +265,10 @@ async fn custom_fields_and_args_round_trip() {
     assert_eq!(got.reserve_for, Some(Duration::from_secs(600)));
     assert_eq!(got.custom.get("locale"), Some(&json!("fr")));
     assert_eq!(got.custom.get("trace"), Some(&json!({"id": "abc", "n": 7})));
-    assert_eq!(got.created_at.map(|t| t.timestamp_millis()), Some(created.timestamp_millis()));
+    assert_eq!(
+        got.created_at.map(|t| t.timestamp_millis()),
+        Some(created.timestamp_millis())
+    );
     drop(c);
     drop(w);
 }
@@ -237,15 +278,25 @@ async fn enqueue_many_reports_per_job_errors() {
     let s = Server::start(fast());
     let mut c = client(&s).await;
     let (n, errs) = c
-        .enqueue_many([Job::new("bulk", vec![1]), Job::new("bulk", vec![2]), Job::new("bulk", vec![3])])
+        .enqueue_many([
+            Job::new("bulk", vec![1]),
+            Job::new("bulk", vec![2]),
+            Job::new("bulk", vec![3]),
+        ])
         .await
         .unwrap();
     assert_eq!((n, errs), (3, None));
     let bad = JobBuilder::new("bulk").jid(JobId::new("short")).build();
-    let (n, errs) = c.enqueue_many([Job::new("bulk", vec![4]), bad]).await.unwrap();
+    let (n, errs) = c
+        .enqueue_many([Job::new("bulk", vec![4]), bad])
+        .await
+        .unwrap();
     assert_eq!(n, 1);
     let errs = errs.expect("the short jid is reported");
-    assert_eq!(errs.get("short").map(String::as_str), Some("jobs must have a reasonable jid parameter"));
+    assert_eq!(
+        errs.get("short").map(String::as_str),
+        Some("jobs must have a reasonable jid parameter")
+    );
     let st = c.current_info().await.unwrap();
     assert_eq!(st.data.queues.get("default"), Some(&4));
     drop(c);
@@ -268,11 +319,18 @@ async fn queue_control_from_the_crate() {
         .await
         .unwrap();
     let mut c = client(&s).await;
-    c.enqueue(Job::new("qc", vec![1]).on_queue("qc1")).await.unwrap();
-    c.enqueue(Job::new("qc", vec![2]).on_queue("qc2")).await.unwrap();
+    c.enqueue(Job::new("qc", vec![1]).on_queue("qc1"))
+        .await
+        .unwrap();
+    c.enqueue(Job::new("qc", vec![2]).on_queue("qc2"))
+        .await
+        .unwrap();
 
     c.queue_pause(&["qc1"]).await.unwrap();
-    assert!(!timeout(T, w.run_one(0, &["qc1"])).await.unwrap().unwrap(), "paused queue served a job");
+    assert!(
+        !timeout(T, w.run_one(0, &["qc1"])).await.unwrap().unwrap(),
+        "paused queue served a job"
+    );
     c.queue_resume(&["qc1"]).await.unwrap();
     assert!(timeout(T, w.run_one(0, &["qc1"])).await.unwrap().unwrap());
 
@@ -297,15 +355,31 @@ async fn scheduled_job_mutations_from_the_crate() {
     let a = JobId::new("sched-crate-a");
     let b = JobId::new("sched-crate-b");
     for (id, kind) in [(&a, "alpha"), (&b, "beta")] {
-        c.enqueue(JobBuilder::new(kind).jid(id.clone()).at(later).queue("sq").build()).await.unwrap();
+        c.enqueue(
+            JobBuilder::new(kind)
+                .jid(id.clone())
+                .at(later)
+                .queue("sq")
+                .build(),
+        )
+        .await
+        .unwrap();
     }
     assert_eq!(set_size(&raw_info(&s), "scheduled"), 2);
 
     let ids = [&a];
-    c.requeue(JobSet::Scheduled, Filter::from_ids(&ids)).await.unwrap();
-    c.kill(JobSet::Scheduled, Filter::from_kind("beta")).await.unwrap();
+    c.requeue(JobSet::Scheduled, Filter::from_ids(&ids))
+        .await
+        .unwrap();
+    c.kill(JobSet::Scheduled, Filter::from_kind("beta"))
+        .await
+        .unwrap();
     let info = raw_info(&s);
-    assert_eq!((set_size(&info, "scheduled"), set_size(&info, "dead")), (0, 1), "{info}");
+    assert_eq!(
+        (set_size(&info, "scheduled"), set_size(&info, "dead")),
+        (0, 1),
+        "{info}"
+    );
     assert_eq!(queue_size(&info, "sq"), Some(1));
     c.clear(JobSet::Dead).await.unwrap();
     assert_eq!(set_size(&raw_info(&s), "dead"), 0);
@@ -322,10 +396,14 @@ async fn password_via_url() {
         .expect("correct password accepted");
     c.enqueue(Job::new("pw", vec![1])).await.unwrap();
     // Wrong password.
-    let r = timeout(T, Client::connect_to(&format!("tcp://:wrong@{}", s.addr))).await.unwrap();
+    let r = timeout(T, Client::connect_to(&format!("tcp://:wrong@{}", s.addr)))
+        .await
+        .unwrap();
     assert!(r.is_err(), "wrong password accepted");
     // No password.
-    let r = timeout(T, Client::connect_to(&format!("tcp://{}", s.addr))).await.unwrap();
+    let r = timeout(T, Client::connect_to(&format!("tcp://{}", s.addr)))
+        .await
+        .unwrap();
     assert!(r.is_err(), "missing password accepted");
     // A worker with the password consumes the job.
     let mut w = Worker::builder()
@@ -333,7 +411,10 @@ async fn password_via_url() {
         .connect_to(&format!("tcp://:s3cr3t@{}", s.addr))
         .await
         .expect("worker with password connects");
-    assert!(timeout(T, w.run_one(0, &["default"])).await.unwrap().unwrap());
+    assert!(timeout(T, w.run_one(0, &["default"]))
+        .await
+        .unwrap()
+        .unwrap());
     assert_eq!(c.current_info().await.unwrap().data.total_processed, 1);
     drop(c);
     drop(w);
@@ -373,7 +454,11 @@ async fn worker_run_with_heartbeats_and_graceful_shutdown() {
     tokio::time::sleep(Duration::from_secs(6).saturating_sub(started.elapsed())).await;
     assert!(!jh.is_finished(), "worker stopped early: {:?}", jh.await);
     stop_tx.send(()).unwrap();
-    let details = timeout(T, jh).await.expect("graceful stop timed out").unwrap().expect("run ok");
+    let details = timeout(T, jh)
+        .await
+        .expect("graceful stop timed out")
+        .unwrap()
+        .expect("run ok");
     assert_eq!(details.reason, StopReason::GracefulShutdown);
     let st = c.current_info().await.unwrap();
     assert_eq!(st.data.total_processed, 10);
@@ -393,7 +478,9 @@ async fn server_terminate_instruction_stops_the_worker() {
     let jh = tokio::spawn(async move { w.run(&["default"]).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Operator asks the worker to terminate (BEAT for its wid from another connection).
-    let r = s.conn().cmd(&format!(r#"BEAT {{"wid":"{wid}","current_state":"terminate"}}"#));
+    let r = s.conn().cmd(&format!(
+        r#"BEAT {{"wid":"{wid}","current_state":"terminate"}}"#
+    ));
     assert_eq!(r.wire(), b"$21\r\n{\"state\":\"terminate\"}\r\n");
     // Its next BEAT (every 5 s) gets the bulk terminate state.
     let details = timeout(Duration::from_secs(15), jh)

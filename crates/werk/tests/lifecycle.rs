@@ -18,7 +18,12 @@ fn scaled() -> ServerOpts {
     ServerOpts::new()
         .fetch_timeout_ms(200)
         .scan_interval_ms(50)
-        .args(["--reap-interval-ms", "50", "--time-scale", &SCALE.to_string()])
+        .args([
+            "--reap-interval-ms",
+            "50",
+            "--time-scale",
+            &SCALE.to_string(),
+        ])
 }
 
 /// Wait until `f(INFO)` holds; returns the INFO that satisfied it.
@@ -34,8 +39,10 @@ fn wait_info(c: &mut Conn, limit: Duration, what: &str, f: impl Fn(&Value) -> bo
 
 #[track_caller]
 fn wait_fetch(c: &mut Conn, queues: &str, limit: Duration) -> Value {
-    wait_for(limit, Duration::from_millis(10), || c.fetch(queues).map(|x| x.1))
-        .unwrap_or_else(|| panic!("no job became fetchable from {queues} within {limit:?}"))
+    wait_for(limit, Duration::from_millis(10), || {
+        c.fetch(queues).map(|x| x.1)
+    })
+    .unwrap_or_else(|| panic!("no job became fetchable from {queues} within {limit:?}"))
 }
 
 #[test]
@@ -48,15 +55,27 @@ fn reservation_expiry_is_a_failure_that_goes_through_retries() {
     let fetched = Instant::now();
     assert_eq!(set_size(&c.info(), "working"), 1);
 
-    let info = wait_info(&mut c, Duration::from_secs(10), "the reservation to expire", |i| {
-        set_size(i, "working") == 0
-    });
+    let info = wait_info(
+        &mut c,
+        Duration::from_secs(10),
+        "the reservation to expire",
+        |i| set_size(i, "working") == 0,
+    );
     let took = fetched.elapsed();
-    assert!(took >= Duration::from_millis(550), "reservation of 60 s x {SCALE} expired after only {took:?}");
-    assert_eq!(info["faktory"]["total_failures"], 1, "expiry counts as a failure: {info}");
+    assert!(
+        took >= Duration::from_millis(550),
+        "reservation of 60 s x {SCALE} expired after only {took:?}"
+    );
+    assert_eq!(
+        info["faktory"]["total_failures"], 1,
+        "expiry counts as a failure: {info}"
+    );
     assert_eq!(info["faktory"]["total_processed"], 1, "{info}");
     // A late FAIL is refused; a late ACK is +OK but must not make the job vanish.
-    assert_eq!(w.fail(&json!({"jid": "expiring-1"})).wire_str(), "-ERR Job not found expiring-1\r\n");
+    assert_eq!(
+        w.fail(&json!({"jid": "expiring-1"})).wire_str(),
+        "-ERR Job not found expiring-1\r\n"
+    );
     w.ack("expiring-1").expect_ok();
 
     // The retry comes back after its (scaled) backoff with the failure recorded.
@@ -70,11 +89,18 @@ fn reservation_expiry_is_a_failure_that_goes_through_retries() {
     assert_eq!(f["remaining"], 25);
     let e1 = parse_ts(first["enqueued_at"].as_str().unwrap());
     let e2 = parse_ts(got["enqueued_at"].as_str().expect("enqueued_at"));
-    assert!(e2 > e1, "enqueued_at must be refreshed when a retry is enqueued ({e1} -> {e2})");
+    assert!(
+        e2 > e1,
+        "enqueued_at must be refreshed when a retry is enqueued ({e1} -> {e2})"
+    );
     w.ack("expiring-1").expect_ok();
     let info = c.info();
     assert_eq!(info["faktory"]["total_processed"], 2, "{info}");
-    assert_eq!(["retries", "working", "dead"].map(|k| set_size(&info, k)), [0, 0, 0], "{info}");
+    assert_eq!(
+        ["retries", "working", "dead"].map(|k| set_size(&info, k)),
+        [0, 0, 0],
+        "{info}"
+    );
 }
 
 #[test]
@@ -86,10 +112,17 @@ fn reserve_for_is_clamped_to_at_least_60_seconds() {
     // reserve_for 1 s would expire after 10 ms; clamped to 60 s it lasts 600 ms.
     thread::sleep(Duration::from_millis(250));
     let info = c.info();
-    assert_eq!(set_size(&info, "working"), 1, "reserve_for below 60 s was not clamped: {info}");
-    wait_info(&mut c, Duration::from_secs(10), "the clamped reservation to expire", |i| {
-        set_size(i, "working") == 0 && set_size(i, "retries") + default_queue_len(i) == 1
-    });
+    assert_eq!(
+        set_size(&info, "working"),
+        1,
+        "reserve_for below 60 s was not clamped: {info}"
+    );
+    wait_info(
+        &mut c,
+        Duration::from_secs(10),
+        "the clamped reservation to expire",
+        |i| set_size(i, "working") == 0 && set_size(i, "retries") + default_queue_len(i) == 1,
+    );
 }
 
 fn default_queue_len(info: &Value) -> u64 {
@@ -100,17 +133,29 @@ fn default_queue_len(info: &Value) -> u64 {
 fn expiry_follows_retry_zero_and_negative_retry() {
     let s = Server::start(scaled());
     let mut c = s.conn();
-    c.push_ok(&json!({"jid": "expire-r0", "jobtype": "E", "args": [], "reserve_for": 60, "retry": 0}));
-    c.push_ok(&json!({"jid": "expire-rneg", "jobtype": "E", "args": [], "reserve_for": 60, "retry": -1}));
+    c.push_ok(
+        &json!({"jid": "expire-r0", "jobtype": "E", "args": [], "reserve_for": 60, "retry": 0}),
+    );
+    c.push_ok(
+        &json!({"jid": "expire-rneg", "jobtype": "E", "args": [], "reserve_for": 60, "retry": -1}),
+    );
     c.fetch_job("default");
     c.fetch_job("default");
-    let info = wait_info(&mut c, Duration::from_secs(10), "both reservations to expire", |i| {
-        set_size(i, "working") == 0
-    });
-    assert_eq!(set_size(&info, "retries"), 0, "retry:0 is discarded, retry:-1 dies: {info}");
+    let info = wait_info(
+        &mut c,
+        Duration::from_secs(10),
+        "both reservations to expire",
+        |i| set_size(i, "working") == 0,
+    );
+    assert_eq!(
+        set_size(&info, "retries"),
+        0,
+        "retry:0 is discarded, retry:-1 dies: {info}"
+    );
     assert_eq!(set_size(&info, "dead"), 1, "{info}");
     assert_eq!(info["faktory"]["total_failures"], 2);
-    c.mutate(&json!({"cmd": "requeue", "target": "dead", "filter": {"jids": ["expire-rneg"]}})).expect_ok();
+    c.mutate(&json!({"cmd": "requeue", "target": "dead", "filter": {"jids": ["expire-rneg"]}}))
+        .expect_ok();
     let got = c.fetch_job("default");
     assert_eq!(got["jid"], "expire-rneg");
     assert_eq!(got["failure"]["errtype"], "ReservationExpired");
@@ -131,7 +176,10 @@ fn failed_jobs_come_back_after_backoff_until_dead() {
         let got = wait_fetch(&mut c, "default", Duration::from_secs(10));
         let waited = failed.elapsed();
         // delay(c) = c^4 + 15 + rand(0..29)*(c+1) seconds, scaled: at least 150 ms (c=0) / 160 ms (c=1).
-        assert!(waited >= Duration::from_millis(140), "retry {attempt} came back after only {waited:?}");
+        assert!(
+            waited >= Duration::from_millis(140),
+            "retry {attempt} came back after only {waited:?}"
+        );
         let f = &got["failure"];
         assert_eq!(f["retry_count"], attempt, "{got}");
         assert_eq!(f["remaining"], 2 - attempt, "{got}");
@@ -139,15 +187,27 @@ fn failed_jobs_come_back_after_backoff_until_dead() {
         if attempt == 0 {
             failed_at_first = Some(f["failed_at"].clone());
         } else {
-            assert_eq!(Some(f["failed_at"].clone()), failed_at_first, "failed_at stays at the first failure");
+            assert_eq!(
+                Some(f["failed_at"].clone()),
+                failed_at_first,
+                "failed_at stays at the first failure"
+            );
         }
     }
     // Third failure: retry_count reaches retry -> dead, not retried.
-    c.fail(&json!({"jid": "backoff-1", "message": "final"})).expect_ok();
+    c.fail(&json!({"jid": "backoff-1", "message": "final"}))
+        .expect_ok();
     let info = c.info();
-    assert_eq!((set_size(&info, "retries"), set_size(&info, "dead")), (0, 1), "{info}");
+    assert_eq!(
+        (set_size(&info, "retries"), set_size(&info, "dead")),
+        (0, 1),
+        "{info}"
+    );
     thread::sleep(Duration::from_millis(600));
-    assert!(c.fetch("default").is_none(), "a dead job came back by itself");
+    assert!(
+        c.fetch("default").is_none(),
+        "a dead job came back by itself"
+    );
     let info = c.info();
     assert_eq!(info["faktory"]["total_failures"], 3);
     assert_eq!(info["faktory"]["total_processed"], 3);
@@ -168,17 +228,29 @@ fn reservations_expire_after_a_restart() {
     thread::sleep(Duration::from_millis(800));
     let s = Server::start_in(dir.path(), scaled());
     let mut c = s.conn();
-    let info = wait_info(&mut c, Duration::from_secs(5), "the overdue reservation to expire", |i| {
-        set_size(i, "working") == 1
-    });
+    let info = wait_info(
+        &mut c,
+        Duration::from_secs(5),
+        "the overdue reservation to expire",
+        |i| set_size(i, "working") == 1,
+    );
     assert_eq!(info["faktory"]["total_failures"], 1, "{info}");
-    let info = wait_info(&mut c, Duration::from_secs(15), "the second reservation to expire", |i| {
-        set_size(i, "working") == 0
-    });
+    let info = wait_info(
+        &mut c,
+        Duration::from_secs(15),
+        "the second reservation to expire",
+        |i| set_size(i, "working") == 0,
+    );
     assert_eq!(info["faktory"]["total_failures"], 2, "{info}");
     let mut seen = vec![
-        wait_fetch(&mut c, "default", Duration::from_secs(10))["jid"].as_str().unwrap().to_string(),
-        wait_fetch(&mut c, "default", Duration::from_secs(10))["jid"].as_str().unwrap().to_string(),
+        wait_fetch(&mut c, "default", Duration::from_secs(10))["jid"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        wait_fetch(&mut c, "default", Duration::from_secs(10))["jid"]
+            .as_str()
+            .unwrap()
+            .to_string(),
     ];
     seen.sort();
     assert_eq!(seen, ["restart-exp-1", "restart-exp-2"]);
@@ -196,5 +268,10 @@ fn heartbeat_loss_does_not_release_jobs_early() {
     let info = c.info();
     assert_eq!(set_size(&info, "working"), 1, "{info}");
     assert_eq!(info["faktory"]["total_failures"], 0, "{info}");
-    wait_info(&mut c, Duration::from_secs(10), "the reservation to expire", |i| set_size(i, "working") == 0);
+    wait_info(
+        &mut c,
+        Duration::from_secs(10),
+        "the reservation to expire",
+        |i| set_size(i, "working") == 0,
+    );
 }

@@ -44,7 +44,9 @@ fn parse_password_hi(line: &str) -> (u64, String) {
     assert!(
         !salt.is_empty()
             && salt.len() <= 16
-            && salt.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)),
+            && salt
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)),
         "salt must be 1-16 lowercase hex chars: {salt:?}"
     );
     (digits.parse().unwrap(), salt.to_string())
@@ -58,11 +60,18 @@ fn hi_with_password_carries_iterations_and_salt() {
         let mut c = Conn::connect(s.addr);
         let line = String::from_utf8(c.read_line().unwrap()).unwrap();
         let (i, salt) = parse_password_hi(&line);
-        assert!((4000..=8095).contains(&i), "iterations {i} outside [4000, 8095]");
+        assert!(
+            (4000..=8095).contains(&i),
+            "iterations {i} outside [4000, 8095]"
+        );
         salts.push(salt);
     }
     salts.dedup();
-    assert_eq!(salts.len(), 3, "every connection must get a fresh random salt: {salts:?}");
+    assert_eq!(
+        salts.len(),
+        3,
+        "every connection must get a fresh random salt: {salts:?}"
+    );
 }
 
 fn hello_with(c: &mut Conn, hello: Value) -> Reply {
@@ -77,7 +86,10 @@ fn hello_with_correct_password_is_accepted() {
     let hi = c.read_hi();
     let i = hi["i"].as_u64().unwrap();
     let salt = hi["s"].as_str().unwrap();
-    let r = hello_with(&mut c, json!({"v": 2, "pwdhash": pwdhash("correct horse", salt, i)}));
+    let r = hello_with(
+        &mut c,
+        json!({"v": 2, "pwdhash": pwdhash("correct horse", salt, i)}),
+    );
     assert_eq!(r.wire(), b"+OK\r\n");
     // The connection is usable afterwards.
     assert!(c.info()["server"].is_object());
@@ -147,7 +159,10 @@ fn legacy_hello_without_v_hashes_once() {
     // v < 2 is legacy too.
     let mut c = Conn::connect(s.addr);
     let hi = c.read_hi();
-    let r = hello_with(&mut c, json!({"v": 1, "pwdhash": pwdhash("pypass", hi["s"].as_str().unwrap(), 1)}));
+    let r = hello_with(
+        &mut c,
+        json!({"v": 1, "pwdhash": pwdhash("pypass", hi["s"].as_str().unwrap(), 1)}),
+    );
     assert_eq!(r.wire(), b"+OK\r\n");
 
     // Without "v", the advertised iteration count must NOT be used.
@@ -155,13 +170,19 @@ fn legacy_hello_without_v_hashes_once() {
     let hi = c.read_hi();
     let i = hi["i"].as_u64().unwrap();
     assert!(i > 1);
-    let r = hello_with(&mut c, json!({"pwdhash": pwdhash("pypass", hi["s"].as_str().unwrap(), i)}));
+    let r = hello_with(
+        &mut c,
+        json!({"pwdhash": pwdhash("pypass", hi["s"].as_str().unwrap(), i)}),
+    );
     assert_eq!(r.wire(), b"-ERR Invalid password\r\n");
 
     // With v:2 a single iteration is wrong.
     let mut c = Conn::connect(s.addr);
     let hi = c.read_hi();
-    let r = hello_with(&mut c, json!({"v": 2, "pwdhash": pwdhash("pypass", hi["s"].as_str().unwrap(), 1)}));
+    let r = hello_with(
+        &mut c,
+        json!({"v": 2, "pwdhash": pwdhash("pypass", hi["s"].as_str().unwrap(), 1)}),
+    );
     assert_eq!(r.wire(), b"-ERR Invalid password\r\n");
 }
 
@@ -179,7 +200,10 @@ fn pwdhash_ignored_without_server_password() {
     let s = Server::start_default();
     let mut c = Conn::connect(s.addr);
     c.read_hi();
-    let r = hello_with(&mut c, json!({"v": 2, "pwdhash": "deadbeef", "wid": "", "username": "u"}));
+    let r = hello_with(
+        &mut c,
+        json!({"v": 2, "pwdhash": "deadbeef", "wid": "", "username": "u"}),
+    );
     assert_eq!(r.wire(), b"+OK\r\n");
 }
 
@@ -230,14 +254,18 @@ fn handshake_timeout_drops_silent_client_without_blocking_others() {
     let mut silent = Conn::connect(s.addr);
     silent.read_hi();
     let mut never_reads = Conn::connect(s.addr); // does not even read the greeting
-    // Others are served while the silent clients hang around.
+                                                 // Others are served while the silent clients hang around.
     let t = Instant::now();
     let mut c = s.conn();
     let j = jid("busy");
     c.push_ok(&job(&j, "X"));
     assert_eq!(c.fetch_job("default")["jid"], j);
     c.ack(&j).expect_ok();
-    assert!(t.elapsed() < Duration::from_secs(2), "other connections were blocked: {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "other connections were blocked: {:?}",
+        t.elapsed()
+    );
     // The silent ones are dropped after the handshake timeout.
     silent.expect_closed(Duration::from_secs(5));
     let hi = never_reads.read_line().expect("greeting was sent");
@@ -257,7 +285,9 @@ fn push_fetch_ack_round_trip() {
     let s = Server::start(fast());
     let mut c = s.conn();
     let j = jid("rt");
-    c.send(&format!(r#"PUSH {{"jid":"{j}","jobtype":"Report","args":[7,"x"]}}"#));
+    c.send(&format!(
+        r#"PUSH {{"jid":"{j}","jobtype":"Report","args":[7,"x"]}}"#
+    ));
     assert_eq!(c.read_reply().unwrap().wire(), b"+OK\r\n");
 
     let info = c.info();
@@ -268,13 +298,19 @@ fn push_fetch_ack_round_trip() {
     assert_eq!(got["jid"], j);
     assert_eq!(got["jobtype"], "Report");
     assert_eq!(got["queue"], "default");
-    assert_eq!(got["retry"], 25, "retry defaults to 25 and is stored: {raw}");
+    assert_eq!(
+        got["retry"], 25,
+        "retry defaults to 25 and is stored: {raw}"
+    );
     assert_eq!(got["args"], json!([7, "x"]));
     let enq = parse_ts(got["enqueued_at"].as_str().expect("enqueued_at"));
     let created = parse_ts(got["created_at"].as_str().expect("created_at"));
     assert!(got["enqueued_at"].as_str().unwrap().ends_with('Z'));
     let now = chrono::Utc::now();
-    assert!((now - enq.to_utc()).num_seconds().abs() < 30, "enqueued_at {enq} far from now");
+    assert!(
+        (now - enq.to_utc()).num_seconds().abs() < 30,
+        "enqueued_at {enq} far from now"
+    );
     assert!(created <= enq);
     assert!(got.get("failure").is_none(), "{raw}");
 
@@ -303,8 +339,14 @@ fn args_and_custom_are_served_verbatim() {
     );
     assert_eq!(c.cmd(&line).wire(), b"+OK\r\n");
     let (raw, got) = c.fetch("vq").expect("job");
-    assert!(raw.contains(args), "args not verbatim.\n sent: {args}\n served: {raw}");
-    assert!(raw.contains(custom), "custom not verbatim.\n sent: {custom}\n served: {raw}");
+    assert!(
+        raw.contains(args),
+        "args not verbatim.\n sent: {args}\n served: {raw}"
+    );
+    assert!(
+        raw.contains(custom),
+        "custom not verbatim.\n sent: {custom}\n served: {raw}"
+    );
     assert_eq!(got["args"][1], "a b  c");
     assert_eq!(got["queue"], "vq");
     c.ack(&j).expect_ok();
@@ -317,7 +359,10 @@ fn unknown_top_level_fields_and_priority_are_not_served() {
     let j = jid("prio");
     c.push_ok(&json!({"jid": j, "jobtype": "P", "args": [], "priority": 5, "whatever": {"a": 1}}));
     let (raw, got) = c.fetch("default").expect("job");
-    assert!(got.get("priority").is_none() && got.get("whatever").is_none(), "{raw}");
+    assert!(
+        got.get("priority").is_none() && got.get("whatever").is_none(),
+        "{raw}"
+    );
     for k in ["jid", "queue", "jobtype", "args", "retry"] {
         assert!(got.get(k).is_some(), "served job lacks {k}: {raw}");
     }
@@ -336,7 +381,10 @@ fn explicit_fields_are_kept() {
     assert_eq!(got["retry"], 3);
     assert_eq!(got["reserve_for"], 600);
     assert_eq!(got["backtrace"], 7);
-    assert_eq!(parse_ts(got["created_at"].as_str().unwrap()), parse_ts("2024-01-02T03:04:05.678Z"));
+    assert_eq!(
+        parse_ts(got["created_at"].as_str().unwrap()),
+        parse_ts("2024-01-02T03:04:05.678Z")
+    );
 }
 
 #[test]
@@ -344,13 +392,34 @@ fn push_validation_errors_have_exact_texts() {
     let s = Server::start(fast());
     let mut c = s.conn();
     let cases: Vec<(String, &str)> = vec![
-        (r#"PUSH {"jid":"short","jobtype":"X","args":[]}"#.into(), "-ERR jobs must have a reasonable jid parameter"),
-        (r#"PUSH {"jobtype":"X","args":[]}"#.into(), "-ERR jobs must have a reasonable jid parameter"),
-        (r#"PUSH {"jid":"","jobtype":"","args":null}"#.into(), "-ERR jobs must have a reasonable jid parameter"),
-        (r#"PUSH {"jid":"valid-jid-1","jobtype":"","args":[]}"#.into(), "-ERR jobs must have a jobtype parameter"),
-        (r#"PUSH {"jid":"valid-jid-2","args":[]}"#.into(), "-ERR jobs must have a jobtype parameter"),
-        (r#"PUSH {"jid":"valid-jid-3","jobtype":"X"}"#.into(), "-ERR jobs must have an args parameter"),
-        (r#"PUSH {"jid":"valid-jid-4","jobtype":"X","args":null}"#.into(), "-ERR jobs must have an args parameter"),
+        (
+            r#"PUSH {"jid":"short","jobtype":"X","args":[]}"#.into(),
+            "-ERR jobs must have a reasonable jid parameter",
+        ),
+        (
+            r#"PUSH {"jobtype":"X","args":[]}"#.into(),
+            "-ERR jobs must have a reasonable jid parameter",
+        ),
+        (
+            r#"PUSH {"jid":"","jobtype":"","args":null}"#.into(),
+            "-ERR jobs must have a reasonable jid parameter",
+        ),
+        (
+            r#"PUSH {"jid":"valid-jid-1","jobtype":"","args":[]}"#.into(),
+            "-ERR jobs must have a jobtype parameter",
+        ),
+        (
+            r#"PUSH {"jid":"valid-jid-2","args":[]}"#.into(),
+            "-ERR jobs must have a jobtype parameter",
+        ),
+        (
+            r#"PUSH {"jid":"valid-jid-3","jobtype":"X"}"#.into(),
+            "-ERR jobs must have an args parameter",
+        ),
+        (
+            r#"PUSH {"jid":"valid-jid-4","jobtype":"X","args":null}"#.into(),
+            "-ERR jobs must have an args parameter",
+        ),
         (
             r#"PUSH {"jid":"valid-jid-5","jobtype":"X","args":[],"reserve_for":86401}"#.into(),
             "-ERR jobs cannot be reserved for more than one day",
@@ -368,11 +437,18 @@ fn push_validation_errors_have_exact_texts() {
     let r = c.cmd("PUSH {not json");
     assert!(r.expect_err().starts_with("ERR invalid JSON: "), "{r:?}");
     let r = c.cmd(r#"PUSH {"jid":"valid-jid-7","jobtype":"X","args":[],"at":"tomorrow"}"#);
-    assert!(r.expect_err().starts_with(r#"ERR invalid timestamp for 'at': "tomorrow": "#), "{r:?}");
+    assert!(
+        r.expect_err()
+            .starts_with(r#"ERR invalid timestamp for 'at': "tomorrow": "#),
+        "{r:?}"
+    );
     let r = c.cmd(r#"PUSH {"jid":"valid-jid-8","jobtype":"X","args":[],"reserve_for":"soon"}"#);
     assert!(r.expect_err().starts_with("ERR invalid JSON"), "{r:?}");
     let r = c.cmd(r#"PUSH {"jid":"valid-jid-9","jobtype":"X","args":"nope"}"#);
-    assert!(r.expect_err().starts_with("ERR "), "args must be an array: {r:?}");
+    assert!(
+        r.expect_err().starts_with("ERR "),
+        "args must be an array: {r:?}"
+    );
     let r = c.cmd(r#"PUSH ["valid-jid-10"]"#);
     assert!(r.expect_err().starts_with("ERR invalid JSON"), "{r:?}");
     // Nothing was stored by any of these.
@@ -381,7 +457,8 @@ fn push_validation_errors_have_exact_texts() {
     assert_eq!(set_size(&info, "scheduled"), 0);
     // The connection is still fine; JSON with spaces and extra leading whitespace is accepted.
     assert_eq!(
-        c.cmd(r#"PUSH   {"jid": "valid-jid-11", "jobtype": "X", "args": [1, 2]}"#).wire(),
+        c.cmd(r#"PUSH   {"jid": "valid-jid-11", "jobtype": "X", "args": [1, 2]}"#)
+            .wire(),
         b"+OK\r\n"
     );
 }
@@ -393,7 +470,11 @@ fn duplicate_jid_is_refused() {
     let j = jid("dup");
     c.push_ok(&job(&j, "X"));
     let r = c.push(&job(&j, "X"));
-    assert!(r.expect_err().starts_with(&format!("ERR duplicate jid {j}")), "{r:?}");
+    assert!(
+        r.expect_err()
+            .starts_with(&format!("ERR duplicate jid {j}")),
+        "{r:?}"
+    );
     let info = c.info();
     assert_eq!(queue_size(&info, "default"), Some(1));
     assert_eq!(c.fetch_job("default")["jid"], j);
@@ -407,7 +488,10 @@ fn pushb_reply_map() {
     let r = c.cmd(
         r#"PUSHB [{"jid":"a1b2c3d4e5","jobtype":"X","args":[]},{"jid":"f6g7h8i9j0","jobtype":"","args":[]}]"#,
     );
-    assert_eq!(r.wire_str(), "$51\r\n{\"f6g7h8i9j0\":\"jobs must have a jobtype parameter\"}\r\n");
+    assert_eq!(
+        r.wire_str(),
+        "$51\r\n{\"f6g7h8i9j0\":\"jobs must have a jobtype parameter\"}\r\n"
+    );
 
     let r = c.cmd(r#"PUSHB [{"jid":"b1b2c3d4e5","jobtype":"X","args":[1]}, {"jid": "b6g7h8i9j0", "jobtype": "Y", "args": [2], "queue": "other"}]"#);
     assert_eq!(r.wire(), b"$2\r\n{}\r\n");
@@ -427,7 +511,10 @@ fn pushb_reply_map() {
     while let Some((_, j)) = c.fetch("default other") {
         got.push(j["jid"].as_str().unwrap().to_string());
     }
-    assert_eq!(got, vec!["a1b2c3d4e5", "b1b2c3d4e5", "c1c2c3c4c5", "b6g7h8i9j0"]);
+    assert_eq!(
+        got,
+        vec!["a1b2c3d4e5", "b1b2c3d4e5", "c1c2c3c4c5", "b6g7h8i9j0"]
+    );
 
     let r = c.cmd("PUSHB {\"jid\":\"notanarray\"}");
     assert!(r.expect_err().starts_with("ERR invalid JSON"), "{r:?}");
@@ -439,16 +526,32 @@ fn pushb_reply_map() {
 fn fetch_respects_queue_order_and_fifo() {
     let s = Server::start(fast());
     let mut c = s.conn();
-    let push = |c: &mut Conn, q: &str, id: &str| c.push_ok(&json!({"jid": id, "jobtype": "O", "args": [], "queue": q}));
+    let push = |c: &mut Conn, q: &str, id: &str| {
+        c.push_ok(&json!({"jid": id, "jobtype": "O", "args": [], "queue": q}))
+    };
     push(&mut c, "low", "low-job-1");
     push(&mut c, "low", "low-job-2");
     push(&mut c, "high", "high-job-1");
     push(&mut c, "mid", "mid-job-1");
     push(&mut c, "high", "high-job-2");
     let order: Vec<String> = (0..5)
-        .map(|_| c.fetch_job("empty high mid low")["jid"].as_str().unwrap().to_string())
+        .map(|_| {
+            c.fetch_job("empty high mid low")["jid"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
-    assert_eq!(order, ["high-job-1", "high-job-2", "mid-job-1", "low-job-1", "low-job-2"]);
+    assert_eq!(
+        order,
+        [
+            "high-job-1",
+            "high-job-2",
+            "mid-job-1",
+            "low-job-1",
+            "low-job-2"
+        ]
+    );
     // A different order of the same queues.
     push(&mut c, "low", "low-job-3");
     push(&mut c, "high", "high-job-3");
@@ -464,8 +567,14 @@ fn fetch_on_empty_returns_null_after_fetch_timeout() {
     let r = c.cmd("FETCH nothing-here default");
     let el = t.elapsed();
     assert_eq!(r.wire(), b"$-1\r\n");
-    assert!(el >= Duration::from_millis(FAST_FETCH - 50), "returned too early: {el:?}");
-    assert!(el < Duration::from_millis(FAST_FETCH + 1700), "returned too late: {el:?}");
+    assert!(
+        el >= Duration::from_millis(FAST_FETCH - 50),
+        "returned too early: {el:?}"
+    );
+    assert!(
+        el < Duration::from_millis(FAST_FETCH + 1700),
+        "returned too late: {el:?}"
+    );
 }
 
 #[test]
@@ -475,7 +584,10 @@ fn fetch_default_timeout_is_about_two_seconds() {
     let t = Instant::now();
     assert_eq!(c.cmd("FETCH default").wire(), b"$-1\r\n");
     let el = t.elapsed();
-    assert!(el >= Duration::from_millis(1800) && el < Duration::from_millis(4500), "{el:?}");
+    assert!(
+        el >= Duration::from_millis(1800) && el < Duration::from_millis(4500),
+        "{el:?}"
+    );
 }
 
 #[test]
@@ -493,7 +605,10 @@ fn blocked_fetch_is_woken_by_push_from_another_connection() {
         let r = w.read_reply().expect("fetch reply");
         let el = t.elapsed();
         assert_eq!(r.json()["jid"], j);
-        assert!(el < Duration::from_millis(1500), "blocked FETCH woke only after {el:?}");
+        assert!(
+            el < Duration::from_millis(1500),
+            "blocked FETCH woke only after {el:?}"
+        );
         w.ack(&j).expect_ok();
     }
 }
@@ -509,7 +624,10 @@ fn ack_of_unknown_jid_is_ok_and_double_ack_is_ok() {
     c.ack(&j).expect_ok();
     c.ack(&j).expect_ok();
     let info = c.info();
-    assert_eq!(info["faktory"]["total_processed"], 1, "unknown/double ACK must not count: {info}");
+    assert_eq!(
+        info["faktory"]["total_processed"], 1,
+        "unknown/double ACK must not count: {info}"
+    );
     // An ACK of a job that is enqueued (never fetched) does not remove it.
     let j2 = jid("ack-enq");
     c.push_ok(&job(&j2, "A"));
@@ -532,7 +650,8 @@ fn push_fetch(c: &mut Conn, j: &Value, queue: &str) -> Value {
 }
 
 fn requeue_and_fetch(c: &mut Conn, set: &str, jid: &str, queue: &str) -> Value {
-    c.mutate(&json!({"cmd": "requeue", "target": set, "filter": {"jids": [jid]}})).expect_ok();
+    c.mutate(&json!({"cmd": "requeue", "target": set, "filter": {"jids": [jid]}}))
+        .expect_ok();
     let got = c.fetch_job(queue);
     assert_eq!(got["jid"], jid);
     got
@@ -543,8 +662,14 @@ fn fail_moves_job_to_retries_with_failure_info() {
     let s = Server::start(fast());
     let mut c = s.conn();
     let j = jid("fail");
-    push_fetch(&mut c, &json!({"jid": j, "jobtype": "F", "args": [1]}), "default");
-    let r = c.fail(&json!({"jid": j, "errtype": "RuntimeError", "message": "boom", "backtrace": ["l1", "l2"]}));
+    push_fetch(
+        &mut c,
+        &json!({"jid": j, "jobtype": "F", "args": [1]}),
+        "default",
+    );
+    let r = c.fail(
+        &json!({"jid": j, "errtype": "RuntimeError", "message": "boom", "backtrace": ["l1", "l2"]}),
+    );
     assert_eq!(r.wire(), b"+OK\r\n");
 
     let info = c.info();
@@ -566,7 +691,10 @@ fn fail_moves_job_to_retries_with_failure_info() {
     let failed_at = parse_ts(f["failed_at"].as_str().expect("failed_at"));
     let next_at = parse_ts(f["next_at"].as_str().expect("next_at"));
     let delay = (next_at - failed_at).num_milliseconds();
-    assert!((14_000..=46_000).contains(&delay), "first retry delay must be 15-44 s, got {delay} ms");
+    assert!(
+        (14_000..=46_000).contains(&delay),
+        "first retry delay must be 15-44 s, got {delay} ms"
+    );
     assert_eq!(got["args"], json!([1]));
     assert_eq!(set_size(&c.info(), "retries"), 0);
 }
@@ -605,18 +733,30 @@ fn fail_field_defaults_and_truncation() {
 fn fail_errors() {
     let s = Server::start(fast());
     let mut c = s.conn();
-    assert_eq!(c.cmd(r#"FAIL {"jid":"nope12345"}"#).wire_str(), "-ERR Job not found nope12345\r\n");
-    assert_eq!(c.cmd(r#"FAIL {"jid":""}"#).wire_str(), "-ERR missing JID\r\n");
+    assert_eq!(
+        c.cmd(r#"FAIL {"jid":"nope12345"}"#).wire_str(),
+        "-ERR Job not found nope12345\r\n"
+    );
+    assert_eq!(
+        c.cmd(r#"FAIL {"jid":""}"#).wire_str(),
+        "-ERR missing JID\r\n"
+    );
     let r = c.cmd(r#"FAIL {"jid":"nope12345","backtrace":"not-a-list"}"#);
     assert!(r.expect_err().starts_with("ERR invalid FAIL"), "{r:?}");
     // FAIL of an enqueued (not working) job is "not found" too and leaves it alone.
     let j = jid("enq");
     c.push_ok(&job(&j, "X"));
-    assert_eq!(c.fail(&json!({"jid": j})).wire_str(), format!("-ERR Job not found {j}\r\n"));
+    assert_eq!(
+        c.fail(&json!({"jid": j})).wire_str(),
+        format!("-ERR Job not found {j}\r\n")
+    );
     assert_eq!(c.fetch_job("default")["jid"], j);
     // FAIL after ACK is not found.
     c.ack(&j).expect_ok();
-    assert_eq!(c.fail(&json!({"jid": j})).wire_str(), format!("-ERR Job not found {j}\r\n"));
+    assert_eq!(
+        c.fail(&json!({"jid": j})).wire_str(),
+        format!("-ERR Job not found {j}\r\n")
+    );
     let info = c.info();
     assert_eq!(info["faktory"]["total_failures"], 0);
     assert_eq!(set_size(&info, "retries"), 0);
@@ -628,29 +768,53 @@ fn retry_policy_zero_negative_and_exhaustion() {
     let mut c = s.conn();
     // retry: 0 -> discarded on failure (but counted).
     let j0 = jid("r0");
-    push_fetch(&mut c, &json!({"jid": j0, "jobtype": "R", "args": [], "retry": 0}), "default");
+    push_fetch(
+        &mut c,
+        &json!({"jid": j0, "jobtype": "R", "args": [], "retry": 0}),
+        "default",
+    );
     c.fail(&json!({"jid": j0, "message": "x"})).expect_ok();
     let info = c.info();
-    assert_eq!((set_size(&info, "retries"), set_size(&info, "dead")), (0, 0), "{info}");
+    assert_eq!(
+        (set_size(&info, "retries"), set_size(&info, "dead")),
+        (0, 0),
+        "{info}"
+    );
     assert_eq!(info["faktory"]["total_failures"], 1);
 
     // retry: -1 -> dead at once.
     let jn = jid("rneg");
-    push_fetch(&mut c, &json!({"jid": jn, "jobtype": "R", "args": [], "retry": -1}), "default");
+    push_fetch(
+        &mut c,
+        &json!({"jid": jn, "jobtype": "R", "args": [], "retry": -1}),
+        "default",
+    );
     c.fail(&json!({"jid": jn})).expect_ok();
     let info = c.info();
-    assert_eq!((set_size(&info, "retries"), set_size(&info, "dead")), (0, 1), "{info}");
+    assert_eq!(
+        (set_size(&info, "retries"), set_size(&info, "dead")),
+        (0, 1),
+        "{info}"
+    );
 
     // retry: 1 -> first failure retries, second failure is death.
     let j1 = jid("r1");
-    push_fetch(&mut c, &json!({"jid": j1, "jobtype": "R", "args": [], "retry": 1}), "default");
+    push_fetch(
+        &mut c,
+        &json!({"jid": j1, "jobtype": "R", "args": [], "retry": 1}),
+        "default",
+    );
     c.fail(&json!({"jid": j1})).expect_ok();
     assert_eq!(set_size(&c.info(), "retries"), 1);
     let got = requeue_and_fetch(&mut c, "retries", &j1, "default");
     assert_eq!(got["failure"]["remaining"], 1);
     c.fail(&json!({"jid": j1})).expect_ok();
     let info = c.info();
-    assert_eq!((set_size(&info, "retries"), set_size(&info, "dead")), (0, 2), "{info}");
+    assert_eq!(
+        (set_size(&info, "retries"), set_size(&info, "dead")),
+        (0, 2),
+        "{info}"
+    );
     let got = requeue_and_fetch(&mut c, "dead", &j1, "default");
     assert_eq!(got["failure"]["retry_count"], 1);
     assert_eq!(got["failure"]["remaining"], 0);
@@ -669,13 +833,27 @@ fn retry_policy_zero_negative_and_exhaustion() {
 fn beat_unknown_worker_and_ok() {
     let s = Server::start(fast());
     let mut p = s.conn();
-    assert_eq!(p.cmd(r#"BEAT {"wid":"ghost"}"#).wire_str(), "-ERR unknown worker ghost\r\n");
+    assert_eq!(
+        p.cmd(r#"BEAT {"wid":"ghost"}"#).wire_str(),
+        "-ERR unknown worker ghost\r\n"
+    );
     let mut w = s.worker("wid-beat-1");
     assert_eq!(w.cmd(r#"BEAT {"wid":"wid-beat-1"}"#).wire(), b"+OK\r\n");
-    assert_eq!(w.cmd(r#"BEAT {"wid": "wid-beat-1", "rss_kb": 54176}"#).wire(), b"+OK\r\n");
+    assert_eq!(
+        w.cmd(r#"BEAT {"wid": "wid-beat-1", "rss_kb": 54176}"#)
+            .wire(),
+        b"+OK\r\n"
+    );
     // The registry is looked up by the wid in the payload, from any connection.
-    assert_eq!(p.cmd(r#"BEAT {"wid":"wid-beat-1","current_state":""}"#).wire(), b"+OK\r\n");
-    assert!(p.cmd("BEAT not-json").expect_err().starts_with("ERR invalid BEAT"));
+    assert_eq!(
+        p.cmd(r#"BEAT {"wid":"wid-beat-1","current_state":""}"#)
+            .wire(),
+        b"+OK\r\n"
+    );
+    assert!(p
+        .cmd("BEAT not-json")
+        .expect_err()
+        .starts_with("ERR invalid BEAT"));
     // When the worker's last connection closes, it is forgotten.
     w.send("END");
     w.expect_closed(Duration::from_secs(5));
@@ -695,11 +873,15 @@ fn beat_state_changes_and_quiet_worker_gets_no_jobs() {
     let j = jid("quiet");
     p.push_ok(&job(&j, "Q"));
     assert_eq!(
-        w.cmd(r#"BEAT {"wid":"wid-quiet-1","current_state":"quiet"}"#).wire(),
+        w.cmd(r#"BEAT {"wid":"wid-quiet-1","current_state":"quiet"}"#)
+            .wire(),
         b"$17\r\n{\"state\":\"quiet\"}\r\n"
     );
     // Plain BEATs now report quiet too.
-    assert_eq!(w.cmd(r#"BEAT {"wid":"wid-quiet-1"}"#).wire(), b"$17\r\n{\"state\":\"quiet\"}\r\n");
+    assert_eq!(
+        w.cmd(r#"BEAT {"wid":"wid-quiet-1"}"#).wire(),
+        b"$17\r\n{\"state\":\"quiet\"}\r\n"
+    );
     // A quiet worker gets nothing even though a job is waiting.
     let t = Instant::now();
     assert_eq!(w.cmd("FETCH default").wire(), b"$-1\r\n");
@@ -710,11 +892,13 @@ fn beat_state_changes_and_quiet_worker_gets_no_jobs() {
     assert_eq!(w2.cmd("FETCH default").wire(), b"$-1\r\n");
     // quiet -> terminate; never backwards.
     assert_eq!(
-        w.cmd(r#"BEAT {"wid":"wid-quiet-1","current_state":"terminate"}"#).wire(),
+        w.cmd(r#"BEAT {"wid":"wid-quiet-1","current_state":"terminate"}"#)
+            .wire(),
         b"$21\r\n{\"state\":\"terminate\"}\r\n"
     );
     assert_eq!(
-        w.cmd(r#"BEAT {"wid":"wid-quiet-1","current_state":"quiet"}"#).wire(),
+        w.cmd(r#"BEAT {"wid":"wid-quiet-1","current_state":"quiet"}"#)
+            .wire(),
         b"$21\r\n{\"state\":\"terminate\"}\r\n"
     );
     assert_eq!(w.cmd("FETCH default").wire(), b"$-1\r\n");
@@ -732,7 +916,11 @@ fn push_scheduled(c: &mut Conn, id: &str, jobtype: &str, args: Value) {
 
 fn sets(c: &mut Conn) -> (u64, u64, u64) {
     let i = c.info();
-    (set_size(&i, "scheduled"), set_size(&i, "retries"), set_size(&i, "dead"))
+    (
+        set_size(&i, "scheduled"),
+        set_size(&i, "retries"),
+        set_size(&i, "dead"),
+    )
 }
 
 fn drain(c: &mut Conn, queues: &str) -> Vec<String> {
@@ -752,27 +940,37 @@ fn mutate_kill_requeue_discard_clear_by_jids() {
         push_scheduled(&mut c, id, "Alpha", json!([]));
     }
     assert_eq!(sets(&mut c), (4, 0, 0));
-    assert!(c.fetch("mq").is_none(), "scheduled jobs must not be fetchable");
+    assert!(
+        c.fetch("mq").is_none(),
+        "scheduled jobs must not be fetchable"
+    );
 
-    c.mutate(&json!({"cmd":"kill","target":"scheduled","filter":{"jids":["sched-001","sched-002"]}}))
-        .expect_ok();
+    c.mutate(
+        &json!({"cmd":"kill","target":"scheduled","filter":{"jids":["sched-001","sched-002"]}}),
+    )
+    .expect_ok();
     assert_eq!(sets(&mut c), (2, 0, 2));
 
-    c.mutate(&json!({"cmd":"requeue","target":"scheduled","filter":{"jids":["sched-003"]}})).expect_ok();
+    c.mutate(&json!({"cmd":"requeue","target":"scheduled","filter":{"jids":["sched-003"]}}))
+        .expect_ok();
     assert_eq!(sets(&mut c), (1, 0, 2));
     assert_eq!(drain(&mut c, "mq"), ["sched-003"]);
 
-    c.mutate(&json!({"cmd":"discard","target":"scheduled","filter":{"jids":["sched-004"]}})).expect_ok();
+    c.mutate(&json!({"cmd":"discard","target":"scheduled","filter":{"jids":["sched-004"]}}))
+        .expect_ok();
     assert_eq!(sets(&mut c), (0, 0, 2));
 
-    c.mutate(&json!({"cmd":"requeue","target":"dead","filter":{"jids":["sched-002"]}})).expect_ok();
+    c.mutate(&json!({"cmd":"requeue","target":"dead","filter":{"jids":["sched-002"]}}))
+        .expect_ok();
     assert_eq!(sets(&mut c), (0, 0, 1));
     assert_eq!(drain(&mut c, "mq"), ["sched-002"]);
 
     // Unknown jids are fine.
-    c.mutate(&json!({"cmd":"kill","target":"retries","filter":{"jids":["no-such-jid"]}})).expect_ok();
+    c.mutate(&json!({"cmd":"kill","target":"retries","filter":{"jids":["no-such-jid"]}}))
+        .expect_ok();
 
-    c.mutate(&json!({"cmd":"clear","target":"dead"})).expect_ok();
+    c.mutate(&json!({"cmd":"clear","target":"dead"}))
+        .expect_ok();
     assert_eq!(sets(&mut c), (0, 0, 0));
     assert!(c.fetch("mq").is_none());
 }
@@ -786,17 +984,21 @@ fn mutate_filters_by_jobtype_and_pattern() {
     push_scheduled(&mut c, "type-b-2", "Beta", json!(["needle-xyz"]));
     push_scheduled(&mut c, "type-c-1", "Gamma", json!(["needle-xyz"]));
 
-    c.mutate(&json!({"cmd":"requeue","target":"scheduled","filter":{"jobtype":"Beta"}})).expect_ok();
+    c.mutate(&json!({"cmd":"requeue","target":"scheduled","filter":{"jobtype":"Beta"}}))
+        .expect_ok();
     assert_eq!(sets(&mut c).0, 2);
     assert_eq!(drain(&mut c, "mq"), ["type-b-1", "type-b-2"]);
 
-    c.mutate(&json!({"cmd":"kill","target":"scheduled","filter":{"regexp":"*needle-xyz*"}})).expect_ok();
+    c.mutate(&json!({"cmd":"kill","target":"scheduled","filter":{"regexp":"*needle-xyz*"}}))
+        .expect_ok();
     assert_eq!(sets(&mut c), (1, 0, 1));
 
     // discard without a filter object = clear.
-    c.mutate(&json!({"cmd":"discard","target":"scheduled"})).expect_ok();
+    c.mutate(&json!({"cmd":"discard","target":"scheduled"}))
+        .expect_ok();
     assert_eq!(sets(&mut c), (0, 0, 1));
-    c.mutate(&json!({"cmd":"requeue","target":"dead","filter":{"jobtype":"Gamma"}})).expect_ok();
+    c.mutate(&json!({"cmd":"requeue","target":"dead","filter":{"jobtype":"Gamma"}}))
+        .expect_ok();
     assert_eq!(drain(&mut c, "mq"), ["type-c-1"]);
     assert_eq!(sets(&mut c), (0, 0, 0));
 }
@@ -813,7 +1015,8 @@ fn mutate_accepts_json_with_spaces() {
     );
     assert_eq!(drain(&mut c, "mq"), ["spaced-001"]);
     assert_eq!(
-        c.cmd(r#"MUTATE {"cmd": "clear", "target": "scheduled"}"#).wire(),
+        c.cmd(r#"MUTATE {"cmd": "clear", "target": "scheduled"}"#)
+            .wire(),
         b"+OK\r\n"
     );
     assert_eq!(sets(&mut c), (0, 0, 0));
@@ -830,7 +1033,8 @@ fn mutate_on_retries() {
         c.fail(&json!({"jid": j, "message": "m"})).expect_ok();
     }
     assert_eq!(sets(&mut c), (0, 2, 0));
-    c.mutate(&json!({"cmd":"kill","target":"retries","filter":{"jids":[a]}})).expect_ok();
+    c.mutate(&json!({"cmd":"kill","target":"retries","filter":{"jids":[a]}}))
+        .expect_ok();
     assert_eq!(sets(&mut c), (0, 1, 1));
     let got = requeue_and_fetch(&mut c, "retries", &b, "default");
     assert_eq!(got["failure"]["message"], "m", "requeue keeps the failure");
@@ -845,11 +1049,13 @@ fn mutate_errors() {
     let s = Server::start(fast());
     let mut c = s.conn();
     assert_eq!(
-        c.cmd(r#"MUTATE {"cmd":"clear","target":"bogus"}"#).wire_str(),
+        c.cmd(r#"MUTATE {"cmd":"clear","target":"bogus"}"#)
+            .wire_str(),
         "-ERR invalid target for mutation command\r\n"
     );
     assert_eq!(
-        c.cmd(r#"MUTATE {"cmd":"explode","target":"dead"}"#).wire_str(),
+        c.cmd(r#"MUTATE {"cmd":"explode","target":"dead"}"#)
+            .wire_str(),
         "-ERR unknown mutate operation\r\n"
     );
     assert!(c.cmd("MUTATE {nope").expect_err().starts_with("ERR "));
@@ -908,13 +1114,22 @@ fn queue_remove() {
     let s = Server::start(fast());
     let mut c = s.conn();
     for i in 0..3 {
-        c.push_ok(&json!({"jid": format!("rm-job-{i}"), "jobtype": "R", "args": [], "queue": "doomed"}));
+        c.push_ok(
+            &json!({"jid": format!("rm-job-{i}"), "jobtype": "R", "args": [], "queue": "doomed"}),
+        );
     }
     c.push_ok(&json!({"jid": "keep-job-1", "jobtype": "R", "args": [], "queue": "kept"}));
     assert_eq!(queue_size(&c.info(), "doomed"), Some(3));
-    assert_eq!(c.cmd("QUEUE REMOVE doomed unknown-queue").wire(), b"+OK\r\n");
+    assert_eq!(
+        c.cmd("QUEUE REMOVE doomed unknown-queue").wire(),
+        b"+OK\r\n"
+    );
     let info = c.info();
-    assert_eq!(queue_size(&info, "doomed"), None, "removed queue still listed: {info}");
+    assert_eq!(
+        queue_size(&info, "doomed"),
+        None,
+        "removed queue still listed: {info}"
+    );
     assert_eq!(queue_size(&info, "kept"), Some(1));
     assert_eq!(info["faktory"]["total_enqueued"], 1);
     assert!(c.fetch("doomed").is_none());
@@ -937,14 +1152,19 @@ fn queue_latency_and_errors() {
     thread::sleep(Duration::from_millis(400));
     let r = c.cmd("QUEUE LATENCY lat nothing");
     let m = r.json();
-    let lat = m["lat"].as_f64().unwrap_or_else(|| panic!("latency not a number: {r:?}"));
+    let lat = m["lat"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("latency not a number: {r:?}"));
     assert!((0.3..30.0).contains(&lat), "latency {lat}");
     assert_eq!(m["nothing"].as_f64(), Some(0.0));
     assert_eq!(
         c.cmd("QUEUE LATENCY *").wire_str(),
         "-ERR QUEUE LATENCY does not support wildcards\r\n"
     );
-    assert_eq!(c.cmd("QUEUE UNPAUSE x").wire_str(), "-ERR no such QUEUE subcommand: UNPAUSE\r\n");
+    assert_eq!(
+        c.cmd("QUEUE UNPAUSE x").wire_str(),
+        "-ERR no such QUEUE subcommand: UNPAUSE\r\n"
+    );
     assert!(c.cmd("QUEUE").expect_err().starts_with("ERR"));
     assert!(c.cmd("QUEUE PAUSE").expect_err().starts_with("ERR"));
     c.cmd("INFO").json();
@@ -960,7 +1180,8 @@ fn assert_u64(v: &Value, path: &str) -> u64 {
     for k in path.split('.') {
         cur = &cur[k];
     }
-    cur.as_u64().unwrap_or_else(|| panic!("INFO {path} must be an unsigned integer: {v}"))
+    cur.as_u64()
+        .unwrap_or_else(|| panic!("INFO {path} must be an unsigned integer: {v}"))
 }
 
 #[test]
@@ -999,12 +1220,18 @@ fn info_has_the_full_shape() {
     }
     let sum: u64 = queues.values().map(|v| v.as_u64().unwrap()).sum();
     assert_eq!(assert_u64(&info, "faktory.total_enqueued"), sum);
-    assert_eq!(assert_u64(&info, "faktory.total_queues"), queues.len() as u64);
+    assert_eq!(
+        assert_u64(&info, "faktory.total_queues"),
+        queues.len() as u64
+    );
     for set in ["dead", "retries", "scheduled", "working"] {
         assert_u64(&info, &format!("faktory.sets.{set}"));
     }
     assert_eq!(set_size(&info, "scheduled"), 1);
-    assert!(f["tasks"].is_object(), "faktory.tasks must be present: {info}");
+    assert!(
+        f["tasks"].is_object(),
+        "faktory.tasks must be present: {info}"
+    );
     assert_u64(&info, "faktory.total_failures");
     assert_u64(&info, "faktory.total_processed");
 
@@ -1014,12 +1241,17 @@ fn info_has_the_full_shape() {
     let core = v.split(['-', '+']).next().unwrap();
     let parts: Vec<&str> = core.split('.').collect();
     assert!(
-        parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())),
+        parts.len() == 3
+            && parts
+                .iter()
+                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())),
         "faktory_version must be semver X.Y.Z: {v:?}"
     );
     assert_u64(&info, "server.uptime");
     assert!(assert_u64(&info, "server.connections") >= 2);
-    assert!(assert_u64(&info, "server.command_count") > assert_u64(&before, "server.command_count"));
+    assert!(
+        assert_u64(&info, "server.command_count") > assert_u64(&before, "server.command_count")
+    );
     assert_u64(&info, "server.used_memory_mb");
 }
 
@@ -1042,7 +1274,10 @@ fn end_closes_without_reply() {
 fn unknown_commands() {
     let s = Server::start(fast());
     let mut c = s.conn();
-    assert_eq!(c.cmd(r#"push {"jid":"x"}"#).wire_str(), "-ERR unknown command push\r\n");
+    assert_eq!(
+        c.cmd(r#"push {"jid":"x"}"#).wire_str(),
+        "-ERR unknown command push\r\n"
+    );
     assert_eq!(c.cmd("PING").wire_str(), "-ERR unknown command PING\r\n");
     assert_eq!(c.cmd("info").wire_str(), "-ERR unknown command info\r\n");
     let r = c.cmd("");
@@ -1059,7 +1294,11 @@ fn flush_deletes_everything() {
     c.push_ok(&json!({"jid": "flush-s-1", "jobtype": "F", "args": [], "at": rfc3339_in(600.0)}));
     push_fetch(&mut c, &job("flush-r-1", "F"), "default");
     c.fail(&json!({"jid": "flush-r-1"})).expect_ok();
-    push_fetch(&mut c, &json!({"jid": "flush-d-1", "jobtype": "F", "args": [], "retry": -1}), "default");
+    push_fetch(
+        &mut c,
+        &json!({"jid": "flush-d-1", "jobtype": "F", "args": [], "retry": -1}),
+        "default",
+    );
     c.fail(&json!({"jid": "flush-d-1"})).expect_ok();
     push_fetch(&mut c, &job("flush-w-1", "F"), "default");
     let info = c.info();
@@ -1071,13 +1310,20 @@ fn flush_deletes_everything() {
 
     assert_eq!(c.cmd("FLUSH").wire(), b"+OK\r\n");
     let info = c.info();
-    assert_eq!(["scheduled", "retries", "dead", "working"].map(|k| set_size(&info, k)), [0; 4], "{info}");
+    assert_eq!(
+        ["scheduled", "retries", "dead", "working"].map(|k| set_size(&info, k)),
+        [0; 4],
+        "{info}"
+    );
     assert_eq!(info["faktory"]["total_enqueued"], 0);
     assert_eq!(info["faktory"]["total_processed"], 0);
     assert_eq!(info["faktory"]["total_failures"], 0);
     assert!(c.fetch("fq default").is_none());
     // The flushed reservation is gone too.
-    assert_eq!(c.fail(&json!({"jid": "flush-w-1"})).wire_str(), "-ERR Job not found flush-w-1\r\n");
+    assert_eq!(
+        c.fail(&json!({"jid": "flush-w-1"})).wire_str(),
+        "-ERR Job not found flush-w-1\r\n"
+    );
     // All jids are free again.
     c.push_ok(&json!({"jid": "flush-q-1", "jobtype": "F", "args": [], "queue": "fq"}));
     assert_eq!(c.fetch_job("fq")["jid"], "flush-q-1");
@@ -1098,15 +1344,28 @@ fn scheduled_job_becomes_fetchable_when_due() {
     assert_eq!(set_size(&info, "scheduled"), 1);
     assert_eq!(queue_size(&info, "sq").unwrap_or(0), 0);
     assert!(c.fetch("sq").is_none(), "fetched before it was due");
-    let got = wait_for(Duration::from_secs(6), Duration::from_millis(10), || c.fetch("sq").map(|x| x.1))
-        .expect("scheduled job never became fetchable");
+    let got = wait_for(Duration::from_secs(6), Duration::from_millis(10), || {
+        c.fetch("sq").map(|x| x.1)
+    })
+    .expect("scheduled job never became fetchable");
     let now = chrono::Utc::now();
     let due = parse_ts(&at).to_utc();
-    assert!(now >= due, "served {} ms before its at", (due - now).num_milliseconds());
-    assert!((now - due).num_milliseconds() < 3000, "promotion lag too large");
+    assert!(
+        now >= due,
+        "served {} ms before its at",
+        (due - now).num_milliseconds()
+    );
+    assert!(
+        (now - due).num_milliseconds() < 3000,
+        "promotion lag too large"
+    );
     assert_eq!(got["jid"], j);
     assert_eq!(got["queue"], "sq");
-    let enq = parse_ts(got["enqueued_at"].as_str().expect("enqueued_at set on promotion"));
+    let enq = parse_ts(
+        got["enqueued_at"]
+            .as_str()
+            .expect("enqueued_at set on promotion"),
+    );
     assert!(enq.to_utc() >= due - chrono::Duration::milliseconds(5));
     assert!(got["at"].is_string(), "at is kept after promotion");
     assert_eq!(set_size(&c.info(), "scheduled"), 0);
@@ -1140,15 +1399,28 @@ fn data_survives_sigkill_and_restart() {
     for i in 0..5 {
         c.push_ok(&json!({"jid": format!("durable-{i}"), "jobtype": "D", "args": [i, "x y"], "queue": "durable"}));
     }
-    push_fetch(&mut c, &json!({"jid": "working-1", "jobtype": "D", "args": [], "queue": "work"}), "work");
-    push_fetch(&mut c, &json!({"jid": "working-2", "jobtype": "D", "args": [], "queue": "work"}), "work");
-    push_fetch(&mut c, &json!({"jid": "acked-one", "jobtype": "D", "args": [], "queue": "work"}), "work");
+    push_fetch(
+        &mut c,
+        &json!({"jid": "working-1", "jobtype": "D", "args": [], "queue": "work"}),
+        "work",
+    );
+    push_fetch(
+        &mut c,
+        &json!({"jid": "working-2", "jobtype": "D", "args": [], "queue": "work"}),
+        "work",
+    );
+    push_fetch(
+        &mut c,
+        &json!({"jid": "acked-one", "jobtype": "D", "args": [], "queue": "work"}),
+        "work",
+    );
     c.ack("acked-one").expect_ok();
     c.push_ok(&json!({"jid": "paused-1", "jobtype": "D", "args": [], "queue": "pausedq"}));
     c.cmd("QUEUE PAUSE pausedq").expect_ok();
     c.push_ok(&json!({"jid": "sched-one", "jobtype": "D", "args": [], "at": rfc3339_in(3600.0)}));
     push_fetch(&mut c, &job("retry-one", "D"), "default");
-    c.fail(&json!({"jid": "retry-one", "message": "before crash"})).expect_ok();
+    c.fail(&json!({"jid": "retry-one", "message": "before crash"}))
+        .expect_ok();
     let before = c.info();
     drop(c);
 
@@ -1161,8 +1433,14 @@ fn data_survives_sigkill_and_restart() {
     assert_eq!(set_size(&info, "working"), 2, "{info}");
     assert_eq!(set_size(&info, "scheduled"), 1, "{info}");
     assert_eq!(set_size(&info, "retries"), 1, "{info}");
-    assert_eq!(info["faktory"]["total_processed"], before["faktory"]["total_processed"]);
-    assert_eq!(info["faktory"]["total_failures"], before["faktory"]["total_failures"]);
+    assert_eq!(
+        info["faktory"]["total_processed"],
+        before["faktory"]["total_processed"]
+    );
+    assert_eq!(
+        info["faktory"]["total_failures"],
+        before["faktory"]["total_failures"]
+    );
 
     // FIFO order and payloads survive.
     for i in 0..5 {
@@ -1175,9 +1453,15 @@ fn data_survives_sigkill_and_restart() {
     // ...but their reservations survived: ACK and FAIL find them.
     c.ack("working-1").expect_ok();
     assert_eq!(c.fail(&json!({"jid": "working-2"})).wire(), b"+OK\r\n");
-    assert_eq!(c.fail(&json!({"jid": "acked-one"})).wire_str(), "-ERR Job not found acked-one\r\n");
+    assert_eq!(
+        c.fail(&json!({"jid": "acked-one"})).wire_str(),
+        "-ERR Job not found acked-one\r\n"
+    );
     // The pause survived.
-    assert!(c.fetch("pausedq").is_none(), "queue was unpaused by the restart");
+    assert!(
+        c.fetch("pausedq").is_none(),
+        "queue was unpaused by the restart"
+    );
     c.cmd("QUEUE RESUME pausedq").expect_ok();
     assert_eq!(c.fetch_job("pausedq")["jid"], "paused-1");
     // The failure record survived.
@@ -1196,8 +1480,16 @@ fn sigterm_shuts_down_gracefully() {
     w.send("FETCH empty-queue");
     let t = Instant::now();
     let st = s.terminate(Duration::from_secs(10));
-    assert!(st.success(), "werk exited with {st} after SIGTERM; log:\n{}", s.log());
-    assert!(t.elapsed() < Duration::from_secs(8), "shutdown took {:?}", t.elapsed());
+    assert!(
+        st.success(),
+        "werk exited with {st} after SIGTERM; log:\n{}",
+        s.log()
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "shutdown took {:?}",
+        t.elapsed()
+    );
     let s = Server::start_in(dir.path(), ServerOpts::new());
     assert_eq!(s.conn().fetch_job("default")["jid"], "graceful-1");
 }
@@ -1221,7 +1513,10 @@ fn overlong_line_is_refused_and_only_that_connection_closed() {
     c.push_ok(&json!({"jid": "short-enough", "jobtype": "L", "args": [pad]}));
     // Over the limit: -ERR, then close.
     let pad = "q".repeat(3000);
-    c.send(&format!("PUSH {}", json!({"jid": "too-long-1", "jobtype": "L", "args": [pad]})));
+    c.send(&format!(
+        "PUSH {}",
+        json!({"jid": "too-long-1", "jobtype": "L", "args": [pad]})
+    ));
     let r = c.read_reply().expect("an error reply before the close");
     assert!(r.expect_err().starts_with("ERR "), "{r:?}");
     c.expect_closed(Duration::from_secs(5));
@@ -1279,19 +1574,27 @@ fn unterminated_overlong_line_is_cut_at_the_limit() {
     let mut c = s.conn();
     // 8 KiB without a newline: the server must not wait for the end of the line.
     c.send_bytes(format!("PUSH {{\"jid\":\"{}", "z".repeat(8192)).as_bytes());
-    let r = c.read_reply().expect("an error reply without waiting for a newline");
+    let r = c
+        .read_reply()
+        .expect("an error reply without waiting for a newline");
     assert!(r.expect_err().starts_with("ERR "), "{r:?}");
     c.expect_closed(Duration::from_secs(5));
     // The limit applies during the handshake too.
     let mut h = Conn::connect(s.addr);
     h.read_hi();
-    h.send(&format!("HELLO {}", json!({"v": 2, "hostname": "h".repeat(4000)})));
+    h.send(&format!(
+        "HELLO {}",
+        json!({"v": 2, "hostname": "h".repeat(4000)})
+    ));
     let mut buf = Vec::new();
     match h.read_reply() {
         Ok(Reply::Error(_)) | Err(_) => {}
         Ok(other) => buf.push(format!("{other:?}")),
     }
-    assert!(buf.is_empty(), "an overlong HELLO must not be accepted: {buf:?}");
+    assert!(
+        buf.is_empty(),
+        "an overlong HELLO must not be accepted: {buf:?}"
+    );
 }
 
 #[test]
@@ -1300,7 +1603,10 @@ fn pipelined_commands_are_answered_in_order() {
     let mut c = s.conn();
     let mut batch = String::new();
     for i in 0..20 {
-        batch.push_str(&format!("PUSH {}\r\n", json!({"jid": format!("pipe-job-{i:02}"), "jobtype": "P", "args": [i]})));
+        batch.push_str(&format!(
+            "PUSH {}\r\n",
+            json!({"jid": format!("pipe-job-{i:02}"), "jobtype": "P", "args": [i]})
+        ));
     }
     batch.push_str("FETCH default\r\nINFO\r\n");
     c.send_bytes(batch.as_bytes());
@@ -1308,7 +1614,10 @@ fn pipelined_commands_are_answered_in_order() {
         c.read_reply().unwrap().expect_ok();
     }
     assert_eq!(c.read_reply().unwrap().json()["jid"], "pipe-job-00");
-    assert_eq!(c.read_reply().unwrap().json()["faktory"]["total_enqueued"], 19);
+    assert_eq!(
+        c.read_reply().unwrap().json()["faktory"]["total_enqueued"],
+        19
+    );
 }
 
 #[test]
@@ -1317,7 +1626,10 @@ fn error_messages_never_contain_cr_or_lf() {
     let mut c = s.conn();
     c.send_bytes(b"PU\rSH x\r\n");
     let r = c.read_reply().expect("reply");
-    assert!(!r.expect_err().contains(['\r', '\n']), "CR in an error line breaks RESP framing: {r:?}");
+    assert!(
+        !r.expect_err().contains(['\r', '\n']),
+        "CR in an error line breaks RESP framing: {r:?}"
+    );
     // A JSON error whose message would quote the input.
     c.send_bytes(b"QUEUE PA\rUSE x\r\n");
     let r = c.read_reply().expect("reply");
@@ -1330,7 +1642,9 @@ fn large_job_round_trips() {
     let s = Server::start(fast());
     let mut c = s.conn();
     let big = "ü€".repeat(200_000); // ~1 MiB of multi-byte UTF-8
-    c.push_ok(&json!({"jid": "large-job-1", "jobtype": "Big", "args": [big, "\u{1F600}", "\u{0000}"]}));
+    c.push_ok(
+        &json!({"jid": "large-job-1", "jobtype": "Big", "args": [big, "\u{1F600}", "\u{0000}"]}),
+    );
     let (raw, got) = c.fetch("default").expect("job");
     assert!(raw.len() > 1_000_000);
     assert_eq!(got["args"][0].as_str().map(str::len), Some(big.len()));
@@ -1361,10 +1675,14 @@ fn one_job_goes_to_exactly_one_of_two_blocked_fetchers() {
     a.send("FETCH compete");
     b.send("FETCH compete");
     thread::sleep(Duration::from_millis(200));
-    s.conn().push_ok(&json!({"jid": "compete-job-1", "jobtype": "C", "args": [], "queue": "compete"}));
+    s.conn()
+        .push_ok(&json!({"jid": "compete-job-1", "jobtype": "C", "args": [], "queue": "compete"}));
     let ra = a.read_reply().unwrap();
     let rb = b.read_reply().unwrap();
-    let got: Vec<&Reply> = [&ra, &rb].into_iter().filter(|r| matches!(r, Reply::Bulk(_))).collect();
+    let got: Vec<&Reply> = [&ra, &rb]
+        .into_iter()
+        .filter(|r| matches!(r, Reply::Bulk(_)))
+        .collect();
     assert_eq!(got.len(), 1, "one job, two deliveries? a={ra:?} b={rb:?}");
     assert_eq!(got[0].json()["jid"], "compete-job-1");
 }
@@ -1399,18 +1717,38 @@ fn ack_and_fail_do_not_touch_jobs_that_are_not_working() {
     push_fetch(&mut c, &job("guard-retry-1", "G"), "default");
     c.fail(&json!({"jid": "guard-retry-1"})).expect_ok();
     c.ack("guard-retry-1").expect_ok(); // compatibility: +OK ...
-    assert_eq!(c.fail(&json!({"jid": "guard-retry-1"})).wire_str(), "-ERR Job not found guard-retry-1\r\n");
+    assert_eq!(
+        c.fail(&json!({"jid": "guard-retry-1"})).wire_str(),
+        "-ERR Job not found guard-retry-1\r\n"
+    );
     // A scheduled job.
-    c.push_ok(&json!({"jid": "guard-sched-1", "jobtype": "G", "args": [], "at": rfc3339_in(600.0)}));
+    c.push_ok(
+        &json!({"jid": "guard-sched-1", "jobtype": "G", "args": [], "at": rfc3339_in(600.0)}),
+    );
     c.ack("guard-sched-1").expect_ok();
     // A dead job.
-    push_fetch(&mut c, &json!({"jid": "guard-dead-1", "jobtype": "G", "args": [], "retry": -1}), "default");
+    push_fetch(
+        &mut c,
+        &json!({"jid": "guard-dead-1", "jobtype": "G", "args": [], "retry": -1}),
+        "default",
+    );
     c.fail(&json!({"jid": "guard-dead-1"})).expect_ok();
     c.ack("guard-dead-1").expect_ok();
     // ... but nothing moved.
     let info = c.info();
-    assert_eq!((set_size(&info, "retries"), set_size(&info, "scheduled"), set_size(&info, "dead")), (1, 1, 1), "{info}");
-    assert_eq!(info["faktory"]["total_processed"], 2, "ACKs of non-working jobs must not count: {info}");
+    assert_eq!(
+        (
+            set_size(&info, "retries"),
+            set_size(&info, "scheduled"),
+            set_size(&info, "dead")
+        ),
+        (1, 1, 1),
+        "{info}"
+    );
+    assert_eq!(
+        info["faktory"]["total_processed"], 2,
+        "ACKs of non-working jobs must not count: {info}"
+    );
 }
 
 #[test]
@@ -1419,15 +1757,30 @@ fn duplicate_jids_across_states_and_within_pushb() {
     let mut c = s.conn();
     // Working, retry, scheduled, dead: all refuse a second job with the same jid.
     push_fetch(&mut c, &job("dupe-working", "D"), "default");
-    assert!(c.push(&job("dupe-working", "D")).expect_err().starts_with("ERR duplicate jid"));
+    assert!(c
+        .push(&job("dupe-working", "D"))
+        .expect_err()
+        .starts_with("ERR duplicate jid"));
     c.fail(&json!({"jid": "dupe-working"})).expect_ok();
-    assert!(c.push(&job("dupe-working", "D")).expect_err().starts_with("ERR duplicate jid"));
+    assert!(c
+        .push(&job("dupe-working", "D"))
+        .expect_err()
+        .starts_with("ERR duplicate jid"));
     c.push_ok(&json!({"jid": "dupe-sched", "jobtype": "D", "args": [], "at": rfc3339_in(600.0)}));
-    assert!(c.push(&job("dupe-sched", "D")).expect_err().starts_with("ERR duplicate jid"));
+    assert!(c
+        .push(&job("dupe-sched", "D"))
+        .expect_err()
+        .starts_with("ERR duplicate jid"));
     // Inside one PUSHB.
     let r = c.cmd(r#"PUSHB [{"jid":"dupe-bulk-1","jobtype":"D","args":[]},{"jid":"dupe-bulk-1","jobtype":"D","args":[]}]"#);
     let m = r.json();
-    assert!(m["dupe-bulk-1"].as_str().unwrap_or("").starts_with("duplicate jid"), "{r:?}");
+    assert!(
+        m["dupe-bulk-1"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("duplicate jid"),
+        "{r:?}"
+    );
     assert_eq!(queue_size(&c.info(), "default"), Some(1));
     // After the ACK a jid is free again.
     let j = c.fetch_job("default");
@@ -1440,7 +1793,10 @@ fn scheduled_job_with_bad_queue_is_refused_at_push() {
     let s = Server::start(fast());
     let mut c = s.conn();
     let r = c.push(&json!({"jid": "sched-badq-1", "jobtype": "S", "args": [], "at": rfc3339_in(60.0), "queue": "no spaces"}));
-    assert_eq!(r.wire_str(), "-ERR cannot get \"no spaces\" queue: queue names must match \\A[a-zA-Z0-9._-]+\\z\r\n");
+    assert_eq!(
+        r.wire_str(),
+        "-ERR cannot get \"no spaces\" queue: queue names must match \\A[a-zA-Z0-9._-]+\\z\r\n"
+    );
     assert_eq!(set_size(&c.info(), "scheduled"), 0);
 }
 
@@ -1512,7 +1868,10 @@ fn missing_password_file_refuses_to_start() {
         .stdin(std::process::Stdio::null())
         .output()
         .expect("run werk");
-    assert!(!out.status.success(), "werk must not start (without auth!) when its password file is missing");
+    assert!(
+        !out.status.success(),
+        "werk must not start (without auth!) when its password file is missing"
+    );
     assert!(
         !String::from_utf8_lossy(&out.stdout).contains("werk listening on"),
         "werk announced it is listening without its password"
@@ -1525,12 +1884,25 @@ fn faktory_password_env_naming_a_file() {
     let pw_file = dir.path().join("secret");
     std::fs::write(&pw_file, "from-file  \n").unwrap();
     // FAKTORY_PASSWORD=/path: the password is read from that file.
-    let s = Server::start_in(dir.path(), ServerOpts::new().password_env(pw_file.to_str().unwrap()));
+    let s = Server::start_in(
+        dir.path(),
+        ServerOpts::new().password_env(pw_file.to_str().unwrap()),
+    );
     let mut c = Conn::connect(s.addr);
     let hi = c.read_hi();
-    let (salt, i) = (hi["s"].as_str().expect("password configured").to_string(), hi["i"].as_u64().unwrap());
-    c.send(&format!("HELLO {}", json!({"v": 2, "pwdhash": pwdhash("from-file", &salt, i)})));
-    assert_eq!(c.read_reply().unwrap().wire(), b"+OK\r\n", "password is the file's content, trailing whitespace trimmed");
+    let (salt, i) = (
+        hi["s"].as_str().expect("password configured").to_string(),
+        hi["i"].as_u64().unwrap(),
+    );
+    c.send(&format!(
+        "HELLO {}",
+        json!({"v": 2, "pwdhash": pwdhash("from-file", &salt, i)})
+    ));
+    assert_eq!(
+        c.read_reply().unwrap().wire(),
+        b"+OK\r\n",
+        "password is the file's content, trailing whitespace trimmed"
+    );
 }
 
 #[test]
@@ -1539,7 +1911,9 @@ fn binary_garbage_and_non_utf8_lines() {
     // A TLS ClientHello on the plaintext port: closed without reply.
     let mut t = Conn::connect(s.addr);
     t.read_hi();
-    t.send_bytes(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03, b'\n']);
+    t.send_bytes(&[
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03, b'\n',
+    ]);
     t.expect_closed(Duration::from_secs(5));
     // Non-UTF-8 bytes in a command after the handshake: an error, and the connection lives on.
     let mut c = s.conn();
@@ -1567,7 +1941,11 @@ fn flush_is_durable_across_restart() {
     let info = c.info();
     assert_eq!(info["faktory"]["total_enqueued"], 0, "{info}");
     c.push_ok(&job("flushed-job-2", "F"));
-    assert_eq!(c.fetch_job("default")["jid"], "flushed-job-2", "pause should be gone after FLUSH");
+    assert_eq!(
+        c.fetch_job("default")["jid"],
+        "flushed-job-2",
+        "pause should be gone after FLUSH"
+    );
 }
 
 #[test]
@@ -1575,20 +1953,31 @@ fn scheduled_job_due_during_downtime_is_promoted_after_restart() {
     let dir = tempfile::tempdir().unwrap();
     let opts = fast().scan_interval_ms(100);
     let mut s = Server::start_in(dir.path(), opts.clone());
-    s.conn().push_ok(&json!({"jid": "downtime-job-1", "jobtype": "S", "args": [], "at": rfc3339_in(0.5)}));
+    s.conn().push_ok(
+        &json!({"jid": "downtime-job-1", "jobtype": "S", "args": [], "at": rfc3339_in(0.5)}),
+    );
     s.kill();
     thread::sleep(Duration::from_millis(800));
     let s = Server::start_in(dir.path(), opts);
     let mut c = s.conn();
-    let got = wait_for(Duration::from_secs(5), Duration::from_millis(20), || c.fetch("default").map(|x| x.1));
-    assert_eq!(got.expect("promoted after restart")["jid"], "downtime-job-1");
+    let got = wait_for(Duration::from_secs(5), Duration::from_millis(20), || {
+        c.fetch("default").map(|x| x.1)
+    });
+    assert_eq!(
+        got.expect("promoted after restart")["jid"],
+        "downtime-job-1"
+    );
 }
 
 #[test]
 fn queue_remove_leaves_working_jobs_alone() {
     let s = Server::start(fast());
     let mut c = s.conn();
-    push_fetch(&mut c, &json!({"jid": "rm-working-1", "jobtype": "R", "args": [], "queue": "rmw"}), "rmw");
+    push_fetch(
+        &mut c,
+        &json!({"jid": "rm-working-1", "jobtype": "R", "args": [], "queue": "rmw"}),
+        "rmw",
+    );
     c.push_ok(&json!({"jid": "rm-waiting-1", "jobtype": "R", "args": [], "queue": "rmw"}));
     c.cmd("QUEUE REMOVE rmw").expect_ok();
     let info = c.info();
@@ -1613,7 +2002,9 @@ fn racing_ack_and_fail_leave_exactly_one_outcome() {
     let acker = thread::spawn(move || {
         let mut a = Conn::connect(addr);
         a.handshake(None, None);
-        (0..N).map(|i| a.ack(&format!("race-af-{i:04}")).is_ok()).collect::<Vec<bool>>()
+        (0..N)
+            .map(|i| a.ack(&format!("race-af-{i:04}")).is_ok())
+            .collect::<Vec<bool>>()
     });
     let failer = thread::spawn(move || {
         let mut f = Conn::connect(addr);
@@ -1635,9 +2026,16 @@ fn racing_ack_and_fail_leave_exactly_one_outcome() {
     let failed = fails.iter().filter(|&&f| f).count() as u64;
     let info = c.info();
     assert_eq!(set_size(&info, "working"), 0, "{info}");
-    assert_eq!(set_size(&info, "retries"), failed, "every FAIL +OK is exactly one retry: {info}");
+    assert_eq!(
+        set_size(&info, "retries"),
+        failed,
+        "every FAIL +OK is exactly one retry: {info}"
+    );
     assert_eq!(info["faktory"]["total_failures"], failed);
-    assert_eq!(info["faktory"]["total_processed"], N as u64, "each job is processed exactly once: {info}");
+    assert_eq!(
+        info["faktory"]["total_processed"], N as u64,
+        "each job is processed exactly once: {info}"
+    );
 }
 
 #[test]
@@ -1647,20 +2045,30 @@ fn requeue_racing_the_scheduler_makes_no_copies() {
     const N: usize = 60;
     for i in 0..N {
         let at = rfc3339_in(0.3 + (i as f64) * 0.01);
-        c.push_ok(&json!({"jid": format!("race-sched-{i:04}"), "jobtype": "R", "args": [], "at": at}));
+        c.push_ok(
+            &json!({"jid": format!("race-sched-{i:04}"), "jobtype": "R", "args": [], "at": at}),
+        );
     }
     let t = Instant::now();
     while t.elapsed() < Duration::from_millis(1200) {
-        c.mutate(&json!({"cmd": "requeue", "target": "scheduled"})).expect_ok();
+        c.mutate(&json!({"cmd": "requeue", "target": "scheduled"}))
+            .expect_ok();
         thread::sleep(Duration::from_millis(5));
     }
     let mut seen = std::collections::HashMap::<String, u32>::new();
     while let Some((_, j)) = c.fetch("default") {
-        *seen.entry(j["jid"].as_str().unwrap().to_string()).or_default() += 1;
+        *seen
+            .entry(j["jid"].as_str().unwrap().to_string())
+            .or_default() += 1;
     }
     let dups: Vec<_> = seen.iter().filter(|(_, &n)| n > 1).collect();
     assert!(dups.is_empty(), "copies: {dups:?}");
-    assert_eq!(seen.len(), N, "jobs lost: only {} of {N} delivered", seen.len());
+    assert_eq!(
+        seen.len(),
+        N,
+        "jobs lost: only {} of {N} delivered",
+        seen.len()
+    );
     assert_eq!(set_size(&c.info(), "scheduled"), 0);
 }
 
@@ -1680,7 +2088,11 @@ fn sigterm_answers_blocked_fetch_and_refuses_further_commands() {
         Ok(Reply::Null) | Ok(Reply::Error(_)) | Err(_) => {}
         Ok(other) => panic!("blocked FETCH during shutdown: {other:?}"),
     }
-    assert!(t.elapsed() < Duration::from_secs(3), "FETCH held the shutdown for {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "FETCH held the shutdown for {:?}",
+        t.elapsed()
+    );
     // Any further command is refused or finds the connection closed; never a success reply.
     match idle.try_cmd("INFO") {
         Ok(Reply::Error(e)) => assert_eq!(e, "ERR shutdown in progress"),

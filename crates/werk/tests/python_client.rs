@@ -31,8 +31,12 @@ fn scripts_dir() -> PathBuf {
 
 /// Run a command with a wall-clock limit; panics on spawn failure or timeout.
 fn run_limited(cmd: &mut Command, limit: Duration, what: &str) -> Output {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{what}: cannot start {cmd:?}: {e}"));
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: cannot start {cmd:?}: {e}"));
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
     let t_out = thread::spawn(move || {
@@ -61,14 +65,21 @@ fn run_limited(cmd: &mut Command, limit: Duration, what: &str) -> Output {
         }
         thread::sleep(Duration::from_millis(20));
     };
-    Output { status, stdout: t_out.join().unwrap_or_default(), stderr: t_err.join().unwrap_or_default() }
+    Output {
+        status,
+        stdout: t_out.join().unwrap_or_default(),
+        stderr: t_err.join().unwrap_or_default(),
+    }
 }
 
 fn venv_is_valid(dir: &Path) -> bool {
     let py = dir.join("bin").join("python");
     py.exists()
         && Command::new(&py)
-            .args(["-c", "import faktory, sys; sys.exit(0 if faktory.__version__ == '1.0.0' else 1)"])
+            .args([
+                "-c",
+                "import faktory, sys; sys.exit(0 if faktory.__version__ == '1.0.0' else 1)",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -84,7 +95,10 @@ fn build_venv() -> PathBuf {
         return final_dir;
     }
     let python = std::env::var("WERK_TEST_PYTHON").unwrap_or_else(|_| "python3".to_string());
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     let tmp = base.join(format!("{VENV_NAME}.tmp-{}-{nanos}", std::process::id()));
     // Remove the private build directory if anything below fails (or after a lost race).
     struct Cleanup(PathBuf);
@@ -108,7 +122,15 @@ fn build_venv() -> PathBuf {
     );
     let out = run_limited(
         Command::new(tmp.join("bin").join("python"))
-            .args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--quiet", PKG])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--no-input",
+                "--quiet",
+                PKG,
+            ])
             .env("PIP_NO_INPUT", "1"),
         Duration::from_secs(400),
         "pip install",
@@ -120,7 +142,10 @@ fn build_venv() -> PathBuf {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(venv_is_valid(&tmp), "{PKG} installed but cannot be imported");
+    assert!(
+        venv_is_valid(&tmp),
+        "{PKG} installed but cannot be imported"
+    );
 
     // Publish atomically. Someone else may have won the race with an equally good venv.
     if fs::rename(&tmp, &final_dir).is_err() {
@@ -131,7 +156,11 @@ fn build_venv() -> PathBuf {
             fs::rename(&tmp, &final_dir).expect("publish venv");
         }
     }
-    assert!(venv_is_valid(&final_dir), "venv at {} is not usable", final_dir.display());
+    assert!(
+        venv_is_valid(&final_dir),
+        "venv at {} is not usable",
+        final_dir.display()
+    );
     final_dir
 }
 
@@ -152,18 +181,33 @@ struct PyRun {
 fn run_script(script: &str, args: &[&str]) -> PyRun {
     let py = python();
     let out = run_limited(
-        Command::new(&py).arg(scripts_dir().join(script)).args(args).env("PYTHONUNBUFFERED", "1"),
+        Command::new(&py)
+            .arg(scripts_dir().join(script))
+            .args(args)
+            .env("PYTHONUNBUFFERED", "1"),
         Duration::from_secs(90),
         script,
     );
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let last = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_else(|| {
-        panic!("{script} printed nothing (exit {}); stderr:\n{stderr}", out.status)
+    let last = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_else(|| {
+            panic!(
+                "{script} printed nothing (exit {}); stderr:\n{stderr}",
+                out.status
+            )
+        });
+    let out_json: Value = serde_json::from_str(last).unwrap_or_else(|e| {
+        panic!("{script} output is not JSON ({e}): {stdout}\nstderr:\n{stderr}")
     });
-    let out_json: Value = serde_json::from_str(last)
-        .unwrap_or_else(|e| panic!("{script} output is not JSON ({e}): {stdout}\nstderr:\n{stderr}"));
-    PyRun { code: out.status.code().unwrap_or(-1), out: out_json, stderr }
+    PyRun {
+        code: out.status.code().unwrap_or(-1),
+        out: out_json,
+        stderr,
+    }
 }
 
 fn fast() -> ServerOpts {
@@ -174,7 +218,11 @@ fn fast() -> ServerOpts {
 fn python_producer_pushes_jobs() {
     let s = Server::start(fast());
     let r = run_script("producer.py", &[&s.url(), "pyq", "3"]);
-    assert_eq!(r.code, 0, "producer failed: {}\nstderr:\n{}", r.out, r.stderr);
+    assert_eq!(
+        r.code, 0,
+        "producer failed: {}\nstderr:\n{}",
+        r.out, r.stderr
+    );
     let jids: Vec<String> = serde_json::from_value(r.out["jids"].clone()).unwrap();
     assert_eq!(jids.len(), 3);
     assert_eq!(r.out["ok"], json!([true, true, true]));
@@ -189,9 +237,15 @@ fn python_producer_pushes_jobs() {
         assert_eq!(job["retry"], 5, "the python client sends retry=5: {raw}");
         // json.dumps output is kept byte for byte (spaces, the big integer).
         let args = format!(r#"[{i}, "x y  z", 12345678901234567890, {{"k": "v w"}}]"#);
-        assert!(raw.contains(&args), "args not verbatim.\n expected {args}\n served {raw}");
+        assert!(
+            raw.contains(&args),
+            "args not verbatim.\n expected {args}\n served {raw}"
+        );
         assert_eq!(job["custom"], json!({"origin": "python", "n": i}));
-        assert!(job.get("priority").is_none(), "priority must be dropped: {raw}");
+        assert!(
+            job.get("priority").is_none(),
+            "priority must be dropped: {raw}"
+        );
         c.ack(jid).expect_ok();
     }
 }
@@ -207,14 +261,24 @@ fn python_worker_processes_and_acks() {
     assert_eq!(r.code, 0, "worker failed: {}\nstderr:\n{}", r.out, r.stderr);
     let mut processed: Vec<Value> = r.out["processed"].as_array().unwrap().clone();
     processed.sort_by_key(|v| v[0].as_i64());
-    assert_eq!(processed, vec![json!([0, 0]), json!([1, 10]), json!([2, 20])]);
+    assert_eq!(
+        processed,
+        vec![json!([0, 0]), json!([1, 10]), json!([2, 20])]
+    );
     assert_eq!(r.out["failed"], json!([]));
-    assert_eq!(r.out["beat"], "OK", "BEAT from the python worker (JSON with spaces) must be +OK");
+    assert_eq!(
+        r.out["beat"], "OK",
+        "BEAT from the python worker (JSON with spaces) must be +OK"
+    );
 
     let info = c.info();
     assert_eq!(info["faktory"]["total_processed"], 3, "{info}");
     assert_eq!(info["faktory"]["total_failures"], 0, "{info}");
-    assert_eq!(set_size(&info, "working"), 0, "python ACKs were not applied: {info}");
+    assert_eq!(
+        set_size(&info, "working"),
+        0,
+        "python ACKs were not applied: {info}"
+    );
     assert_eq!(queue_size(&info, "pyw"), Some(0));
 }
 
@@ -222,7 +286,9 @@ fn python_worker_processes_and_acks() {
 fn python_worker_failure_lands_in_retries() {
     let s = Server::start(fast());
     let mut c = s.conn();
-    c.push_ok(&json!({"jid": "py-boom-job-1", "jobtype": "py_boom", "args": ["a b"], "queue": "pyf"}));
+    c.push_ok(
+        &json!({"jid": "py-boom-job-1", "jobtype": "py_boom", "args": ["a b"], "queue": "pyf"}),
+    );
     c.push_ok(&json!({"jid": "py-fine-job-1", "jobtype": "py_add", "args": [41], "queue": "pyf"}));
     let r = run_script("worker.py", &[&s.url(), "pyf", "2", "30"]);
     assert_eq!(r.code, 0, "worker failed: {}\nstderr:\n{}", r.out, r.stderr);
@@ -235,8 +301,10 @@ fn python_worker_failure_lands_in_retries() {
     assert_eq!(info["faktory"]["total_failures"], 1);
     assert_eq!(info["faktory"]["total_processed"], 2);
 
-    c.mutate(&json!({"cmd": "requeue", "target": "retries", "filter": {"jids": ["py-boom-job-1"]}}))
-        .expect_ok();
+    c.mutate(
+        &json!({"cmd": "requeue", "target": "retries", "filter": {"jids": ["py-boom-job-1"]}}),
+    )
+    .expect_ok();
     let job = c.fetch_job("pyf");
     assert_eq!(job["jid"], "py-boom-job-1");
     assert_eq!(job["failure"]["errtype"], "ValueError");
@@ -249,15 +317,27 @@ fn python_password_auth() {
     let s = Server::start(fast().password_env("py-secret"));
     // Right password (single-iteration hash, no "v" in HELLO).
     let r = run_script("producer.py", &[&s.url(), "pya", "1"]);
-    assert_eq!(r.code, 0, "producer with the right password failed: {}\nstderr:\n{}", r.out, r.stderr);
+    assert_eq!(
+        r.code, 0,
+        "producer with the right password failed: {}\nstderr:\n{}",
+        r.out, r.stderr
+    );
     // Wrong password: the client recognises "Invalid password".
     let bad = format!("tcp://:not-it@{}", s.addr);
     let r = run_script("producer.py", &[&bad, "pya", "1"]);
-    assert_eq!(r.code, 3, "wrong password must raise FaktoryAuthenticationError: {}\n{}", r.out, r.stderr);
+    assert_eq!(
+        r.code, 3,
+        "wrong password must raise FaktoryAuthenticationError: {}\n{}",
+        r.out, r.stderr
+    );
     assert_eq!(r.out["error"], "auth");
     // The worker authenticates too and consumes the job.
     let r = run_script("worker.py", &[&s.url(), "pya", "1", "30"]);
-    assert_eq!(r.code, 0, "worker with password failed: {}\nstderr:\n{}", r.out, r.stderr);
+    assert_eq!(
+        r.code, 0,
+        "worker with password failed: {}\nstderr:\n{}",
+        r.out, r.stderr
+    );
     assert_eq!(r.out["processed"].as_array().map(Vec::len), Some(1));
     let info = s.conn().info();
     assert_eq!(info["faktory"]["total_processed"], 1, "{info}");

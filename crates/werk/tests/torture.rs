@@ -7,14 +7,28 @@ use std::process::Command;
 #[test]
 fn torture_twenty_kill_rounds_lose_nothing() {
     let out = Command::new(env!("CARGO_BIN_EXE_werk"))
-        .args(["torture", "--rounds", "20", "--max-secs", "240", "--drain-timeout-secs", "120"])
+        .args([
+            "torture",
+            "--rounds",
+            "20",
+            "--max-secs",
+            "240",
+            "--drain-timeout-secs",
+            "120",
+        ])
         .output()
         .expect("run werk torture");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
-    assert!(out.status.success(), "werk torture failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "werk torture failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("lost 0, resurrected 0"), "{stdout}");
     assert!(stdout.contains("rounds 20, kills 20"), "{stdout}");
-    assert!(stdout.lines().any(|l| l == "5 passed, 0 failed"), "{stdout}");
+    assert!(
+        stdout.lines().any(|l| l == "5 passed, 0 failed"),
+        "{stdout}"
+    );
 }

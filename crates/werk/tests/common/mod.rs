@@ -96,7 +96,10 @@ impl Server {
 
     /// Starts a server in a fresh temporary directory (owned by the returned value).
     pub fn start(opts: ServerOpts) -> Server {
-        let tmp = tempfile::Builder::new().prefix("werk-e2e-").tempdir().expect("tempdir");
+        let tmp = tempfile::Builder::new()
+            .prefix("werk-e2e-")
+            .tempdir()
+            .expect("tempdir");
         let mut s = Server::start_in(tmp.path(), opts);
         s._tmp = Some(tmp);
         s
@@ -136,7 +139,9 @@ impl Server {
                 cmd.arg("--password-file").arg(&pw_file);
             }
         }
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot spawn {WERK}: {e}"));
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn {WERK}: {e}"));
 
         // Read stdout on a thread: the first line announces the port; later lines (there should
         // be none) are drained so the child can never block on a full pipe.
@@ -175,7 +180,10 @@ impl Server {
                 if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
                     break l;
                 }
-                panic!("werk exited at startup with {st}; log:\n{}", tail(&log_path, 80));
+                panic!(
+                    "werk exited at startup with {st}; log:\n{}",
+                    tail(&log_path, 80)
+                );
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
@@ -193,8 +201,16 @@ impl Server {
         let addr: SocketAddr = rest
             .parse()
             .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"));
-        assert_eq!(addr.ip().to_string(), "127.0.0.1", "listening line: {line:?}");
-        assert_ne!(addr.port(), 0, "listening line must name the real port: {line:?}");
+        assert_eq!(
+            addr.ip().to_string(),
+            "127.0.0.1",
+            "listening line: {line:?}"
+        );
+        assert_ne!(
+            addr.port(),
+            0,
+            "listening line must name the real port: {line:?}"
+        );
 
         Server {
             child: Some(child),
@@ -391,7 +407,10 @@ impl Conn {
         s.set_write_timeout(Some(READ_TIMEOUT))?;
         s.set_nodelay(true)?;
         let w = s.try_clone()?;
-        Ok(Conn { r: BufReader::new(s), w })
+        Ok(Conn {
+            r: BufReader::new(s),
+            w,
+        })
     }
 
     pub fn set_read_timeout(&mut self, d: Duration) {
@@ -417,7 +436,8 @@ impl Conn {
     #[track_caller]
     pub fn handshake(&mut self, password: Option<&str>, wid: Option<&str>) {
         let hi = self.read_hi();
-        let mut hello = json!({"hostname": "e2e-test", "pid": std::process::id(), "labels": ["e2e"], "v": 2});
+        let mut hello =
+            json!({"hostname": "e2e-test", "pid": std::process::id(), "labels": ["e2e"], "v": 2});
         if let Some(w) = wid {
             hello["wid"] = json!(w);
         }
@@ -437,7 +457,9 @@ impl Conn {
         let r = self.read_reply().expect("reading HI");
         match r {
             Reply::Simple(s) => {
-                let j = s.strip_prefix("HI ").unwrap_or_else(|| panic!("not a HI: {s:?}"));
+                let j = s
+                    .strip_prefix("HI ")
+                    .unwrap_or_else(|| panic!("not a HI: {s:?}"));
                 serde_json::from_str(j).unwrap_or_else(|e| panic!("HI JSON {j:?}: {e}"))
             }
             other => panic!("expected +HI, got {other:?}"),
@@ -447,7 +469,8 @@ impl Conn {
     /// Send one line terminated by CRLF.
     #[track_caller]
     pub fn send(&mut self, line: &str) {
-        self.try_send(line).unwrap_or_else(|e| panic!("send {line:?}: {e}"));
+        self.try_send(line)
+            .unwrap_or_else(|e| panic!("send {line:?}: {e}"));
     }
 
     pub fn try_send(&mut self, line: &str) -> io::Result<()> {
@@ -468,7 +491,8 @@ impl Conn {
     /// Send a command and read its reply; panics on I/O errors.
     #[track_caller]
     pub fn cmd(&mut self, line: &str) -> Reply {
-        self.try_cmd(line).unwrap_or_else(|e| panic!("command {}: {e}", abbrev(line)))
+        self.try_cmd(line)
+            .unwrap_or_else(|e| panic!("command {}: {e}", abbrev(line)))
     }
 
     pub fn try_cmd(&mut self, line: &str) -> io::Result<Reply> {
@@ -482,12 +506,18 @@ impl Conn {
         let mut buf = Vec::new();
         let n = self.r.read_until(b'\n', &mut buf)?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed by server"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed by server",
+            ));
         }
         if !buf.ends_with(b"\r\n") {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("reply line not terminated by CRLF: {:?}", String::from_utf8_lossy(&buf)),
+                format!(
+                    "reply line not terminated by CRLF: {:?}",
+                    String::from_utf8_lossy(&buf)
+                ),
             ));
         }
         buf.truncate(buf.len() - 2);
@@ -503,12 +533,16 @@ impl Conn {
         match kind {
             b'+' => Ok(Reply::Simple(text)),
             b'-' => Ok(Reply::Error(text)),
-            b':' => Ok(Reply::Int(text.parse().map_err(|_| bad("bad integer reply"))?)),
+            b':' => Ok(Reply::Int(
+                text.parse().map_err(|_| bad("bad integer reply"))?,
+            )),
             b'$' => {
                 if text == "-1" {
                     return Ok(Reply::Null);
                 }
-                let n: usize = text.parse().map_err(|_| bad(&format!("bad bulk length {text:?}")))?;
+                let n: usize = text
+                    .parse()
+                    .map_err(|_| bad(&format!("bad bulk length {text:?}")))?;
                 let mut payload = vec![0u8; n + 2];
                 self.r.read_exact(&mut payload)?;
                 if !payload.ends_with(b"\r\n") {
@@ -538,7 +572,12 @@ impl Conn {
                 "expected the server to close the connection, but it sent {:?}",
                 String::from_utf8_lossy(&buf[..n])
             ),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 panic!("server did not close the connection within {within:?}")
             }
             Err(_) => start.elapsed(), // reset
@@ -571,7 +610,9 @@ impl Conn {
     /// FETCH that must return a job.
     #[track_caller]
     pub fn fetch_job(&mut self, queues: &str) -> Value {
-        self.fetch(queues).unwrap_or_else(|| panic!("FETCH {queues} returned no job")).1
+        self.fetch(queues)
+            .unwrap_or_else(|| panic!("FETCH {queues} returned no job"))
+            .1
     }
 
     #[track_caller]
@@ -613,7 +654,10 @@ pub fn pwdhash(password: &str, salt: &str, iterations: u64) -> String {
 pub fn jid(prefix: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     let n = N.fetch_add(1, Ordering::SeqCst);
-    let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     format!("{prefix}-{}-{n}-{t:08x}", std::process::id())
 }
 
@@ -636,7 +680,11 @@ pub fn queue_size(info: &Value, q: &str) -> Option<u64> {
 }
 
 /// Poll `f` every `every` until it returns Some or `timeout` passes.
-pub fn wait_for<T>(timeout: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+pub fn wait_for<T>(
+    timeout: Duration,
+    every: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
@@ -663,8 +711,79 @@ pub fn parse_ts(s: &str) -> chrono::DateTime<chrono::FixedOffset> {
 
 fn abbrev(s: &str) -> String {
     if s.len() > 120 {
-        format!("{}… ({} bytes)", &s[..s.char_indices().nth(100).map(|(i, _)| i).unwrap_or(s.len())], s.len())
+        format!(
+            "{}… ({} bytes)",
+            &s[..s.char_indices().nth(100).map(|(i, _)| i).unwrap_or(s.len())],
+            s.len()
+        )
     } else {
         s.to_string()
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for the failure-mode suites (hostile.rs, full_disk.rs, damaged_data.rs)
+// ---------------------------------------------------------------------------------------------
+
+impl Conn {
+    /// The underlying socket (for socket options, non-blocking probes, shutdown).
+    pub fn stream(&self) -> &TcpStream {
+        &self.w
+    }
+
+    /// Close abruptly: SO_LINGER 0, so the kernel sends RST instead of FIN.
+    pub fn reset(self) {
+        set_linger_zero(&self.w);
+        drop(self);
+    }
+}
+
+/// SO_LINGER {on, 0}: closing the socket then sends RST.
+pub fn set_linger_zero(s: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on a socket we own, with a correctly sized struct.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &l as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setsockopt(SO_LINGER): {}",
+        io::Error::last_os_error()
+    );
+}
+
+/// Number of open file descriptors of a process (None if /proc cannot tell).
+pub fn open_fds(pid: i32) -> Option<usize> {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()
+        .map(|d| d.count())
+}
+
+/// INFO `server.connections`.
+#[track_caller]
+pub fn info_connections(info: &Value) -> u64 {
+    info["server"]["connections"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("INFO server.connections missing: {info}"))
+}
+
+/// Median and maximum of a list of durations (zero for an empty list).
+pub fn median_max(v: &[Duration]) -> (Duration, Duration) {
+    let mut s = v.to_vec();
+    s.sort();
+    if s.is_empty() {
+        return (Duration::ZERO, Duration::ZERO);
+    }
+    (s[s.len() / 2], s[s.len() - 1])
 }
