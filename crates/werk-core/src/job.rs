@@ -37,17 +37,37 @@ pub struct Job {
     pub queue: String,
     #[serde(default, deserialize_with = "null_as_empty")]
     pub jobtype: String,
-    #[serde(default, deserialize_with = "null_as_empty", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub created_at: String,
-    #[serde(default, deserialize_with = "null_as_empty", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub enqueued_at: String,
-    #[serde(default, deserialize_with = "null_as_empty", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub at: String,
     #[serde(default)]
     pub args: Option<Box<RawValue>>,
-    #[serde(default, skip_serializing_if = "is_zero", deserialize_with = "null_as_zero")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_zero",
+        deserialize_with = "null_as_zero"
+    )]
     pub reserve_for: i64,
-    #[serde(default, skip_serializing_if = "is_zero", deserialize_with = "null_as_zero")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_zero",
+        deserialize_with = "null_as_zero"
+    )]
     pub backtrace: i64,
 }
 
@@ -115,7 +135,9 @@ impl Job {
     /// types is `invalid JSON`.
     pub fn decode(text: &str) -> Result<Job, PushError> {
         if !text.trim_start().starts_with('{') {
-            return Err(PushError::InvalidJson("a job must be a JSON object".to_string()));
+            return Err(PushError::InvalidJson(
+                "a job must be a JSON object".to_string(),
+            ));
         }
         serde_json::from_str(text).map_err(|e| PushError::InvalidJson(e.to_string()))
     }
@@ -223,8 +245,14 @@ mod tests {
         let text = r#"{"jid":"0123456789","jobtype":"X","args":[12345678901234567890, 1.0, {"a" : "b"}],"custom":{"n":18446744073709551616}}"#;
         let (job, _) = push(text).unwrap();
         let out = job.to_json();
-        assert!(out.contains(r#""args":[12345678901234567890, 1.0, {"a" : "b"}]"#), "{out}");
-        assert!(out.contains(r#""custom":{"n":18446744073709551616}"#), "{out}");
+        assert!(
+            out.contains(r#""args":[12345678901234567890, 1.0, {"a" : "b"}]"#),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#""custom":{"n":18446744073709551616}"#),
+            "{out}"
+        );
     }
 
     #[test]
@@ -238,11 +266,26 @@ mod tests {
     #[test]
     fn validation_errors_in_faktory_order_and_text() {
         let cases = [
-            (r#"{"jid":"short","jobtype":"","args":null}"#, "jobs must have a reasonable jid parameter"),
-            (r#"{"jobtype":"X","args":[]}"#, "jobs must have a reasonable jid parameter"),
-            (r#"{"jid":"0123456789","jobtype":"","args":null}"#, "jobs must have a jobtype parameter"),
-            (r#"{"jid":"0123456789","jobtype":"X"}"#, "jobs must have an args parameter"),
-            (r#"{"jid":"0123456789","jobtype":"X","args":null}"#, "jobs must have an args parameter"),
+            (
+                r#"{"jid":"short","jobtype":"","args":null}"#,
+                "jobs must have a reasonable jid parameter",
+            ),
+            (
+                r#"{"jobtype":"X","args":[]}"#,
+                "jobs must have a reasonable jid parameter",
+            ),
+            (
+                r#"{"jid":"0123456789","jobtype":"","args":null}"#,
+                "jobs must have a jobtype parameter",
+            ),
+            (
+                r#"{"jid":"0123456789","jobtype":"X"}"#,
+                "jobs must have an args parameter",
+            ),
+            (
+                r#"{"jid":"0123456789","jobtype":"X","args":null}"#,
+                "jobs must have an args parameter",
+            ),
             (
                 r#"{"jid":"0123456789","jobtype":"X","args":[],"reserve_for":86401}"#,
                 "jobs cannot be reserved for more than one day",
@@ -280,9 +323,10 @@ mod tests {
 
     #[test]
     fn at_is_parsed_and_kept() {
-        let (job, at) =
-            push(r#"{"jid":"0123456789","jobtype":"X","args":[],"at":"2030-01-01T00:00:00+02:00"}"#)
-                .unwrap();
+        let (job, at) = push(
+            r#"{"jid":"0123456789","jobtype":"X","args":[],"at":"2030-01-01T00:00:00+02:00"}"#,
+        )
+        .unwrap();
         assert_eq!(at, Some(parse_rfc3339("2029-12-31T22:00:00Z").unwrap()));
         assert_eq!(job.at, "2030-01-01T00:00:00+02:00");
     }

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::job::Job;
-use crate::time::{format_millis, Millis};
+use crate::time::{format_millis, parse_rfc3339, Millis};
 
 /// The `failure` object carried by a job that has failed at least once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,7 +139,9 @@ pub fn apply_failure_with(
                 f.remaining -= 1;
             }
             f.remaining = f.remaining.max(0);
-            if f.failed_at.is_empty() {
+            // A `failure` can arrive with the PUSH, so `failed_at` may be any text; only a real
+            // timestamp is kept (clients require it to parse).
+            if parse_rfc3339(&f.failed_at).is_err() {
                 f.failed_at = format_millis(now);
             }
             f.message = info.message.clone();
@@ -153,7 +155,8 @@ pub fn apply_failure_with(
         FailOutcome::Discarded
     } else if failure.retry_count < retry {
         FailOutcome::Retry {
-            next_at: now.saturating_add(scale_delay(backoff_seconds(failure.retry_count, r) * 1000)),
+            next_at: now
+                .saturating_add(scale_delay(backoff_seconds(failure.retry_count, r) * 1000)),
         }
     } else {
         FailOutcome::Dead
@@ -205,13 +208,41 @@ mod tests {
         assert_eq!(apply_failure(&mut j, &boom(), 50_000, 0), FailOutcome::Dead);
         let f = j.failure.unwrap();
         assert_eq!((f.retry_count, f.remaining), (1, 0));
-        assert_eq!(f.failed_at, format_millis(1_000), "failed_at keeps the first failure");
+        assert_eq!(
+            f.failed_at,
+            format_millis(1_000),
+            "failed_at keeps the first failure"
+        );
         assert!(f.next_at.is_empty());
+    }
+
+    /// Found by the `job_validation` fuzz target: a failure object pushed by the client with an
+    /// unparseable `failed_at` was kept on the next failure.
+    #[test]
+    fn pushed_failure_with_bad_failed_at_gets_a_real_time() {
+        let text = r#"{"jid":"0123456789","jobtype":"X","args":[],"retry":5,
+            "failure":{"failed_at":"2025-01\u00e9:00.5Z","retry_count":0,"remaining":5}}"#;
+        let mut j = Job::parse_for_push(text, 0).unwrap().0;
+        apply_failure(&mut j, &boom(), 7_000, 0);
+        assert_eq!(j.failure.unwrap().failed_at, format_millis(7_000));
+
+        let text = r#"{"jid":"0123456789","jobtype":"X","args":[],"retry":5,
+            "failure":{"failed_at":"2025-01-01T10:00:00.5Z","retry_count":0,"remaining":5}}"#;
+        let mut j = Job::parse_for_push(text, 0).unwrap().0;
+        apply_failure(&mut j, &boom(), 7_000, 0);
+        assert_eq!(
+            j.failure.unwrap().failed_at,
+            "2025-01-01T10:00:00.5Z",
+            "a real time is kept"
+        );
     }
 
     #[test]
     fn zero_discards_and_negative_dies() {
-        assert_eq!(apply_failure(&mut job(0), &boom(), 0, 0), FailOutcome::Discarded);
+        assert_eq!(
+            apply_failure(&mut job(0), &boom(), 0, 0),
+            FailOutcome::Discarded
+        );
         let mut j = job(-1);
         assert_eq!(apply_failure(&mut j, &boom(), 0, 0), FailOutcome::Dead);
         assert_eq!(j.failure.unwrap().remaining, 0);

@@ -55,8 +55,14 @@ mod tests {
 
     #[test]
     fn parses_offsets_and_fractions() {
-        assert_eq!(parse_rfc3339("2025-03-04T05:06:07.891Z").unwrap(), 1_741_064_767_891);
-        assert_eq!(parse_rfc3339("2025-03-04T06:06:07.891+01:00").unwrap(), 1_741_064_767_891);
+        assert_eq!(
+            parse_rfc3339("2025-03-04T05:06:07.891Z").unwrap(),
+            1_741_064_767_891
+        );
+        assert_eq!(
+            parse_rfc3339("2025-03-04T06:06:07.891+01:00").unwrap(),
+            1_741_064_767_891
+        );
         assert_eq!(
             parse_rfc3339("2025-03-04T05:06:07.891234567Z").unwrap(),
             1_741_064_767_891
