@@ -409,7 +409,7 @@ async fn fetch<S: Store>(
         }
         match shared
             .store
-            .fetch(queues.clone(), client.wid.clone(), now_millis())
+            .fetch_early(queues.clone(), client.wid.clone(), now_millis())
             .await
         {
             Ok(Some(job)) => return Reply::bulk(job.payload),

@@ -235,6 +235,10 @@ impl SqliteStore {
     }
 
     async fn call(&self, op: Op, now: Millis) -> Result<Resp, StoreError> {
+        self.call_with(op, now, false).await
+    }
+
+    async fn call_with(&self, op: Op, now: Millis, early: bool) -> Result<Resp, StoreError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(StoreError::Closed);
         }
@@ -242,8 +246,13 @@ impl SqliteStore {
         {
             let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
             let tx = guard.as_ref().ok_or(StoreError::Closed)?;
-            tx.send(Msg::Req(Request { op, now, reply }))
-                .map_err(|_| StoreError::Closed)?;
+            tx.send(Msg::Req(Request {
+                op,
+                now,
+                reply: Some(reply),
+                early,
+            }))
+            .map_err(|_| StoreError::Closed)?;
         }
         rx.await.map_err(|_| StoreError::Closed)?
     }
@@ -297,20 +306,16 @@ impl Store for SqliteStore {
         wid: String,
         now: Millis,
     ) -> Result<Option<StoredJob>, StoreError> {
-        // Skip the writer entirely when no named queue has a fetchable job.
-        {
-            let mem = self.published.lock().unwrap_or_else(|p| p.into_inner());
-            let any = queues
-                .iter()
-                .any(|q| mem.queues.get(q).is_some_and(|q| q.size > 0 && !q.paused));
-            if !any {
-                return Ok(None);
-            }
-        }
-        match self.call(Op::Fetch { queues, wid }, now).await? {
-            Resp::Fetch(r) => Ok(r),
-            other => Err(unexpected(other)),
-        }
+        self.fetch_impl(queues, wid, now, false).await
+    }
+
+    async fn fetch_early(
+        &self,
+        queues: Vec<String>,
+        wid: String,
+        now: Millis,
+    ) -> Result<Option<StoredJob>, StoreError> {
+        self.fetch_impl(queues, wid, now, true).await
     }
 
     async fn ack(&self, jid: String, now: Millis) -> Result<AckOutcome, StoreError> {
@@ -429,6 +434,32 @@ impl Store for SqliteStore {
 }
 
 impl SqliteStore {
+    async fn fetch_impl(
+        &self,
+        queues: Vec<String>,
+        wid: String,
+        now: Millis,
+        early: bool,
+    ) -> Result<Option<StoredJob>, StoreError> {
+        // Skip the writer entirely when no named queue has a fetchable job.
+        {
+            let mem = self.published.lock().unwrap_or_else(|p| p.into_inner());
+            let any = queues
+                .iter()
+                .any(|q| mem.queues.get(q).is_some_and(|q| q.size > 0 && !q.paused));
+            if !any {
+                return Ok(None);
+            }
+        }
+        match self
+            .call_with(Op::Fetch { queues, wid }, now, early)
+            .await?
+        {
+            Resp::Fetch(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
     async fn count(&self, op: Op, now: Millis) -> Result<u64, StoreError> {
         match self.call(op, now).await? {
             Resp::Count(n) => Ok(n),

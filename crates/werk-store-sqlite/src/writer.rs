@@ -54,7 +54,11 @@ pub(crate) enum Resp {
 pub(crate) struct Request {
     pub op: Op,
     pub now: Millis,
-    pub reply: oneshot::Sender<Result<Resp, StoreError>>,
+    /// Taken when the request is answered.
+    pub reply: Option<oneshot::Sender<Result<Resp, StoreError>>>,
+    /// Answer as soon as the change is applied, before its commit (only for FETCH; see
+    /// [`Writer::try_batch`]).
+    pub early: bool,
 }
 
 pub(crate) enum Msg {
@@ -261,27 +265,35 @@ impl Writer {
         }
     }
 
-    fn run_batch(&mut self, reqs: Vec<Request>) {
+    fn run_batch(&mut self, mut reqs: Vec<Request>) {
         let saved = self.mem.clone();
         let mut ctx = Batch::default();
-        match self.try_batch(&reqs, &mut ctx) {
+        match self.try_batch(&mut reqs, &mut ctx) {
             Ok(results) => {
-                *self.published.lock().unwrap_or_else(|p| p.into_inner()) = self.mem.clone();
+                self.publish();
                 for queue in &ctx.notify {
                     self.listener.enqueued(queue);
                 }
                 for (req, res) in reqs.into_iter().zip(results) {
-                    let _ = req.reply.send(Ok(res));
+                    if let (Some(reply), Some(res)) = (req.reply, res) {
+                        let _ = reply.send(Ok(res));
+                    }
                 }
             }
             Err(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 self.mem = saved;
-                if reqs.len() == 1 {
+                self.publish();
+                // A FETCH already answered is not replayed: its reservation was rolled back, so
+                // the job is still enqueued and will simply be delivered again.
+                reqs.retain(|r| r.reply.is_some());
+                if reqs.len() <= 1 {
                     let err = e.into_store_error();
                     tracing::error!(error = %err, "store request failed; nothing was changed");
                     for req in reqs {
-                        let _ = req.reply.send(Err(err.clone()));
+                        if let Some(reply) = req.reply {
+                            let _ = reply.send(Err(err.clone()));
+                        }
                     }
                 } else {
                     for req in reqs {
@@ -292,13 +304,40 @@ impl Writer {
         }
     }
 
-    fn try_batch(&mut self, reqs: &[Request], ctx: &mut Batch) -> Result<Vec<Resp>, Error> {
+    fn publish(&self) {
+        *self.published.lock().unwrap_or_else(|p| p.into_inner()) = self.mem.clone();
+    }
+
+    /// Applies a batch in one transaction. Results are `None` for requests already answered.
+    ///
+    /// An early FETCH ([`werk_store::Store::fetch_early`]) is answered once the batch is
+    /// applied, before the commit (the fsync): the state machine allows it because a crash
+    /// (or a failed commit) before the commit only leaves the job enqueued, to be delivered
+    /// again — at-least-once, never lost. Workers so skip one fsync per job; PUSH, ACK, FAIL and
+    /// every other change are answered after commit.
+    fn try_batch(
+        &mut self,
+        reqs: &mut [Request],
+        ctx: &mut Batch,
+    ) -> Result<Vec<Option<Resp>>, Error> {
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         let mut out = Vec::with_capacity(reqs.len());
-        for req in reqs {
-            out.push(self.apply(&req.op, req.now, ctx)?);
+        for req in reqs.iter() {
+            out.push(Some(self.apply(&req.op, req.now, ctx)?));
         }
         self.persist(ctx)?;
+        if reqs.iter().any(|r| r.early) {
+            // Publish the batch's sizes first, so that an INFO sent after the early reply
+            // counts the reservation (on rollback the old sizes are published again).
+            self.publish();
+            for (req, resp) in reqs.iter_mut().zip(out.iter_mut()) {
+                if req.early {
+                    if let (Some(reply), Some(resp)) = (req.reply.take(), resp.take()) {
+                        let _ = reply.send(Ok(resp));
+                    }
+                }
+            }
+        }
         self.conn.execute_batch("COMMIT")?;
         Ok(out)
     }
@@ -476,18 +515,6 @@ impl Writer {
     ) -> Result<Vec<Result<(), PushError>>, Error> {
         let mut results = Vec::with_capacity(jobs.len());
         for nj in jobs {
-            let existing: Option<i64> = self
-                .conn
-                .prepare_cached("SELECT state FROM jobs WHERE jid = ?1")?
-                .query_row([&nj.job.jid], |r| r.get(0))
-                .optional()?;
-            if let Some(code) = existing {
-                results.push(Err(PushError::DuplicateJid(
-                    nj.job.jid.clone(),
-                    describe(JobState::from_code(code)).to_string(),
-                )));
-                continue;
-            }
             let mut job = nj.job.clone();
             let (state, score, ts) = match nj.at {
                 Some(at) if at > now => (JobState::Scheduled, at, at),
@@ -496,10 +523,13 @@ impl Writer {
                     (JobState::Enqueued, self.next_seq(ctx), now)
                 }
             };
-            self.conn
+            // One index probe: the unique jid index refuses a duplicate, then we say where the
+            // existing job is.
+            let inserted = self
+                .conn
                 .prepare_cached(
                     "INSERT INTO jobs (jid, state, queue, jobtype, score, ts, payload)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (jid) DO NOTHING",
                 )?
                 .execute(params![
                     job.jid,
@@ -510,6 +540,18 @@ impl Writer {
                     ts,
                     job.to_json()
                 ])?;
+            if inserted == 0 {
+                let code: Option<i64> = self
+                    .conn
+                    .prepare_cached("SELECT state FROM jobs WHERE jid = ?1")?
+                    .query_row([&job.jid], |r| r.get(0))
+                    .optional()?;
+                results.push(Err(PushError::DuplicateJid(
+                    job.jid,
+                    describe(code.and_then(JobState::from_code)).to_string(),
+                )));
+                continue;
+            }
             self.count(state, &job.queue, 1, ctx);
             if state == JobState::Enqueued {
                 ctx.notify.push(job.queue.clone());

@@ -143,6 +143,7 @@ macro_rules! conformance_tests {
             get_reports_each_state,
             job_is_in_exactly_one_state_through_its_life,
             concurrent_fetches_deliver_each_job_once,
+            fetch_early_delivers_once_and_later_requests_see_it,
             concurrent_pushes_of_one_jid_store_it_once,
             racing_ack_fail_reap_requeue_keep_exactly_one_copy,
             close_commits_accepted_requests_and_refuses_later_ones,
@@ -3038,6 +3039,75 @@ pub async fn concurrent_fetches_deliver_each_job_once<H: Harness>() {
     assert_eq!(got, all, "parallel FETCHes deliver every job");
     assert_eq!(stats(c.s()).await.working, n as u64);
     c.finish(T0 + SEC).await;
+}
+
+/// `fetch_early` (which may answer before its reservation is durable) still hands each job to
+/// one caller only, in FIFO order, and any request made after it resolves — ACK, FAIL — sees
+/// the reservation.
+pub async fn fetch_early_delivers_once_and_later_requests_see_it<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let n = 60;
+    let all: Vec<String> = (0..n).map(|i| format!("early-fetch-{i:04}")).collect();
+    let specs: Vec<Spec> = all.iter().map(|j| spec(j)).collect();
+    push(c.s(), &specs, T0).await;
+    let (c, got) = c
+        .shared(|h| async move {
+            let mut tasks = Vec::new();
+            for w in 0..4 {
+                let h = h.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    while let Some(j) = h
+                        .store()
+                        .fetch_early(strings(&["default"]), format!("early-{w}"), T0 + SEC)
+                        .await
+                        .expect("fetch_early")
+                    {
+                        assert_eq!(j.state, JobState::Working);
+                        // Every other job is acknowledged, the rest failed, straight away.
+                        let n: usize = j.jid[12..].parse().expect("jid number");
+                        if n % 2 == 0 {
+                            let r = h
+                                .store()
+                                .ack(j.jid.clone(), T0 + 2 * SEC)
+                                .await
+                                .expect("ack");
+                            assert_eq!(
+                                r,
+                                AckOutcome::Acked,
+                                "ACK right after fetch_early of {}",
+                                j.jid
+                            );
+                        } else {
+                            let r = h
+                                .store()
+                                .fail(j.jid.clone(), FailInfo::new("E", "m", vec![]), T0 + 2 * SEC)
+                                .await
+                                .expect("fail");
+                            assert!(
+                                matches!(r, FailReply::Failed(_)),
+                                "FAIL right after fetch_early of {}",
+                                j.jid
+                            );
+                        }
+                        got.push(j.jid);
+                    }
+                    got
+                }));
+            }
+            join_all(tasks).await.concat()
+        })
+        .await;
+    let mut got = got;
+    got.sort();
+    let mut dups = got.clone();
+    dups.dedup();
+    assert_eq!(dups.len(), got.len(), "fetch_early delivered a job twice");
+    assert_eq!(got, all, "fetch_early delivers every job");
+    let st = stats(c.s()).await;
+    assert_eq!((st.working, st.retries), (0, n as u64 / 2));
+    assert_eq!((st.processed, st.failures), (n as u64, n as u64 / 2));
+    c.finish(T0 + 2 * SEC).await;
 }
 
 /// Parallel PUSHes of the same jid store exactly one job; the others get DuplicateJid.

@@ -218,6 +218,21 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> impl Future<Output = Result<Option<StoredJob>>> + Send;
 
+    /// [`Store::fetch`] that may resolve before the reservation is durable (the server uses
+    /// it to answer FETCH without waiting for an fsync). A crash before the reservation is
+    /// committed leaves the job enqueued, so it is delivered again: never lost. A read right
+    /// after it may not see the reservation yet, but every change requested after it resolves
+    /// (ACK, FAIL, ...) is applied after it.
+    /// Backends without a cheaper path keep this default.
+    fn fetch_early(
+        &self,
+        queues: Vec<String>,
+        wid: String,
+        now: Millis,
+    ) -> impl Future<Output = Result<Option<StoredJob>>> + Send {
+        self.fetch(queues, wid, now)
+    }
+
     /// working → gone.
     fn ack(&self, jid: String, now: Millis) -> impl Future<Output = Result<AckOutcome>> + Send;
 

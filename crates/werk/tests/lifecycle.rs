@@ -53,7 +53,11 @@ fn reservation_expiry_is_a_failure_that_goes_through_retries() {
     let mut w = s.worker("wid-expiry");
     let first = w.fetch_job("default");
     let fetched = Instant::now();
-    assert_eq!(set_size(&c.info(), "working"), 1);
+    // FETCH is answered before its reservation commits (at-least-once allows it), so INFO may
+    // count it a moment later.
+    wait_info(&mut c, Duration::from_secs(2), "the reservation to be counted", |i| {
+        set_size(i, "working") == 1
+    });
 
     let info = wait_info(
         &mut c,
