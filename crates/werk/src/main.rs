@@ -1,5 +1,6 @@
 //! The `werk` command.
 
+mod bench;
 mod torture;
 
 use std::io::Write;
@@ -33,6 +34,9 @@ enum Commands {
     /// Crash-test a real server: SIGKILL it again and again under load and prove that no
     /// acknowledged job is lost or resurrected.
     Torture(torture::TortureArgs),
+    /// Load-test any Faktory-compatible server (push, pushb, work, mixed, latency) and report
+    /// throughput and per-command latency percentiles.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Args)]
@@ -90,6 +94,7 @@ fn main() -> Result<()> {
     match cli.command {
         Commands::Serve(args) => serve(args),
         Commands::Torture(args) => torture::run(args),
+        Commands::Bench(args) => bench::run(args),
     }
 }
 

@@ -55,9 +55,12 @@ fn reservation_expiry_is_a_failure_that_goes_through_retries() {
     let fetched = Instant::now();
     // FETCH is answered before its reservation commits (at-least-once allows it), so INFO may
     // count it a moment later.
-    wait_info(&mut c, Duration::from_secs(2), "the reservation to be counted", |i| {
-        set_size(i, "working") == 1
-    });
+    wait_info(
+        &mut c,
+        Duration::from_secs(2),
+        "the reservation to be counted",
+        |i| set_size(i, "working") == 1,
+    );
 
     let info = wait_info(
         &mut c,
