@@ -175,7 +175,6 @@ impl Mem {
 #[derive(Default)]
 struct Batch {
     queues: BTreeSet<String>,
-    counters: bool,
     history: BTreeMap<String, (i64, i64)>,
     notify: Vec<String>,
 }
@@ -268,7 +267,7 @@ impl Writer {
     fn run_batch(&mut self, mut reqs: Vec<Request>) {
         let saved = self.mem.clone();
         let mut ctx = Batch::default();
-        match self.try_batch(&mut reqs, &mut ctx) {
+        match self.try_batch(&mut reqs, &mut ctx, &saved) {
             Ok(results) => {
                 self.publish();
                 for queue in &ctx.notify {
@@ -319,13 +318,14 @@ impl Writer {
         &mut self,
         reqs: &mut [Request],
         ctx: &mut Batch,
+        before: &Mem,
     ) -> Result<Vec<Option<Resp>>, Error> {
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
         let mut out = Vec::with_capacity(reqs.len());
         for req in reqs.iter() {
             out.push(Some(self.apply(&req.op, req.now, ctx)?));
         }
-        self.persist(ctx)?;
+        self.persist(ctx, before)?;
         if reqs.iter().any(|r| r.early) {
             // Publish the batch's sizes first, so that an INFO sent after the early reply
             // counts the reservation (on rollback the old sizes are published again).
@@ -338,11 +338,13 @@ impl Writer {
                 }
             }
         }
-        self.conn.execute_batch("COMMIT")?;
+        self.conn.prepare_cached("COMMIT")?.execute([])?;
         Ok(out)
     }
 
-    fn persist(&mut self, ctx: &Batch) -> Result<(), Error> {
+    /// Writes what the batch changed in the mirrored sizes and counters (`before` is the mirror
+    /// at the start of the batch).
+    fn persist(&mut self, ctx: &Batch, before: &Mem) -> Result<(), Error> {
         for name in &ctx.queues {
             match self.mem.queues.get(name) {
                 Some(q) => {
@@ -360,8 +362,8 @@ impl Writer {
                 }
             }
         }
-        if ctx.counters {
-            for name in Mem::COUNTERS {
+        for name in Mem::COUNTERS {
+            if self.mem.counter(name) != before.counter(name) {
                 self.conn
                     .prepare_cached(
                         "INSERT INTO counters (name, value) VALUES (?1, ?2)
@@ -408,7 +410,6 @@ impl Writer {
 
     /// Adds `delta` jobs to a state's size (for `Enqueued`, to `queue`'s size).
     fn count(&mut self, state: JobState, queue: &str, delta: i64, ctx: &mut Batch) {
-        ctx.counters = true;
         match state {
             JobState::Enqueued => {
                 let q = self.mem.queues.entry(queue.to_string()).or_default();
@@ -424,7 +425,6 @@ impl Writer {
 
     /// Counts one processed job (ACK or failure) in the totals and today's history.
     fn count_processed(&mut self, now: Millis, failed: bool, ctx: &mut Batch) {
-        ctx.counters = true;
         self.mem.processed += 1;
         let day = ctx.history.entry(local_day(now)).or_insert((0, 0));
         day.0 += 1;
@@ -434,8 +434,7 @@ impl Writer {
         }
     }
 
-    fn next_seq(&mut self, ctx: &mut Batch) -> i64 {
-        ctx.counters = true;
+    fn next_seq(&mut self) -> i64 {
         let s = self.mem.seq;
         self.mem.seq += 1;
         s
@@ -459,7 +458,7 @@ impl Writer {
             }
         };
         job.enqueued_at = format_millis(now);
-        let seq = self.next_seq(ctx);
+        let seq = self.next_seq();
         self.conn
             .prepare_cached(
                 "UPDATE jobs SET state = 1, score = ?2, ts = ?3, reserved_at = NULL, wid = NULL,
@@ -520,7 +519,7 @@ impl Writer {
                 Some(at) if at > now => (JobState::Scheduled, at, at),
                 _ => {
                     job.enqueued_at = format_millis(now);
-                    (JobState::Enqueued, self.next_seq(ctx), now)
+                    (JobState::Enqueued, self.next_seq(), now)
                 }
             };
             // One index probe: the unique jid index refuses a duplicate, then we say where the
@@ -872,7 +871,8 @@ impl Writer {
 
     fn flush(&mut self, ctx: &mut Batch) -> Result<(), Error> {
         self.conn.execute_batch(
-            "DELETE FROM jobs; DELETE FROM queues; DELETE FROM counters; DELETE FROM history;",
+            "DELETE FROM jobs; DELETE FROM queues; DELETE FROM history;
+             DELETE FROM counters WHERE name <> 'seq';",
         )?;
         let seq = self.mem.seq;
         self.mem = Mem {
@@ -881,7 +881,6 @@ impl Writer {
         };
         ctx.queues.clear();
         ctx.history.clear();
-        ctx.counters = true;
         Ok(())
     }
 }
