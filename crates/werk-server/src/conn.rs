@@ -197,10 +197,13 @@ async fn dispatch<S: Store>(shared: &Shared<S>, client: &Client, cmd: Command) -
         Command::Fetch(queues) => fetch(shared, client, queues, std::future::pending()).await,
         Command::Ack(args) => match store.ack(args.jid.clone(), now_millis()).await {
             Ok(AckOutcome::Acked) => Reply::Ok,
+            Ok(AckOutcome::AckedLate(was)) => {
+                tracing::info!(jid = %args.jid, was = %was, "late ACK: the job was done after its reservation ended; removed");
+                Reply::Ok
+            }
             Ok(AckOutcome::NotWorking) => {
-                // Faktory answers OK too; the job is not touched (it was never fetched, its
-                // reservation expired, or it was already acknowledged).
-                tracing::debug!(jid = %args.jid, "ACK for a job that is not working");
+                // Faktory answers OK too (already acknowledged, or never pushed).
+                tracing::debug!(jid = %args.jid, "ACK for a job that is not stored");
                 Reply::Ok
             }
             Err(e) => store_error(e),

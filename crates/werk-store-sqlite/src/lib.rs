@@ -220,6 +220,7 @@ impl SqliteStore {
             listener,
             mem,
             published: published.clone(),
+            degraded: false,
         };
         std::thread::Builder::new()
             .name("werk-store-writer".into())

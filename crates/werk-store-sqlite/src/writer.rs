@@ -202,6 +202,8 @@ pub(crate) struct Writer {
     pub listener: Listener,
     pub mem: Mem,
     pub published: Arc<Mutex<Mem>>,
+    /// The last batch failed to commit: answer FETCH only after commit until one succeeds.
+    pub degraded: bool,
 }
 
 fn state_code(s: JobState) -> i64 {
@@ -269,6 +271,7 @@ impl Writer {
         let mut ctx = Batch::default();
         match self.try_batch(&mut reqs, &mut ctx, &saved) {
             Ok(results) => {
+                self.degraded = false;
                 self.publish();
                 for queue in &ctx.notify {
                     self.listener.enqueued(queue);
@@ -282,6 +285,7 @@ impl Writer {
             Err(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 self.mem = saved;
+                self.degraded = true;
                 self.publish();
                 // A FETCH already answered is not replayed: its reservation was rolled back, so
                 // the job is still enqueued and will simply be delivered again.
@@ -326,7 +330,9 @@ impl Writer {
             out.push(Some(self.apply(&req.op, req.now, ctx)?));
         }
         self.persist(ctx, before)?;
-        if reqs.iter().any(|r| r.early) {
+        // After a failed commit (a full disk, say) FETCH waits for its commit again until one
+        // succeeds, so it is refused instead of handing out a job it cannot reserve.
+        if !self.degraded && reqs.iter().any(|r| r.early) {
             // Publish the batch's sizes first, so that an INFO sent after the early reply
             // counts the reservation (on rollback the old sizes are published again).
             self.publish();
@@ -627,18 +633,23 @@ impl Writer {
     }
 
     fn ack(&mut self, jid: &str, now: Millis, ctx: &mut Batch) -> Result<AckOutcome, Error> {
-        let queue: Option<String> = self
+        // Any state but scheduled (a scheduled job was never delivered): see AckOutcome.
+        let row: Option<(i64, String)> = self
             .conn
-            .prepare_cached("DELETE FROM jobs WHERE jid = ?1 AND state = 2 RETURNING queue")?
-            .query_row([jid], |r| r.get(0))
+            .prepare_cached(
+                "DELETE FROM jobs WHERE jid = ?1 AND state <> 0 RETURNING state, queue",
+            )?
+            .query_row([jid], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
-        Ok(match queue {
-            Some(queue) => {
-                self.count(JobState::Working, &queue, -1, ctx);
-                self.count_processed(now, false, ctx);
-                AckOutcome::Acked
-            }
-            None => AckOutcome::NotWorking,
+        let Some((code, queue)) = row else {
+            return Ok(AckOutcome::NotWorking);
+        };
+        let state = JobState::from_code(code).unwrap_or(JobState::Dead);
+        self.count(state, &queue, -1, ctx);
+        self.count_processed(now, false, ctx);
+        Ok(match state {
+            JobState::Working => AckOutcome::Acked,
+            other => AckOutcome::AckedLate(other),
         })
     }
 

@@ -109,7 +109,8 @@ macro_rules! conformance_tests {
             set_paused_all_and_unknown_queues,
             reenqueued_jobs_go_to_back_of_queue,
             ack_removes_working_job_and_counts_processed,
-            ack_of_job_not_working_changes_nothing,
+            late_ack_of_enqueued_retry_or_dead_job_removes_it_and_counts_processed,
+            ack_of_scheduled_gone_or_unknown_job_changes_nothing,
             fail_moves_job_to_retry_with_failure_info,
             second_failure_counts_up_and_keeps_failed_at,
             fail_with_retry_zero_discards_job,
@@ -122,7 +123,8 @@ macro_rules! conformance_tests {
             reap_expired_fails_expired_reservations,
             reap_expired_follows_retry_policy,
             reap_expired_respects_limit,
-            ack_or_fail_after_reap_changes_nothing,
+            late_ack_after_reap_removes_job_and_counts_processed,
+            late_fail_after_reap_changes_nothing,
             purge_dead_removes_only_expired_dead_jobs,
             mutate_clear_empties_target_only,
             mutate_discard_without_filter_clears_target,
@@ -145,7 +147,7 @@ macro_rules! conformance_tests {
             concurrent_fetches_deliver_each_job_once,
             fetch_early_delivers_once_and_later_requests_see_it,
             concurrent_pushes_of_one_jid_store_it_once,
-            racing_ack_fail_reap_requeue_keep_exactly_one_copy,
+            racing_ack_fail_reap_requeue_remove_acked_keep_one_copy_of_failed,
             close_commits_accepted_requests_and_refuses_later_ones,
             random_operations_match_model,
         );
@@ -1342,52 +1344,162 @@ pub async fn ack_removes_working_job_and_counts_processed<H: Harness>() {
     c.finish(T0 + SEC).await;
 }
 
-/// ACK of a jid that is not working (unknown, enqueued, scheduled, retry, dead, already acked)
-/// is NotWorking and changes nothing.
-pub async fn ack_of_job_not_working_changes_nothing<H: Harness>() {
+/// A late ACK — of a job that is enqueued, retry or dead because its reservation ended while the
+/// worker still ran it — is AckedLate(that state): the job → gone, `processed` counted in total
+/// and in today's history, `failures` unchanged, the queue or set it was in one smaller, and it is
+/// never delivered again (an ACK answered `+OK` ends the job). Other jobs are untouched.
+pub async fn late_ack_of_enqueued_retry_or_dead_job_removes_it_and_counts_processed<H: Harness>() {
     let c = Ctx::<H>::new().await;
     let s = c.s();
-    let mut t = T0;
+    let mut late = Vec::new();
+    for (i, state) in [Enqueued, Retry, Dead].into_iter().enumerate() {
+        let jid = format!("lateack-{}", state.set_name());
+        let sp = spec(&jid)
+            .queue(&jid)
+            .retry(if state == Dead { -1 } else { 25 });
+        late.push(put(s, &sp, state, T0 + i as Millis).await);
+    }
+    // A neighbour in each state (same queue for the enqueued one), which must stay.
     let mut kept = Vec::new();
-    for state in [Scheduled, Enqueued, Retry, Dead] {
-        let jid = format!("noack-{}", state.set_name());
-        kept.push(
-            put(
-                s,
-                &spec(&jid)
-                    .queue(&jid)
-                    .retry(if state == Dead { -1 } else { 25 }),
-                state,
-                t,
-            )
-            .await,
-        );
-        t += SEC;
+    for (i, state) in [Enqueued, Retry, Dead].into_iter().enumerate() {
+        let jid = format!("lateack-kept-{}", state.set_name());
+        let queue = if state == Enqueued {
+            late[0].queue.clone()
+        } else {
+            jid.clone()
+        };
+        let sp = spec(&jid)
+            .queue(&queue)
+            .retry(if state == Dead { -1 } else { 25 });
+        kept.push(put(s, &sp, state, T0 + 10 + i as Millis).await);
     }
-    put(s, &spec("noack-acked1"), Working, t).await;
-    assert_eq!(ack(s, "noack-acked1", t).await, AckOutcome::Acked);
-    let before = counters(s).await;
-    for jid in ["noack-unknown", "noack-acked1"]
-        .into_iter()
-        .map(String::from)
-        .chain(kept.iter().map(|j| j.jid.clone()))
-    {
+    let before = stats(s).await;
+    assert_eq!(
+        (before.enqueued(), before.retries, before.dead),
+        (2, 2, 2),
+        "before the late ACKs"
+    );
+    // The ACKs come the next day, so that day's history holds only them.
+    let t = T0 + DAY;
+    for j in &late {
         assert_eq!(
-            ack(s, &jid, t + SEC).await,
-            AckOutcome::NotWorking,
-            "ACK of {jid}"
+            ack(s, &j.jid, t).await,
+            AckOutcome::AckedLate(j.state),
+            "late ACK of {} job {}",
+            j.state,
+            j.jid
         );
+        assert_eq!(get(s, &j.jid).await, None, "a late-ACKed job is gone");
     }
-    assert_eq!(counters(s).await, before, "a refused ACK counts nothing");
+    let st = stats(s).await;
+    assert_eq!(
+        (st.enqueued(), st.retries, st.dead, st.working),
+        (1, 1, 1, 0),
+        "each late ACK takes its job out of the queue or set it was in"
+    );
+    assert_eq!(
+        st.queues,
+        vec![
+            queue_stats("lateack-dead", 0, false),
+            queue_stats("lateack-enqueued", 1, false),
+            queue_stats("lateack-kept-dead", 0, false),
+            queue_stats("lateack-kept-retries", 0, false),
+            queue_stats("lateack-retries", 0, false),
+        ],
+        "queue sizes after the late ACKs"
+    );
+    assert_eq!(
+        (st.processed, st.failures),
+        (before.processed + 3, before.failures),
+        "a late ACK counts processed, never a failure"
+    );
+    assert_eq!(
+        history(s, 1, t).await,
+        vec![DayStats {
+            day: local_day(t),
+            processed: 3,
+            failures: 0
+        }],
+        "the day's history counts the late ACKs"
+    );
     for k in &kept {
         assert_eq!(
             get(s, &k.jid).await.as_ref(),
             Some(k),
-            "a refused ACK leaves {} as it was",
+            "a late ACK of another job leaves {} as it was",
             k.jid
         );
     }
-    c.finish(t + SEC).await;
+    for j in &late {
+        assert_eq!(
+            ack(s, &j.jid, t).await,
+            AckOutcome::NotWorking,
+            "a second ACK of {} finds nothing",
+            j.jid
+        );
+    }
+    assert_eq!(
+        counters(s).await,
+        (st.processed, st.failures),
+        "a second ACK counts nothing"
+    );
+    // Never delivered again: the retry tick, a requeue of the dead set and FETCHes of every
+    // queue bring back only the kept jobs.
+    let u = t + 100 * DAY;
+    assert_eq!(
+        promote(s, u).await,
+        1,
+        "only the kept retry is left to come due"
+    );
+    assert_eq!(
+        mutate(s, MutateOp::Requeue, Dead, None, u).await,
+        1,
+        "only the kept dead job is left to requeue"
+    );
+    let queues: Vec<String> = st.queues.iter().map(|q| q.name.clone()).collect();
+    let queues: Vec<&str> = queues.iter().map(String::as_str).collect();
+    let mut delivered = BTreeSet::new();
+    while let Some(jid) = fetch_jid(s, &queues, u).await {
+        delivered.insert(jid);
+    }
+    let want: BTreeSet<String> = kept.iter().map(|k| k.jid.clone()).collect();
+    assert_eq!(delivered, want, "a late-ACKed job is never delivered again");
+    c.finish(u).await;
+}
+
+/// ACK of a scheduled job (never delivered), of an unknown jid or of one already acknowledged is
+/// NotWorking and changes nothing.
+pub async fn ack_of_scheduled_gone_or_unknown_job_changes_nothing<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    let sched = put(s, &spec("noack-sched-01"), Scheduled, T0).await;
+    put(s, &spec("noack-acked1"), Working, T0).await;
+    assert_eq!(ack(s, "noack-acked1", T0).await, AckOutcome::Acked);
+    let before = snapshot(s, T0 + SEC).await;
+    for jid in ["noack-sched-01", "noack-unknown", "noack-acked1"] {
+        assert_eq!(
+            ack(s, jid, T0 + SEC).await,
+            AckOutcome::NotWorking,
+            "ACK of {jid}"
+        );
+    }
+    let after = snapshot(s, T0 + SEC).await;
+    assert_same_snapshot(&before, &after, "after refused ACKs");
+    assert_eq!(
+        get(s, "noack-sched-01").await.as_ref(),
+        Some(&sched),
+        "a refused ACK leaves the scheduled job as it was"
+    );
+    assert_eq!(
+        promote(s, T0 + 2 * HOUR).await,
+        1,
+        "the scheduled job still comes due"
+    );
+    assert_eq!(
+        fetch_jid(s, &["default"], T0 + 2 * HOUR).await.as_deref(),
+        Some("noack-sched-01")
+    );
+    c.finish(T0 + 2 * HOUR).await;
 }
 
 /// FAIL with retries left: working → retry; `failure` filled as werk_core::retry says (first
@@ -1867,27 +1979,92 @@ pub async fn reap_expired_respects_limit<H: Harness>() {
     c.finish(t).await;
 }
 
-/// After the reaper took a job, a late ACK or FAIL is NotWorking and the job stays in retry.
-pub async fn ack_or_fail_after_reap_changes_nothing<H: Harness>() {
+/// After the reaper took a job, the worker that still ran it may ACK it late: AckedLate(retry),
+/// the retry → gone, `processed` counted (once by the reaper's failure, once by the ACK), and it
+/// never comes back. The same once the retry tick has put it back in its queue:
+/// AckedLate(enqueued), and the queue is one smaller.
+pub async fn late_ack_after_reap_removes_job_and_counts_processed<H: Harness>() {
     let c = Ctx::<H>::new().await;
     let s = c.s();
     put(s, &spec("late-ack-0001").reserve_for(60), Working, T0).await;
+    put(
+        s,
+        &spec("late-ack-0002").queue("other").reserve_for(60),
+        Working,
+        T0,
+    )
+    .await;
     let t = T0 + 61 * SEC;
-    assert_eq!(reap(s, t).await, 1);
-    let reaped = must_get(s, "late-ack-0001").await;
-    assert_eq!(reaped.state, Retry);
+    assert_eq!(reap(s, t).await, 2);
+    assert_eq!(state_of(s, "late-ack-0001").await, Some(Retry));
+    assert_eq!(counters(s).await, (2, 2), "the reaper's two failures");
+
     assert_eq!(
         ack(s, "late-ack-0001", t + SEC).await,
-        AckOutcome::NotWorking
-    );
-    assert_eq!(
-        fail(s, "late-ack-0001", t + SEC).await,
-        FailReply::NotWorking
+        AckOutcome::AckedLate(Retry),
+        "late ACK of the reaped job"
     );
     assert_eq!(
         get(s, "late-ack-0001").await,
+        None,
+        "a late ACK removes the retry"
+    );
+    let st = stats(s).await;
+    assert_eq!(st.retries, 1, "only the other reaped job is left in retry");
+    assert_eq!(
+        (st.processed, st.failures),
+        (3, 2),
+        "the late ACK counts processed, not a failure"
+    );
+
+    // The other one comes due and is back in its queue when its worker's ACK arrives.
+    let u = t + HOUR;
+    assert_eq!(promote(s, u).await, 1);
+    assert_eq!(state_of(s, "late-ack-0002").await, Some(Enqueued));
+    assert_eq!(
+        ack(s, "late-ack-0002", u).await,
+        AckOutcome::AckedLate(Enqueued),
+        "late ACK of the reaped job after the retry tick requeued it"
+    );
+    assert_eq!(get(s, "late-ack-0002").await, None);
+    let st = stats(s).await;
+    assert_eq!(
+        (st.enqueued(), st.retries, st.working),
+        (0, 0, 0),
+        "nothing is left"
+    );
+    assert_eq!((st.processed, st.failures), (4, 2));
+    assert_eq!(
+        promote(s, u + DAY).await,
+        0,
+        "a late-ACKed job never comes due again"
+    );
+    assert_eq!(
+        fetch_jid(s, &["default", "other"], u + DAY).await,
+        None,
+        "a late-ACKed job is never delivered again"
+    );
+    c.finish(u + DAY).await;
+}
+
+/// After the reaper took a job, a late FAIL is NotWorking and the job stays in retry as the
+/// reaper left it (only the reaper's failure is counted).
+pub async fn late_fail_after_reap_changes_nothing<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    put(s, &spec("late-fail-001").reserve_for(60), Working, T0).await;
+    let t = T0 + 61 * SEC;
+    assert_eq!(reap(s, t).await, 1);
+    let reaped = must_get(s, "late-fail-001").await;
+    assert_eq!(reaped.state, Retry);
+    assert_eq!(
+        fail(s, "late-fail-001", t + SEC).await,
+        FailReply::NotWorking
+    );
+    assert_eq!(
+        get(s, "late-fail-001").await,
         Some(reaped),
-        "a late ACK/FAIL must not touch the retry"
+        "a late FAIL must not touch the retry"
     );
     assert_eq!(
         counters(s).await,
@@ -3146,9 +3323,10 @@ pub async fn concurrent_pushes_of_one_jid_store_it_once<H: Harness>() {
 }
 
 /// Late ACKs and FAILs racing the reaper, the retry tick and a UI "retry now" (MUTATE requeue):
-/// each job is processed once — ACKed (gone) or failed once (one copy, retry_count 0) — never
-/// both, never lost, and the counters add up.
-pub async fn racing_ack_fail_reap_requeue_keep_exactly_one_copy<H: Harness>() {
+/// each expired job is taken by exactly one of ACK, FAIL or the reaper; every ACKed job is gone
+/// (Acked if it came first, else AckedLate of the retry or enqueued copy the reaper left); every
+/// FAILed job is stored once, failed once (retry_count 0), never lost; the counters add up.
+pub async fn racing_ack_fail_reap_requeue_remove_acked_keep_one_copy_of_failed<H: Harness>() {
     let c = Ctx::<H>::new().await;
     let n = 40;
     let all: Vec<String> = (0..n).map(|i| format!("race-job-{i:05}")).collect();
@@ -3220,6 +3398,10 @@ pub async fn racing_ack_fail_reap_requeue_keep_exactly_one_copy<H: Harness>() {
         .await;
     let s = c.s();
     let acked = acks.iter().filter(|(_, a)| *a == AckOutcome::Acked).count();
+    let acked_late = acks
+        .iter()
+        .filter(|(_, a)| matches!(a, AckOutcome::AckedLate(_)))
+        .count();
     let failed = fails
         .iter()
         .filter(|(_, f)| *f != FailReply::NotWorking)
@@ -3230,18 +3412,23 @@ pub async fn racing_ack_fail_reap_requeue_keep_exactly_one_copy<H: Harness>() {
         "each expired job is taken by exactly one of ACK, FAIL or the reaper \
          (acked {acked}, failed {failed}, reaped {reaped})"
     );
+    assert!(
+        acked_late <= reaped,
+        "only a reaped job can be ACKed late (acked late {acked_late}, reaped {reaped})"
+    );
     for (jid, a) in &acks {
-        let got = get(s, jid).await;
-        if *a == AckOutcome::Acked {
-            assert_eq!(got, None, "{jid} was ACKed but is still stored");
-        } else {
-            let got = got.unwrap_or_else(|| panic!("{jid}: ACK was refused but the job is gone"));
-            assert!(
-                matches!(got.state, Retry | Enqueued),
-                "{jid} is {}",
-                got.state
-            );
-        }
+        assert!(
+            matches!(
+                a,
+                AckOutcome::Acked | AckOutcome::AckedLate(Retry) | AckOutcome::AckedLate(Enqueued)
+            ),
+            "{jid}: the job was working, in retry or enqueued when its ACK came, got {a:?}"
+        );
+        assert_eq!(
+            get(s, jid).await,
+            None,
+            "{jid} was ACKed ({a:?}) but is still stored"
+        );
     }
     for (jid, _) in &fails {
         let got = must_get(s, jid).await;
@@ -3250,24 +3437,29 @@ pub async fn racing_ack_fail_reap_requeue_keep_exactly_one_copy<H: Harness>() {
             "{jid} is {}",
             got.state
         );
-    }
-    for jid in &all {
-        if let Some(got) = get(s, jid).await {
-            let f = payload(&got)
-                .failure
-                .expect("a stored job here has failed once");
-            assert_eq!(
-                f.retry_count, 0,
-                "{jid} was failed twice (FAIL and reaper both acted)"
-            );
-        }
+        let f = payload(&got)
+            .failure
+            .expect("a stored job here has failed once");
+        assert_eq!(
+            f.retry_count, 0,
+            "{jid} was failed twice (FAIL and reaper both acted)"
+        );
     }
     assert_eq!(
         counters(s).await,
-        ((acked + failed + reaped) as u64, (failed + reaped) as u64),
-        "processed = ACKs + failures, failures = FAILs + reaped"
+        (
+            (acked + acked_late + failed + reaped) as u64,
+            (failed + reaped) as u64
+        ),
+        "processed = ACKs (in time or late) + failures, failures = FAILs + reaped"
     );
-    assert_eq!(stats(s).await.working, 0);
+    let st = stats(s).await;
+    assert_eq!(st.working, 0);
+    assert_eq!(
+        st.enqueued() + st.retries,
+        fails.len() as u64,
+        "exactly the FAILed half is left, one copy each"
+    );
     c.finish(t + HOUR).await;
 }
 
@@ -3595,7 +3787,8 @@ async fn run_model<H: Harness>(seed: u64, steps: usize) {
                     }
                 }
             }
-            // ACK of a working job, or of anything else.
+            // ACK of a working job, or of anything else (a late ACK of an enqueued, retry or
+            // dead job removes it too; scheduled, gone and unknown jids are NotWorking).
             43..=53 => {
                 let working = m.in_state(Working);
                 let jid = if !working.is_empty() && rng.chance(75) {
@@ -3606,19 +3799,23 @@ async fn run_model<H: Harness>(seed: u64, steps: usize) {
                     rng.pick(&all)
                 };
                 what = format!("ack {jid}");
-                let was_working = m.jobs.get(&jid).is_some_and(|j| j.state == Working);
+                let was = m.jobs.get(&jid).map(|j| j.state);
                 let got = ack(s, &jid, now).await;
-                if was_working {
-                    assert_eq!(got, AckOutcome::Acked, "seed {seed} step {step}: {what}");
+                let want = match was {
+                    Some(Working) => AckOutcome::Acked,
+                    Some(state @ (Enqueued | Retry | Dead)) => AckOutcome::AckedLate(state),
+                    Some(Scheduled) | None => AckOutcome::NotWorking,
+                };
+                assert_eq!(got, want, "seed {seed} step {step}: {what}");
+                if want != AckOutcome::NotWorking {
                     m.remove(&jid);
                     m.processed += 1;
-                    *tally.entry("=acked".into()).or_default() += 1;
-                } else {
-                    assert_eq!(
-                        got,
-                        AckOutcome::NotWorking,
-                        "seed {seed} step {step}: {what}"
-                    );
+                    let kind = match was {
+                        Some(Working) => "=acked".to_string(),
+                        Some(state) => format!("=acked late from {state}"),
+                        None => unreachable!(),
+                    };
+                    *tally.entry(kind).or_default() += 1;
                 }
             }
             // FAIL of a working job, or of anything else.
@@ -4237,13 +4434,18 @@ mod reference {
 
         fn ack(&self, jid: String, now: Millis) -> impl Future<Output = Result<AckOutcome>> + Send {
             ready(self.with(|d, _| {
-                if d.jobs.get(&jid).is_none_or(|e| e.state != Working) {
-                    return AckOutcome::NotWorking;
-                }
+                let state = match d.jobs.get(&jid) {
+                    None => return AckOutcome::NotWorking,
+                    Some(e) if e.state == Scheduled => return AckOutcome::NotWorking,
+                    Some(e) => e.state,
+                };
                 d.jobs.remove(&jid);
                 d.processed += 1;
                 d.days.entry(local_day(now)).or_default().0 += 1;
-                AckOutcome::Acked
+                match state {
+                    Working => AckOutcome::Acked,
+                    late => AckOutcome::AckedLate(late),
+                }
             }))
         }
 

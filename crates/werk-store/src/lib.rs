@@ -69,7 +69,14 @@ pub struct Reservation {
 pub enum AckOutcome {
     /// The job was working and is now gone; `processed` was counted.
     Acked,
-    /// No working job has this jid (never fetched, expired, already acked). Nothing changed.
+    /// A late ACK: the job was no longer working but enqueued, in the retry set or dead (its
+    /// reservation expired while the worker still ran it, or the reservation of an early FETCH
+    /// was never committed). The worker reports it done, so it is removed (→ gone, `processed`
+    /// counted): an ACK answered `+OK` is never followed by another delivery. Faktory answers
+    /// `+OK` here too but leaves the job to run again.
+    AckedLate(JobState),
+    /// No job has this jid (already acknowledged, discarded, never pushed), or it is
+    /// scheduled (never delivered). Nothing changed.
     NotWorking,
 }
 
@@ -233,7 +240,8 @@ pub trait Store: Send + Sync + 'static {
         self.fetch(queues, wid, now)
     }
 
-    /// working → gone.
+    /// working → gone; a late ACK also takes an enqueued, retry or dead job → gone
+    /// ([`AckOutcome::AckedLate`]).
     fn ack(&self, jid: String, now: Millis) -> impl Future<Output = Result<AckOutcome>> + Send;
 
     /// working → retry / dead / gone, by the retry policy.

@@ -59,7 +59,9 @@ struct Ledger {
     /// FAILs answered `+OK` (scaled scenario).
     failed_ok: u64,
     /// ACKs answered `+OK` whose reservation may already have expired (excluded from the
-    /// resurrection check: a late ACK is answered `+OK` and does nothing, as in Faktory).
+    /// resurrection check: a late ACK removes the job, but another worker may have fetched it
+    /// again before that ACK arrived, and this ledger records deliveries when their reply is
+    /// read, not when the FETCH was sent).
     acked_late: HashSet<String>,
 }
 

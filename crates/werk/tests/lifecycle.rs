@@ -78,12 +78,12 @@ fn reservation_expiry_is_a_failure_that_goes_through_retries() {
         "expiry counts as a failure: {info}"
     );
     assert_eq!(info["faktory"]["total_processed"], 1, "{info}");
-    // A late FAIL is refused; a late ACK is +OK but must not make the job vanish.
+    // A late FAIL is refused and leaves the retry alone (a late ACK would remove it: see
+    // late_ack_after_expiry_removes_the_job).
     assert_eq!(
         w.fail(&json!({"jid": "expiring-1"})).wire_str(),
         "-ERR Job not found expiring-1\r\n"
     );
-    w.ack("expiring-1").expect_ok();
 
     // The retry comes back after its (scaled) backoff with the failure recorded.
     let got = wait_fetch(&mut w, "default", Duration::from_secs(10));
@@ -107,6 +107,41 @@ fn reservation_expiry_is_a_failure_that_goes_through_retries() {
         ["retries", "working", "dead"].map(|k| set_size(&info, k)),
         [0, 0, 0],
         "{info}"
+    );
+}
+
+#[test]
+fn late_ack_after_expiry_removes_the_job() {
+    let s = Server::start(scaled());
+    let mut c = s.conn();
+    c.push_ok(&json!({"jid": "late-ack-1", "jobtype": "E", "args": [1], "reserve_for": 60}));
+    let mut w = s.worker("wid-late-ack");
+    w.fetch_job("default");
+    wait_info(
+        &mut c,
+        Duration::from_secs(10),
+        "the reservation to expire",
+        |i| i["faktory"]["total_failures"] == 1 && set_size(i, "working") == 0,
+    );
+    // The worker was still running it and reports it done: +OK, and the job is gone whether
+    // it still waits in retries or the retry tick already put it back in its queue.
+    w.ack("late-ack-1").expect_ok();
+    let info = c.info();
+    assert_eq!(
+        (set_size(&info, "retries"), default_queue_len(&info)),
+        (0, 0),
+        "a late ACK removes the job: {info}"
+    );
+    assert_eq!(
+        info["faktory"]["total_processed"], 2,
+        "expiry and late ACK: {info}"
+    );
+    assert_eq!(info["faktory"]["total_failures"], 1, "{info}");
+    // Longer than the first retry's (scaled) backoff: it never comes back.
+    thread::sleep(Duration::from_millis(600));
+    assert!(
+        w.fetch("default").is_none(),
+        "a job whose ACK was answered +OK was delivered again"
     );
 }
 
@@ -229,6 +264,9 @@ fn reservations_expire_after_a_restart() {
     c.push_ok(&json!({"jid": "restart-exp-2", "jobtype": "E", "args": [], "reserve_for": 600}));
     c.fetch_job("default");
     c.fetch_job("default");
+    // FETCH is answered before its reservation's fsync; a later write that is answered +OK
+    // proves every earlier batch is committed (one writer, in order).
+    c.push_ok(&json!({"jid": "restart-exp-sync", "jobtype": "E", "args": [], "queue": "other"}));
     drop(c);
     s.kill();
     // restart-exp-1 expires while the server is down, restart-exp-2 (6 s scaled) after it is up.
