@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::job::Job;
-use crate::time::{format_millis, parse_rfc3339, Millis};
+use crate::time::{format_millis, parse_rfc3339, Millis, MAX_MILLIS};
 
 /// The `failure` object carried by a job that has failed at least once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,9 +154,11 @@ pub fn apply_failure_with(
     let outcome = if retry == 0 {
         FailOutcome::Discarded
     } else if failure.retry_count < retry {
+        // A pushed `failure` can carry any retry_count: keep the delay from overflowing and
+        // `next_at` within what RFC 3339 can write.
+        let delay = scale_delay(backoff_seconds(failure.retry_count, r).saturating_mul(1000));
         FailOutcome::Retry {
-            next_at: now
-                .saturating_add(scale_delay(backoff_seconds(failure.retry_count, r) * 1000)),
+            next_at: now.saturating_add(delay).min(MAX_MILLIS),
         }
     } else {
         FailOutcome::Dead
@@ -235,6 +237,31 @@ mod tests {
             "2025-01-01T10:00:00.5Z",
             "a real time is kept"
         );
+    }
+
+    /// Found with the `job_validation` fuzz target: a pushed failure with a large retry_count
+    /// (and a larger retry) overflowed the delay in ms (a panic with overflow checks, a retry in
+    /// the past without), or put `next_at` after year 9999, where it is not valid RFC 3339.
+    #[test]
+    fn huge_pushed_retry_count_keeps_next_at_writable() {
+        for count in [800, 9_999, i64::MAX - 2] {
+            let text = format!(
+                r#"{{"jid":"0123456789","jobtype":"X","args":[],"retry":{},
+                    "failure":{{"failed_at":"2025-01-01T10:00:00Z","retry_count":{count}}}}}"#,
+                i64::MAX
+            );
+            let mut j = Job::parse_for_push(&text, 0).unwrap().0;
+            let outcome = apply_failure(&mut j, &boom(), 1_700_000_000_000, 29);
+            assert_eq!(
+                outcome,
+                FailOutcome::Retry {
+                    next_at: MAX_MILLIS
+                },
+                "{count}"
+            );
+            let next_at = j.failure.unwrap().next_at;
+            assert_eq!(parse_rfc3339(&next_at), Ok(MAX_MILLIS), "{next_at}");
+        }
     }
 
     #[test]

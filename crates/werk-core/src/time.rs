@@ -7,6 +7,10 @@ use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 /// Milliseconds since the Unix epoch, UTC.
 pub type Millis = i64;
 
+/// The latest time RFC 3339 can write (`9999-12-31T23:59:59.999Z`): later times have no
+/// four-digit year and would not parse back.
+pub const MAX_MILLIS: Millis = 253_402_300_799_999;
+
 /// The current wall-clock time.
 pub fn now_millis() -> Millis {
     Utc::now().timestamp_millis()
@@ -69,6 +73,13 @@ mod tests {
         );
         assert!(parse_rfc3339("2025-03-04 05:06:07").is_err());
         assert!(parse_rfc3339("yesterday").is_err());
+    }
+
+    #[test]
+    fn max_millis_is_the_last_writable_time() {
+        assert_eq!(format_millis(MAX_MILLIS), "9999-12-31T23:59:59.999Z");
+        assert_eq!(parse_rfc3339(&format_millis(MAX_MILLIS)), Ok(MAX_MILLIS));
+        assert!(parse_rfc3339(&format_millis(MAX_MILLIS + 1)).is_err());
     }
 
     #[test]
