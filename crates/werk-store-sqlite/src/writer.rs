@@ -177,6 +177,8 @@ struct Batch {
     queues: BTreeSet<String>,
     history: BTreeMap<String, (i64, i64)>,
     notify: Vec<String>,
+    /// The mirror was already published during the batch (before early replies).
+    sizes_published: bool,
 }
 
 /// A stored job as the writer reads it to move it.
@@ -272,7 +274,9 @@ impl Writer {
         match self.try_batch(&mut reqs, &mut ctx, &saved) {
             Ok(results) => {
                 self.degraded = false;
-                self.publish();
+                if !ctx.sizes_published {
+                    self.publish();
+                }
                 for queue in &ctx.notify {
                     self.listener.enqueued(queue);
                 }
@@ -336,6 +340,7 @@ impl Writer {
             // Publish the batch's sizes first, so that an INFO sent after the early reply
             // counts the reservation (on rollback the old sizes are published again).
             self.publish();
+            ctx.sizes_published = true;
             for (req, resp) in reqs.iter_mut().zip(out.iter_mut()) {
                 if req.early {
                     if let (Some(reply), Some(resp)) = (req.reply.take(), resp.take()) {

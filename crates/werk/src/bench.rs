@@ -545,28 +545,49 @@ async fn push_task(sh: Arc<Shared>, mut c: Conn) {
         if n >= sh.jobs {
             break;
         }
-        line.clear();
-        line.extend_from_slice(b"PUSH ");
-        sh.write_job(&mut line, n);
-        let t0 = Instant::now();
-        match c.call_until(&line, sh.hard).await {
-            Ok(Some(r)) if r.is_ok() => {
-                let t1 = Instant::now();
-                let m = sh.measured(t1);
-                if m {
-                    sh.record(Cmd::Push, t1 - t0);
-                }
-                sh.event(Event::Pushed, 1, t1, m);
-            }
-            Ok(Some(r)) => sh.error(Cmd::Push, r.describe()),
-            Ok(None) => break,
-            Err(e) => {
-                sh.io_error(Cmd::Push, e);
-                break;
-            }
+        if !push_one(&sh, &mut c, &mut line, n, None).await {
+            break;
         }
     }
     sh.producers_left.fetch_sub(1, Relaxed);
+}
+
+/// Sends one PUSH of job `n` and records it; `due` is its scheduled time in latency mode.
+/// Returns false when the connection is done (time limit or I/O error).
+async fn push_one(
+    sh: &Shared,
+    c: &mut Conn,
+    line: &mut Vec<u8>,
+    n: u64,
+    due: Option<Instant>,
+) -> bool {
+    line.clear();
+    line.extend_from_slice(b"PUSH ");
+    sh.write_job(line, n);
+    let t0 = Instant::now();
+    match c.call_until(line, sh.hard).await {
+        Ok(Some(r)) if r.is_ok() => {
+            let t1 = Instant::now();
+            let m = sh.measured(due.unwrap_or(t1));
+            if m {
+                sh.record(Cmd::Push, t1 - t0);
+                if let Some(due) = due {
+                    sh.record(Cmd::PushScheduled, t1 - due);
+                }
+            }
+            sh.event(Event::Pushed, 1, t1, m);
+            true
+        }
+        Ok(Some(r)) => {
+            sh.error(Cmd::Push, r.describe());
+            true
+        }
+        Ok(None) => false,
+        Err(e) => {
+            sh.io_error(Cmd::Push, e);
+            false
+        }
+    }
 }
 
 /// PUSHB mode producer.
@@ -645,26 +666,8 @@ async fn paced_task(sh: Arc<Shared>, mut c: Conn) {
             break;
         }
         tokio::time::sleep_until(due.into()).await;
-        line.clear();
-        line.extend_from_slice(b"PUSH ");
-        sh.write_job(&mut line, k);
-        let t0 = Instant::now();
-        match c.call_until(&line, sh.hard).await {
-            Ok(Some(r)) if r.is_ok() => {
-                let t1 = Instant::now();
-                let m = sh.measured(due);
-                if m {
-                    sh.record(Cmd::Push, t1 - t0);
-                    sh.record(Cmd::PushScheduled, t1 - due);
-                }
-                sh.event(Event::Pushed, 1, t1, m);
-            }
-            Ok(Some(r)) => sh.error(Cmd::Push, r.describe()),
-            Ok(None) => break,
-            Err(e) => {
-                sh.io_error(Cmd::Push, e);
-                break;
-            }
+        if !push_one(&sh, &mut c, &mut line, k, Some(due)).await {
+            break;
         }
     }
     sh.producers_left.fetch_sub(1, Relaxed);
