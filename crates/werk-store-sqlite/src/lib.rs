@@ -1,9 +1,10 @@
-//! Werk's embedded store: one SQLite database (bundled SQLite, WAL journal,
-//! `synchronous=FULL`) in the data directory.
+//! Werk's embedded store: one SQLite database (bundled SQLite, WAL journal) in the data
+//! directory.
 //!
 //! * Every change goes through one writer thread that commits waiting requests together
-//!   ([`writer`]): an answer means the change is fsynced, and concurrent requests share the
-//!   fsync. Each request is one transaction's worth of atomic steps; a batch is all-or-nothing.
+//!   ([`writer`]); a second thread fsyncs the WAL and only then answers ([`syncer`]): an answer
+//!   means the change is on disk, concurrent requests share the fsync, and the next batch is
+//!   applied while the previous one is flushed. Each request is one transaction's worth of atomic steps; a batch is all-or-nothing.
 //! * Reads (job lookups, pages, latency, history) use a separate read-only connection and see
 //!   the last commit; sizes and counters come from an in-memory mirror published at each commit.
 //! * Jobs live only on disk: memory holds the page cache (bounded) and per-queue counters.
@@ -11,7 +12,10 @@
 
 mod reader;
 mod schema;
+mod syncer;
 mod writer;
+
+pub use syncer::Durability;
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -83,12 +87,19 @@ pub struct SqliteOptions {
     /// Run SQLite's `quick_check` over the whole database before serving (reads every page:
     /// catches truncated or overwritten files). On by default.
     pub integrity_check: bool,
+    /// Databases larger than this (bytes, WAL included) are checked in the background while
+    /// serving instead of before (the check reads about 300 MB/s here).
+    pub blocking_check_limit: u64,
+    /// When an answered change is on disk.
+    pub durability: Durability,
 }
 
 impl Default for SqliteOptions {
     fn default() -> Self {
         SqliteOptions {
             integrity_check: true,
+            blocking_check_limit: 128 << 20,
+            durability: Durability::Fsync,
         }
     }
 }
@@ -104,6 +115,7 @@ fn is_damage(e: &rusqlite::Error) -> bool {
 
 /// The embedded store. Cheap to share behind an `Arc`.
 pub struct SqliteStore {
+    background_check: Mutex<Option<oneshot::Receiver<OpenError>>>,
     tx: Mutex<Option<Sender<Msg>>>,
     closed: AtomicBool,
     reader: Arc<Reader>,
@@ -161,25 +173,19 @@ impl SqliteStore {
         let existed = db_len.is_some();
         let conn = Connection::open(&path).map_err(db_err)?;
         schema::configure(&conn).map_err(db_err)?;
+        // Small databases are checked before serving; a large one (where reading every page
+        // takes seconds) is checked in the background while serving, and a failure is reported
+        // through `take_background_check`.
+        let mut background_check = None;
         if existed && options.integrity_check {
-            let started = std::time::Instant::now();
-            let problems: Vec<String> = conn
-                .prepare("PRAGMA quick_check(20)")
-                .and_then(|mut s| s.query_map([], |r| r.get::<_, String>(0))?.collect())
-                .map_err(db_err)?;
-            if problems.iter().any(|p| p != "ok") {
-                return Err(OpenError::Damaged {
-                    path,
-                    detail: format!(
-                        "integrity check failed: {}",
-                        problems.join("; ").replace('\n', " ")
-                    ),
-                });
+            let size = db_len.unwrap_or(0) + wal_len(&path);
+            if size <= options.blocking_check_limit {
+                if let Some(detail) = quick_check(&conn).map_err(db_err)? {
+                    return Err(OpenError::Damaged { path, detail });
+                }
+            } else {
+                background_check = Some(spawn_check(path.clone()));
             }
-            tracing::info!(
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "integrity check passed"
-            );
         }
         conn.execute_batch(schema::CREATE).map_err(db_err)?;
         let version: Option<i64> = conn
@@ -213,8 +219,16 @@ impl SqliteStore {
         read_conn
             .busy_timeout(std::time::Duration::from_secs(10))
             .map_err(db_err)?;
+        // The writer's commits only write the WAL; the syncer flushes it before answering.
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db_err)?;
+        let mut wal = path.clone().into_os_string();
+        wal.push("-wal");
         let (tx, rx) = mpsc::channel();
+        let syncer = syncer::Syncer::start(options.durability, Path::new(&wal), tx.clone())
+            .map_err(|e| OpenError::Dir(dir.to_path_buf(), e))?;
         let writer = Writer {
+            syncer,
             conn,
             config,
             listener,
@@ -227,6 +241,7 @@ impl SqliteStore {
             .spawn(move || writer.run(rx))
             .map_err(|e| OpenError::Dir(dir.to_path_buf(), e))?;
         Ok(SqliteStore {
+            background_check: Mutex::new(background_check),
             tx: Mutex::new(Some(tx)),
             closed: AtomicBool::new(false),
             reader: Arc::new(Reader::new(read_conn)),
@@ -268,6 +283,70 @@ impl SqliteStore {
             .map_err(|e| StoreError::Backend(format!("reader task failed: {e}")))?
             .map_err(Error::into_store_error)
     }
+}
+
+impl SqliteStore {
+    /// The integrity check running in the background (see [`SqliteOptions::blocking_check_limit`]),
+    /// if any: resolves with the damage it found, or is dropped (closed) when the database
+    /// passed. Taken once.
+    pub fn take_background_check(&self) -> Option<oneshot::Receiver<OpenError>> {
+        self.background_check
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+}
+
+fn wal_len(db: &Path) -> u64 {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0)
+}
+
+/// SQLite's `quick_check` (reads every page): `Some(problems)` if the database is damaged.
+fn quick_check(conn: &Connection) -> rusqlite::Result<Option<String>> {
+    let started = std::time::Instant::now();
+    let problems: Vec<String> = conn
+        .prepare("PRAGMA quick_check(20)")
+        .and_then(|mut s| s.query_map([], |r| r.get::<_, String>(0))?.collect())?;
+    if problems.iter().any(|p| p != "ok") {
+        return Ok(Some(format!(
+            "integrity check failed: {}",
+            problems.join("; ").replace('\n', " ")
+        )));
+    }
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "integrity check passed"
+    );
+    Ok(None)
+}
+
+/// Runs [`quick_check`] on its own read-only connection and thread.
+fn spawn_check(path: PathBuf) -> oneshot::Receiver<OpenError> {
+    let (tx, rx) = oneshot::channel();
+    tracing::info!(db = %path.display(), "large database: checking its integrity in the background");
+    let run = move || {
+        let result = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .and_then(|c| quick_check(&c));
+        let detail = match result {
+            Ok(None) => return,
+            Ok(Some(detail)) => detail,
+            Err(e) if is_damage(&e) => e.to_string(),
+            Err(e) => {
+                tracing::warn!(error = %e, "the background integrity check could not run");
+                return;
+            }
+        };
+        let _ = tx.send(OpenError::Damaged { path, detail });
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("werk-store-check".into())
+        .spawn(run)
+    {
+        tracing::warn!(error = %e, "cannot start the background integrity check");
+    }
+    rx
 }
 
 fn write_marker(marker: &Path, dir: &Path) -> std::io::Result<()> {
@@ -430,6 +509,18 @@ impl Store for SqliteStore {
             if tx.send(Msg::Close(done)).is_ok() {
                 let _ = rx.await;
             }
+        }
+    }
+}
+
+impl Drop for SqliteStore {
+    /// A store dropped without [`Store::close`] still stops its writer (the syncer holds a
+    /// sender of the writer's channel, so the channel alone would never close).
+    fn drop(&mut self) {
+        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(tx) = tx {
+            let (done, _) = oneshot::channel();
+            let _ = tx.send(Msg::Close(done));
         }
     }
 }

@@ -56,10 +56,17 @@ pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // FULL: in WAL mode every commit syncs the WAL, so a committed transaction survives power
-    // loss, not only a process crash.
+    // loss, not only a process crash. (The writer then switches to NORMAL and syncs the WAL
+    // itself, off its own thread: see `syncer`.)
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // Plans never depend on bound values: without this, SQLite re-prepares the FETCH query at
+    // every call (its queue parameter is compared with the partial indexes' constants).
     // Bounded page cache (KiB when negative): memory does not grow with the backlog.
     conn.pragma_update(None, "cache_size", -32_768)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
     Ok(())
 }

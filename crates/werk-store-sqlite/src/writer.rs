@@ -1,7 +1,8 @@
 //! The single writer: every change goes through one thread that owns the writing connection,
 //! takes whatever requests are waiting (up to [`MAX_BATCH`]), applies them in one transaction and
-//! commits once (group commit). Only after the commit — fsynced, as `synchronous=FULL` makes it
-//! — are the callers answered, so an answer always means "on disk".
+//! commits once (group commit). The callers are answered by the [`Syncer`] once the commit is
+//! fsynced, so an answer always means "on disk"; meanwhile the writer goes on with the next
+//! batch.
 //!
 //! If any request of a batch hits a database error, the whole transaction is rolled back and the
 //! requests are retried one per transaction, so one bad request (or a full disk) fails only
@@ -23,6 +24,7 @@ use werk_store::{
     Reservation, Stats, StoreConfig, StoreError, StoredJob,
 };
 
+use crate::syncer::Syncer;
 use crate::Error;
 
 /// Most requests committed together.
@@ -63,6 +65,8 @@ pub(crate) struct Request {
 
 pub(crate) enum Msg {
     Req(Request),
+    /// The syncer finished a flush.
+    Synced,
     Close(oneshot::Sender<()>),
 }
 
@@ -177,8 +181,17 @@ struct Batch {
     queues: BTreeSet<String>,
     history: BTreeMap<String, (i64, i64)>,
     notify: Vec<String>,
-    /// The mirror was already published during the batch (before early replies).
-    sizes_published: bool,
+}
+
+/// The open transaction: requests applied but not yet committed.
+#[derive(Default)]
+struct Open {
+    reqs: Vec<Request>,
+    /// `None` once answered (early FETCH).
+    results: Vec<Option<Resp>>,
+    ctx: Batch,
+    /// The mirror before the transaction began.
+    saved: Mem,
 }
 
 /// A stored job as the writer reads it to move it.
@@ -206,6 +219,8 @@ pub(crate) struct Writer {
     pub published: Arc<Mutex<Mem>>,
     /// The last batch failed to commit: answer FETCH only after commit until one succeeds.
     pub degraded: bool,
+    /// Answers committed batches once they are durable.
+    pub syncer: Syncer,
 }
 
 fn state_code(s: JobState) -> i64 {
@@ -224,42 +239,59 @@ fn describe(state: Option<JobState>) -> &'static str {
 }
 
 impl Writer {
-    /// Runs until the channel closes or a close request arrives.
+    /// Runs until a close request arrives or every sender is gone.
+    ///
+    /// Requests are applied as they arrive, into one open transaction; that transaction is
+    /// committed as soon as the syncer is idle (or it holds [`MAX_BATCH`] requests), so the
+    /// requests that arrive during one flush are applied meanwhile and share the next flush.
     pub fn run(mut self, rx: Receiver<Msg>) {
         let mut closing: Option<oneshot::Sender<()>> = None;
-        while closing.is_none() {
-            let first = match rx.recv() {
-                Ok(m) => m,
-                Err(_) => return,
-            };
-            let mut batch = Vec::new();
-            match first {
-                Msg::Req(r) => batch.push(r),
+        let mut open: Option<Open> = None;
+        let mut flushing = false;
+        loop {
+            let mut incoming = Vec::new();
+            let mut handle = |msg: Msg, incoming: &mut Vec<Request>| match msg {
+                Msg::Req(r) => incoming.push(r),
+                Msg::Synced => flushing = false,
                 Msg::Close(done) => closing = Some(done),
+            };
+            match rx.recv() {
+                Ok(msg) => handle(msg, &mut incoming),
+                Err(_) => break,
             }
-            while batch.len() < MAX_BATCH {
+            let held = open.as_ref().map_or(0, |o| o.reqs.len());
+            while held + incoming.len() < MAX_BATCH {
                 match rx.try_recv() {
-                    Ok(Msg::Req(r)) => batch.push(r),
-                    Ok(Msg::Close(done)) => {
-                        closing = Some(done);
-                        break;
-                    }
+                    Ok(msg) => handle(msg, &mut incoming),
                     Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
                 }
             }
-            if !batch.is_empty() {
-                self.run_batch(batch);
+            if !incoming.is_empty() {
+                self.apply_round(&mut open, incoming);
             }
+            let full = open.as_ref().is_some_and(|o| o.reqs.len() >= MAX_BATCH);
+            if open.is_some() && (!flushing || full || closing.is_some()) {
+                flushing |= self.commit(open.take().expect("checked"));
+            }
+            if closing.is_some() {
+                break;
+            }
+        }
+        if let Some(o) = open.take() {
+            self.commit(o);
         }
         // Requests that raced with close: answer them so no caller waits forever.
         while let Ok(msg) = rx.try_recv() {
             match msg {
-                Msg::Req(r) => self.run_batch(vec![r]),
+                Msg::Req(r) => self.run_single(r),
+                Msg::Synced => {}
                 Msg::Close(done) => {
                     let _ = done.send(());
                 }
             }
         }
+        // Flush and answer everything committed before the final checkpoint.
+        self.syncer.finish();
         if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
             tracing::warn!(error = %e, "checkpoint at close failed");
         }
@@ -268,89 +300,128 @@ impl Writer {
         }
     }
 
-    fn run_batch(&mut self, mut reqs: Vec<Request>) {
-        let saved = self.mem.clone();
-        let mut ctx = Batch::default();
-        match self.try_batch(&mut reqs, &mut ctx, &saved) {
-            Ok(results) => {
-                self.degraded = false;
-                if !ctx.sizes_published {
-                    self.publish();
-                }
-                for queue in &ctx.notify {
-                    self.listener.enqueued(queue);
-                }
-                for (req, res) in reqs.into_iter().zip(results) {
-                    if let (Some(reply), Some(res)) = (req.reply, res) {
-                        let _ = reply.send(Ok(res));
-                    }
-                }
-            }
-            Err(e) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
-                self.mem = saved;
-                self.degraded = true;
-                self.publish();
-                // A FETCH already answered is not replayed: its reservation was rolled back, so
-                // the job is still enqueued and will simply be delivered again.
-                reqs.retain(|r| r.reply.is_some());
-                if reqs.len() <= 1 {
-                    let err = e.into_store_error();
-                    tracing::error!(error = %err, "store request failed; nothing was changed");
-                    for req in reqs {
-                        if let Some(reply) = req.reply {
-                            let _ = reply.send(Err(err.clone()));
-                        }
-                    }
-                } else {
-                    for req in reqs {
-                        self.run_batch(vec![req]);
-                    }
-                }
-            }
-        }
-    }
-
-    fn publish(&self) {
-        *self.published.lock().unwrap_or_else(|p| p.into_inner()) = self.mem.clone();
-    }
-
-    /// Applies a batch in one transaction. Results are `None` for requests already answered.
+    /// Applies requests into the open transaction (beginning one if needed), then publishes the
+    /// new sizes, wakes waiting FETCHes and answers early FETCHes.
     ///
-    /// An early FETCH ([`werk_store::Store::fetch_early`]) is answered once the batch is
-    /// applied, before the commit (the fsync): the state machine allows it because a crash
-    /// (or a failed commit) before the commit only leaves the job enqueued, to be delivered
-    /// again — at-least-once, never lost. Workers so skip one fsync per job; PUSH, ACK, FAIL and
-    /// every other change are answered after commit.
-    fn try_batch(
-        &mut self,
-        reqs: &mut [Request],
-        ctx: &mut Batch,
-        before: &Mem,
-    ) -> Result<Vec<Option<Resp>>, Error> {
-        self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-        let mut out = Vec::with_capacity(reqs.len());
-        for req in reqs.iter() {
-            out.push(Some(self.apply(&req.op, req.now, ctx)?));
+    /// An early FETCH ([`werk_store::Store::fetch_early`]) is answered once applied, before the
+    /// commit and its fsync: the state machine allows it because a crash (or a failed commit)
+    /// before then only leaves the job enqueued, to be delivered again — at-least-once, never
+    /// lost. Workers so skip one fsync per job; PUSH, ACK, FAIL and every other change are
+    /// answered after the fsync. After a failed commit (a full disk, say) FETCH waits for its
+    /// commit again until one succeeds, so it is refused instead of handing out a job it cannot
+    /// reserve.
+    fn apply_round(&mut self, open: &mut Option<Open>, incoming: Vec<Request>) {
+        if open.is_none() {
+            if let Err(e) = self
+                .conn
+                .prepare_cached("BEGIN IMMEDIATE")
+                .and_then(|mut s| s.execute([]))
+            {
+                self.abort(None, incoming, e.into());
+                return;
+            }
+            *open = Some(Open {
+                saved: self.mem.clone(),
+                ..Open::default()
+            });
         }
-        self.persist(ctx, before)?;
-        // After a failed commit (a full disk, say) FETCH waits for its commit again until one
-        // succeeds, so it is refused instead of handing out a job it cannot reserve.
-        if !self.degraded && reqs.iter().any(|r| r.early) {
-            // Publish the batch's sizes first, so that an INFO sent after the early reply
-            // counts the reservation (on rollback the old sizes are published again).
-            self.publish();
-            ctx.sizes_published = true;
-            for (req, resp) in reqs.iter_mut().zip(out.iter_mut()) {
-                if req.early {
-                    if let (Some(reply), Some(resp)) = (req.reply.take(), resp.take()) {
+        let Some(mut o) = open.take() else { return };
+        let first_new = o.reqs.len();
+        let mut incoming = incoming.into_iter();
+        while let Some(req) = incoming.next() {
+            match self.apply(&req.op, req.now, &mut o.ctx) {
+                Ok(resp) => {
+                    o.reqs.push(req);
+                    o.results.push(Some(resp));
+                }
+                Err(e) => {
+                    let mut all = o.reqs;
+                    all.push(req);
+                    all.extend(incoming);
+                    self.abort(Some(o.saved), all, e);
+                    return;
+                }
+            }
+        }
+        self.publish();
+        for queue in o.ctx.notify.drain(..) {
+            self.listener.enqueued(&queue);
+        }
+        if !self.degraded {
+            for i in first_new..o.reqs.len() {
+                if o.reqs[i].early {
+                    if let (Some(reply), Some(resp)) = (o.reqs[i].reply.take(), o.results[i].take())
+                    {
                         let _ = reply.send(Ok(resp));
                     }
                 }
             }
         }
-        self.conn.prepare_cached("COMMIT")?.execute([])?;
-        Ok(out)
+        *open = Some(o);
+    }
+
+    /// Commits the open transaction and hands its answers to the syncer; returns whether a
+    /// flush is now running.
+    fn commit(&mut self, o: Open) -> bool {
+        let done = self
+            .persist(&o.ctx, &o.saved)
+            .and_then(|()| Ok(self.conn.prepare_cached("COMMIT")?.execute([])?));
+        match done {
+            Ok(_) => {
+                self.degraded = false;
+                let answers = o
+                    .reqs
+                    .into_iter()
+                    .zip(o.results)
+                    .filter_map(|(req, res)| Some((req.reply?, res?)))
+                    .collect();
+                self.syncer.answer(answers)
+            }
+            Err(e) => {
+                self.abort(Some(o.saved), o.reqs, e);
+                false
+            }
+        }
+    }
+
+    /// A database error: rolls back the open transaction (restoring the mirror from `saved`)
+    /// and replays its requests one per transaction, so only the failing one fails.
+    fn abort(&mut self, saved: Option<Mem>, mut reqs: Vec<Request>, e: Error) {
+        let _ = self.conn.execute_batch("ROLLBACK");
+        if let Some(saved) = saved {
+            self.mem = saved;
+        }
+        self.degraded = true;
+        self.publish();
+        // A FETCH already answered is not replayed: its reservation was rolled back, so the job
+        // is still enqueued and will simply be delivered again.
+        reqs.retain(|r| r.reply.is_some());
+        if reqs.len() <= 1 {
+            let err = e.into_store_error();
+            tracing::error!(error = %err, "store request failed; nothing was changed");
+            for req in reqs {
+                if let Some(reply) = req.reply {
+                    let _ = reply.send(Err(err.clone()));
+                }
+            }
+        } else {
+            for req in reqs {
+                self.run_single(req);
+            }
+        }
+    }
+
+    /// One request in its own transaction, committed at once.
+    fn run_single(&mut self, req: Request) {
+        let mut open = None;
+        self.apply_round(&mut open, vec![req]);
+        if let Some(o) = open {
+            self.commit(o);
+        }
+    }
+
+    fn publish(&self) {
+        *self.published.lock().unwrap_or_else(|p| p.into_inner()) = self.mem.clone();
     }
 
     /// Writes what the batch changed in the mirrored sizes and counters (`before` is the mirror

@@ -6,7 +6,7 @@ mod torture;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use werk_server::{Config, QueueSignals, Server};
 use werk_store::StoreConfig;
-use werk_store_sqlite::{SqliteOptions, SqliteStore};
+use werk_store_sqlite::{Durability, SqliteOptions, SqliteStore};
 
 #[derive(Parser)]
 #[command(
@@ -83,10 +83,25 @@ struct ServeArgs {
     /// Skip the integrity check of the store at start-up (it reads the whole database).
     #[arg(long)]
     skip_integrity_check: bool,
+    /// Stores up to this size (MiB) are checked before serving; larger ones are checked in the
+    /// background while serving (werk stops, exit status 1, if the check finds damage).
+    #[arg(long, default_value_t = 128)]
+    blocking_check_mib: u64,
+    /// When a PUSH, ACK, FAIL or other change is answered: `fsync` = once it is on disk
+    /// (survives power loss); `none` = once the operating system has it (survives a crash of
+    /// werk, not of the machine; for those who choose speed over safety).
+    #[arg(long, value_enum, default_value_t = DurabilityArg::Fsync)]
+    durability: DurabilityArg,
     /// For tests only: multiplies retry backoff and reservation lengths (0.01 makes a 60 s
     /// reservation last 600 ms).
     #[arg(long, default_value_t = 1.0, hide = true)]
     time_scale: f64,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum DurabilityArg {
+    Fsync,
+    None,
 }
 
 fn main() -> Result<()> {
@@ -171,6 +186,11 @@ fn serve(args: ServeArgs) -> Result<()> {
         let signals = Arc::new(QueueSignals::default());
         let options = SqliteOptions {
             integrity_check: !args.skip_integrity_check,
+            blocking_check_limit: args.blocking_check_mib << 20,
+            durability: match args.durability {
+                DurabilityArg::Fsync => Durability::Fsync,
+                DurabilityArg::None => Durability::None,
+            },
         };
         let store = SqliteStore::open_with(&args.data_dir, store_config, signals.clone(), options)
             .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?;
@@ -194,9 +214,23 @@ fn serve(args: ServeArgs) -> Result<()> {
         }
         let stop = CancellationToken::new();
         tokio::spawn(wait_for_signal(stop.clone()));
+        let damage = Arc::new(Mutex::new(None));
+        if let Some(check) = store.take_background_check() {
+            let (stop, damage) = (stop.clone(), damage.clone());
+            tokio::spawn(async move {
+                if let Ok(found) = check.await {
+                    tracing::error!(error = %found, "stopping: the store is damaged");
+                    *damage.lock().unwrap_or_else(|p| p.into_inner()) = Some(found);
+                    stop.cancel();
+                }
+            });
+        }
         Server::new(Arc::new(store), signals, config)
             .run(listener, stop)
             .await;
+        if let Some(found) = damage.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(found).context("stopped serving");
+        }
         Ok(())
     })
 }

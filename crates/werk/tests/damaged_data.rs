@@ -682,3 +682,86 @@ fn one_corrupt_working_job_does_not_stop_reservation_expiry() {
         );
     });
 }
+
+/// A store above `--blocking-check-mib` is checked in the background while werk serves: damage
+/// found there stops werk with a non-zero status and the same message, and an undamaged one
+/// keeps serving.
+#[test]
+fn background_check_of_a_large_store_stops_werk_on_damage() {
+    let tmp = tempfile::Builder::new()
+        .prefix("werk-damaged-bg-")
+        .tempdir()
+        .unwrap();
+    let data = build_store(tmp.path());
+    let db = data.join("werk.db");
+
+    // Undamaged: serves, and is still serving after the check had time to finish.
+    let mut a = attempt(
+        tmp.path(),
+        &data,
+        &["--blocking-check-mib", "0"],
+        REFUSAL_LIMIT,
+    );
+    let addr = a.listening.unwrap_or_else(|| {
+        panic!(
+            "undamaged store with a background check did not start; stderr:\n{}",
+            a.stderr
+        )
+    });
+    thread::sleep(Duration::from_millis(1500));
+    let running = matches!(a.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)));
+    let log = fs::read_to_string(&a.err_path).unwrap_or_default();
+    assert!(
+        running,
+        "werk stopped on an undamaged store; stderr:\n{log}"
+    );
+    assert!(
+        log.contains("integrity check passed"),
+        "no passed check in the log:\n{log}"
+    );
+    let mut c = Conn::connect(addr);
+    c.handshake(None, None);
+    assert!(c.info()["faktory"]["queues"].is_object());
+    drop(c);
+    drop(a);
+
+    let len = fs::metadata(&db).unwrap().len();
+    let mut f = OpenOptions::new().write(true).open(&db).unwrap();
+    f.seek(SeekFrom::Start(len / 2 - 1234)).unwrap();
+    f.write_all(&random_bytes(0xBAC6, 16 * 1024)).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+
+    // Damaged: may get as far as listening, but must then stop on its own with status 1.
+    let mut a = attempt(
+        tmp.path(),
+        &data,
+        &["--blocking-check-mib", "0"],
+        REFUSAL_LIMIT,
+    );
+    let status = match a.status {
+        Some(st) => st,
+        None => {
+            let child = a.child.as_mut().expect("listening");
+            let deadline = Instant::now() + REFUSAL_LIMIT;
+            loop {
+                if let Some(st) = child.try_wait().unwrap() {
+                    break st;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "werk kept serving a damaged store; stderr:\n{}",
+                    fs::read_to_string(&a.err_path).unwrap_or_default()
+                );
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+    };
+    let log = fs::read_to_string(&a.err_path).unwrap_or_default();
+    println!("damaged store, background check: {status}");
+    assert_eq!(status.code(), Some(1), "stderr:\n{log}");
+    assert!(
+        log.contains(&*db.to_string_lossy()) && log.contains("is damaged"),
+        "the error does not name the damaged werk.db; stderr:\n{log}"
+    );
+}

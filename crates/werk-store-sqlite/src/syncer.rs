@@ -1,0 +1,169 @@
+//! The durability pipeline: the writer commits with `synchronous=NORMAL` (SQLite writes the
+//! transaction's WAL frames but does not fsync them) and hands the batch's answers to this
+//! thread, which fdatasyncs the WAL file and only then answers. While one fdatasync runs, the
+//! writer applies and commits the next batch, so the disk flush and the work overlap instead of
+//! taking turns; every batch committed while a flush ran shares the next one.
+//!
+//! Why this is as durable as `synchronous=FULL`:
+//! * An answer is sent only after an fdatasync of the WAL that *started after* the batch's
+//!   COMMIT returned, and fdatasync flushes every page of the file written before it started —
+//!   the batch's frames included (fsync works on the inode, so our own descriptor will do).
+//! * SQLite still keeps the database consistent on its own in NORMAL mode: it syncs the WAL
+//!   before every checkpoint, the database file after it, and the WAL header when it starts
+//!   reusing the file. Recovery replays the WAL up to its last valid commit frame, so a crash
+//!   during a later batch's write cannot damage an earlier, flushed batch.
+//! * A batch committed but not yet flushed is visible to later requests (a FETCH may hand out a
+//!   job whose PUSH has not been answered yet). If the machine then loses power, that PUSH was
+//!   never answered `+OK`, so nothing promised is lost: the client retries it.
+//! * A failed fdatasync is fatal (as in PostgreSQL since 2018): after one, the kernel may have
+//!   dropped the dirty pages and a later fdatasync could report success for data that is not on
+//!   disk. The process aborts without answering; start-up recovers from what is on disk.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::thread::JoinHandle;
+
+use tokio::sync::oneshot;
+use werk_store::StoreError;
+
+use crate::writer::{Msg, Resp};
+
+/// One answer held back until the flush.
+pub(crate) type Answer = (oneshot::Sender<Result<Resp, StoreError>>, Resp);
+
+/// How an answered change reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Answer only after the change is fsynced (the default; survives power loss).
+    #[default]
+    Fsync,
+    /// Answer after the commit reaches the operating system (survives a crash of werk, not a
+    /// crash of the machine: answered changes of the last moments can be lost). SQLite still
+    /// syncs at each checkpoint, so the database stays consistent.
+    None,
+}
+
+/// Hands committed batches' answers to the flushing thread.
+pub(crate) enum Syncer {
+    Fsync {
+        tx: Option<Sender<Vec<Answer>>>,
+        thread: Option<JoinHandle<()>>,
+    },
+    None,
+}
+
+impl Syncer {
+    /// Starts the flushing thread for the WAL file at `wal` (which must exist); it tells the
+    /// writer (`writer`) each time a flush is done.
+    pub fn start(durability: Durability, wal: &Path, writer: Sender<Msg>) -> io::Result<Syncer> {
+        match durability {
+            Durability::None => Ok(Syncer::None),
+            Durability::Fsync => {
+                let file = WalFile::open(wal.to_path_buf())?;
+                let (tx, rx) = mpsc::channel();
+                let thread = std::thread::Builder::new()
+                    .name("werk-store-sync".into())
+                    .spawn(move || run(file, rx, writer))?;
+                Ok(Syncer::Fsync {
+                    tx: Some(tx),
+                    thread: Some(thread),
+                })
+            }
+        }
+    }
+
+    /// Answers a committed batch once it is durable. Returns whether a flush was started (the
+    /// writer then hears [`Msg::Synced`] when it is done).
+    pub fn answer(&self, answers: Vec<Answer>) -> bool {
+        match self {
+            Syncer::Fsync { tx: Some(tx), .. } => {
+                // Sent even when empty: a background change (promotion, reaping) must be flushed
+                // too before its effects are answered to anyone.
+                // The flushing thread only goes away by aborting the process, so a failed send
+                // is unreachable; the answers are then dropped, never sent unflushed.
+                tx.send(answers).is_ok()
+            }
+            Syncer::Fsync { tx: None, .. } => false,
+            Syncer::None => {
+                for (reply, resp) in answers {
+                    let _ = reply.send(Ok(resp));
+                }
+                false
+            }
+        }
+    }
+
+    /// Flushes and answers everything handed over so far, then stops the thread.
+    pub fn finish(&mut self) {
+        if let Syncer::Fsync { tx, thread } = self {
+            tx.take();
+            if let Some(t) = thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+fn run(mut file: WalFile, rx: Receiver<Vec<Answer>>, writer: Sender<Msg>) {
+    while let Ok(mut pending) = rx.recv() {
+        // Everything committed by now shares this flush.
+        while let Ok(more) = rx.try_recv() {
+            pending.extend(more);
+        }
+        if let Err(e) = file.sync() {
+            let msg = format!(
+                "fdatasync of {} failed: {e}. The kernel may have dropped data it had accepted, \
+                 so werk stops without answering the requests waiting for this flush; restart it \
+                 to recover from what is on disk",
+                file.path.display()
+            );
+            tracing::error!("{msg}");
+            eprintln!("werk: {msg}");
+            std::process::abort();
+        }
+        for (reply, resp) in pending {
+            let _ = reply.send(Ok(resp));
+        }
+        let _ = writer.send(Msg::Synced);
+    }
+}
+
+/// Our own descriptor of SQLite's WAL file.
+struct WalFile {
+    path: PathBuf,
+    file: File,
+    ino: (u64, u64),
+}
+
+impl WalFile {
+    fn open(path: PathBuf) -> io::Result<WalFile> {
+        let file = File::open(&path)?;
+        let m = file.metadata()?;
+        Ok(WalFile {
+            ino: (m.dev(), m.ino()),
+            path,
+            file,
+        })
+    }
+
+    /// fdatasync, after making sure our descriptor still names the file SQLite writes: SQLite
+    /// only deletes the WAL when its last connection closes, which the writer prevents, but a
+    /// flush of a stale file would silently make nothing durable, so check (one stat).
+    fn sync(&mut self) -> io::Result<()> {
+        let now = std::fs::metadata(&self.path)?;
+        if (now.dev(), now.ino()) != self.ino {
+            tracing::warn!(path = %self.path.display(), "WAL file was replaced; reopening it");
+            *self = WalFile::open(self.path.clone())?;
+        }
+        self.file.sync_data()
+    }
+}
