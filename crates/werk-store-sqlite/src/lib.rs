@@ -33,7 +33,7 @@ use werk_store::{
 };
 
 use reader::Reader;
-use writer::{Mem, Msg, Op, Request, Resp, Writer};
+use writer::{Mem, Msg, Op, Prepared, Request, Resp, Writer};
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "werk.db";
@@ -220,6 +220,7 @@ impl SqliteStore {
             .busy_timeout(std::time::Duration::from_secs(10))
             .map_err(db_err)?;
         // The writer's commits only write the WAL; the syncer flushes it before answering.
+
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(db_err)?;
         let mut wal = path.clone().into_os_string();
@@ -374,6 +375,7 @@ impl Store for SqliteStore {
         jobs: Vec<NewJob>,
         now: Millis,
     ) -> Result<Vec<Result<(), PushError>>, StoreError> {
+        let jobs = jobs.into_iter().map(|j| Prepared::new(j, now)).collect();
         match self.call(Op::Push { jobs }, now).await? {
             Resp::Push(r) => Ok(r),
             other => Err(unexpected(other)),

@@ -31,7 +31,7 @@ use crate::Error;
 pub const MAX_BATCH: usize = 1024;
 
 pub(crate) enum Op {
-    Push { jobs: Vec<NewJob> },
+    Push { jobs: Vec<Prepared> },
     Fetch { queues: Vec<String>, wid: String },
     Ack { jid: String },
     Fail { jid: String, info: FailInfo },
@@ -42,6 +42,37 @@ pub(crate) enum Op {
     SetPaused { sel: QueueSelector, paused: bool },
     Remove { sel: QueueSelector },
     Flush,
+}
+
+/// A job ready to insert: everything that does not need the database (the state it enters,
+/// its `enqueued_at`, its JSON) is worked out by the caller, off the writer thread.
+pub(crate) struct Prepared {
+    pub jid: String,
+    pub queue: String,
+    pub jobtype: String,
+    /// `Some(at)`: scheduled for `at` (in the future); `None`: enqueued at `now`.
+    pub scheduled_at: Option<Millis>,
+    pub now: Millis,
+    pub payload: String,
+}
+
+impl Prepared {
+    pub fn new(nj: NewJob, now: Millis) -> Prepared {
+        let NewJob { mut job, at } = nj;
+        let scheduled_at = at.filter(|&at| at > now);
+        if scheduled_at.is_none() {
+            job.enqueued_at = format_millis(now);
+        }
+        let payload = job.to_json();
+        Prepared {
+            jid: job.jid,
+            queue: job.queue,
+            jobtype: job.jobtype,
+            scheduled_at,
+            now,
+            payload,
+        }
+    }
 }
 
 pub(crate) enum Resp {
@@ -468,7 +499,7 @@ impl Writer {
 
     fn apply(&mut self, op: &Op, now: Millis, ctx: &mut Batch) -> Result<Resp, Error> {
         Ok(match op {
-            Op::Push { jobs } => Resp::Push(self.push(jobs, now, ctx)?),
+            Op::Push { jobs } => Resp::Push(self.push(jobs, ctx)?),
             Op::Fetch { queues, wid } => Resp::Fetch(self.fetch(queues, wid, now, ctx)?),
             Op::Ack { jid } => Resp::Ack(self.ack(jid, now, ctx)?),
             Op::Fail { jid, info } => Resp::Fail(self.fail(jid, info, now, ctx)?),
@@ -590,19 +621,14 @@ impl Writer {
 
     fn push(
         &mut self,
-        jobs: &[NewJob],
-        now: Millis,
+        jobs: &[Prepared],
         ctx: &mut Batch,
     ) -> Result<Vec<Result<(), PushError>>, Error> {
         let mut results = Vec::with_capacity(jobs.len());
-        for nj in jobs {
-            let mut job = nj.job.clone();
-            let (state, score, ts) = match nj.at {
-                Some(at) if at > now => (JobState::Scheduled, at, at),
-                _ => {
-                    job.enqueued_at = format_millis(now);
-                    (JobState::Enqueued, self.next_seq(), now)
-                }
+        for job in jobs {
+            let (state, score, ts) = match job.scheduled_at {
+                Some(at) => (JobState::Scheduled, at, at),
+                None => (JobState::Enqueued, self.next_seq(), job.now),
             };
             // One index probe: the unique jid index refuses a duplicate, then we say where the
             // existing job is.
@@ -619,7 +645,7 @@ impl Writer {
                     job.jobtype,
                     score,
                     ts,
-                    job.to_json()
+                    job.payload
                 ])?;
             if inserted == 0 {
                 let code: Option<i64> = self
@@ -628,7 +654,7 @@ impl Writer {
                     .query_row([&job.jid], |r| r.get(0))
                     .optional()?;
                 results.push(Err(PushError::DuplicateJid(
-                    job.jid,
+                    job.jid.clone(),
                     describe(code.and_then(JobState::from_code)).to_string(),
                 )));
                 continue;
