@@ -9,7 +9,10 @@
 #    fetched, the RSS after restart, and (with a database above --blocking-check-mib) when the
 #    background integrity check finished.
 #
-# Environment: JOBS=10000000 BASE_JOBS=100000 WORK_JOBS=20000 KEEP=1 (keep the data dir)
+# The FETCH measurements and the restart are repeated REPEAT times (default 3); the summary
+# gives every run and the median.
+#
+# Environment: JOBS=10000000 BASE_JOBS=100000 WORK_JOBS=20000 REPEAT=3 KEEP=1 (keep data)
 #              WERK_SERVER_FLAGS="" TMPDIR (where the data goes: needs ~350 bytes per job)
 set -euo pipefail
 
@@ -17,6 +20,7 @@ cd "$(dirname "$0")/.."
 JOBS=${JOBS:-10000000}
 BASE_JOBS=${BASE_JOBS:-100000}
 WORK_JOBS=${WORK_JOBS:-20000}
+REPEAT=${REPEAT:-3}
 WERK_SERVER_FLAGS=${WERK_SERVER_FLAGS:-}
 TARGET=${CARGO_TARGET_DIR:-target}
 command -v jq >/dev/null || { echo "big.sh needs jq" >&2; exit 2; }
@@ -71,42 +75,62 @@ fetch_p() { jq -r ".latency_us.FETCH.$1" <<<"$2"; }
 
 echo "werk big: $(nproc) CPUs, commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), JOBS=$JOBS" >&2
 
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+# runs "label" values...: prints the values and their median
+runs() { local l=$1; shift; printf '%-44s %s   (runs: %s)\n' "$l" "$(median "$@")" "$*"; }
+
 # 1. baseline
 start "$WORK/base"
 bench --mode pushb --connections 4 --batch 1000 --jobs "$BASE_JOBS" --duration-secs 600 >/dev/null
-base=$(bench --mode work --connections 1 --jobs "$WORK_JOBS" --duration-secs 300)
+base50=() base99=()
+for _ in $(seq 1 "$REPEAT"); do
+    j=$(bench --mode work --connections 1 --jobs "$WORK_JOBS" --duration-secs 300)
+    base50+=("$(fetch_p p50 "$j")") base99+=("$(fetch_p p99 "$j")")
+done
 stop
 
 # 2. the big store
 start "$WORK/big"
 fill=$(bench --mode pushb --connections 4 --batch 1000 --jobs "$JOBS" --duration-secs 3600)
 rss_full=$(rss_mb)
-big=$(bench --mode work --connections 1 --jobs "$WORK_JOBS" --duration-secs 300)
+big50=() big99=()
+for _ in $(seq 1 "$REPEAT"); do
+    j=$(bench --mode work --connections 1 --jobs "$WORK_JOBS" --duration-secs 300)
+    big50+=("$(fetch_p p50 "$j")") big99+=("$(fetch_p p99 "$j")")
+done
 stop
 bytes=$(du -sb "$WORK/big" | cut -f1)
 
-# 3. restart
-start "$WORK/big"
-first=$(bench --mode work --connections 1 --jobs 1 --duration-secs 60)
-first_ms=$(($(now_ms) - START_T0))
-rss_restart=$(rss_mb)
-check="none"
-for _ in $(seq 1 1200); do
-    if grep -q "integrity check passed" "$WORK/log"; then
-        check=$(grep "integrity check passed" "$WORK/log" | tail -1 | grep -o 'elapsed_ms=[0-9]*' || true)
-        break
-    fi
-    sleep 0.1
+# 3. restarts
+listen=() first=() rss_restart=() check=()
+for _ in $(seq 1 "$REPEAT"); do
+    : >"$WORK/log"
+    start "$WORK/big"
+    bench --mode work --connections 1 --jobs 1 --duration-secs 60 >/dev/null
+    first+=("$(($(now_ms) - START_T0))")
+    listen+=("$LISTEN_MS")
+    rss_restart+=("$(rss_mb)")
+    c="-"
+    for _ in $(seq 1 1200); do
+        if grep -q "integrity check passed" "$WORK/log"; then
+            c=$(grep "integrity check passed" "$WORK/log" | tail -1 | grep -o 'elapsed_ms=[0-9]*' | cut -d= -f2 || true)
+            break
+        fi
+        sleep 0.1
+    done
+    check+=("$c")
+    stop
 done
-stop
 
 printf '\n%-44s %s\n' "jobs stored" "$JOBS"
 printf '%-44s %s jobs/s\n' "fill rate (PUSHB 1000 x 4)" "$(jq -r .throughput_per_s <<<"$fill")"
 printf '%-44s %s MB\n' "server RSS, full" "$rss_full"
 printf '%-44s %s bytes (%s per job)\n' "data directory" "$bytes" "$((bytes / JOBS))"
-printf '%-44s p50 %s / p99 %s µs\n' "FETCH, $BASE_JOBS-job queue" "$(fetch_p p50 "$base")" "$(fetch_p p99 "$base")"
-printf '%-44s p50 %s / p99 %s µs\n' "FETCH, $JOBS-job queue" "$(fetch_p p50 "$big")" "$(fetch_p p99 "$big")"
-printf '%-44s %s ms\n' "restart: exec to listening" "$LISTEN_MS"
-printf '%-44s %s ms (%s)\n' "restart: exec to first job fetched" "$first_ms" "$(jq -r .fetched <<<"$first") fetched"
-printf '%-44s %s MB\n' "server RSS after restart" "$rss_restart"
-printf '%-44s %s\n' "background integrity check" "$check"
+runs "FETCH p50 µs, $BASE_JOBS-job queue" "${base50[@]}"
+runs "FETCH p99 µs, $BASE_JOBS-job queue" "${base99[@]}"
+runs "FETCH p50 µs, $JOBS-job queue" "${big50[@]}"
+runs "FETCH p99 µs, $JOBS-job queue" "${big99[@]}"
+runs "restart: exec to listening, ms" "${listen[@]}"
+runs "restart: exec to first job fetched, ms" "${first[@]}"
+runs "server RSS after restart, MB" "${rss_restart[@]}"
+runs "background integrity check, ms" "${check[@]}"
