@@ -77,7 +77,7 @@ echo "werk big: $(nproc) CPUs, commit $(git rev-parse --short HEAD 2>/dev/null |
 
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 # runs "label" values...: prints the values and their median
-runs() { local l=$1; shift; printf '%-44s %s   (runs: %s)\n' "$l" "$(median "$@")" "$*"; }
+runs() { local l=$1; shift; printf "%-44s %s   (runs: %s)\n" "$l" "$(median "$@")" "$*"; }
 
 # 1. baseline
 start "$WORK/base"
