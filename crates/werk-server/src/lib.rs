@@ -4,6 +4,7 @@
 //!   that parses each line ([`werk_protocol`]), applies it through the store and answers.
 //! * [`tasks`]: background tasks — scheduled/retry promotion, reservation expiry, dead-set
 //!   purge, worker heartbeat reaping.
+//! * [`cron`]: the cron ticker (one job per entry and tick, exactly once).
 //! * [`workers`]: the in-memory registry of worker processes.
 //! * [`signals`]: wake-ups for blocked FETCHes.
 //!
@@ -12,6 +13,7 @@
 //! `-ERR shutdown in progress`, then closes the store.
 
 pub mod conn;
+pub mod cron;
 pub mod info;
 pub mod signals;
 pub mod tasks;
@@ -22,8 +24,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use werk_core::cron::CronConfig;
 use werk_store::Store;
 
 pub use signals::QueueSignals;
@@ -100,6 +104,7 @@ impl<S: Store> Shared<S> {
 /// A Werk server over one store.
 pub struct Server<S: Store> {
     shared: Arc<Shared<S>>,
+    cron: Option<(watch::Receiver<Arc<CronConfig>>, cron::CronOptions)>,
 }
 
 impl<S: Store> Server<S> {
@@ -115,7 +120,19 @@ impl<S: Store> Server<S> {
                 started: Instant::now(),
                 shutdown: CancellationToken::new(),
             }),
+            cron: None,
         }
+    }
+
+    /// Runs the cron ticker on this schedule; sending a new one through the channel's sender
+    /// replaces it (SIGHUP).
+    pub fn with_cron(
+        mut self,
+        schedule: watch::Receiver<Arc<CronConfig>>,
+        options: cron::CronOptions,
+    ) -> Server<S> {
+        self.cron = Some((schedule, options));
+        self
     }
 
     pub fn shared(&self) -> &Arc<Shared<S>> {
@@ -127,6 +144,9 @@ impl<S: Store> Server<S> {
         let shared = self.shared;
         let tracker = TaskTracker::new();
         tasks::spawn_all(&shared, &tracker);
+        if let Some((schedule, options)) = self.cron {
+            tracker.spawn(cron::run(shared.clone(), schedule, options));
+        }
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,

@@ -28,8 +28,8 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 use werk_core::{FailInfo, JobState, Millis, PushError};
 use werk_store::{
-    AckOutcome, DayStats, FailReply, Listener, Mutation, NewJob, QueueSelector, Stats, Store,
-    StoreConfig, StoreError, StoredJob,
+    AckOutcome, CronFire, DayStats, FailReply, Listener, Mutation, NewJob, QueueSelector, Stats,
+    Store, StoreConfig, StoreError, StoredJob,
 };
 
 use reader::Reader;
@@ -365,6 +365,7 @@ fn unexpected(r: Resp) -> StoreError {
         Resp::Fail(_) => "fail",
         Resp::Count(_) => "count",
         Resp::Unit => "unit",
+        Resp::Cron(_) => "cron",
     };
     StoreError::Backend(format!("internal error: unexpected {kind} response"))
 }
@@ -501,6 +502,27 @@ impl Store for SqliteStore {
     ) -> Result<Vec<StoredJob>, StoreError> {
         self.read(move |r| r.list(state, queue.as_deref(), offset, limit))
             .await
+    }
+
+    async fn fire_cron(
+        &self,
+        entry: String,
+        tick: Millis,
+        job: NewJob,
+        now: Millis,
+    ) -> Result<CronFire, StoreError> {
+        let job = Prepared::new(job, now);
+        match self.call(Op::FireCron { entry, tick, job }, now).await? {
+            Resp::Cron(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn cron_last_fired(
+        &self,
+        entries: Vec<String>,
+    ) -> Result<Vec<Option<Millis>>, StoreError> {
+        self.read(move |r| r.cron_last_fired(&entries)).await
     }
 
     async fn close(&self) {

@@ -110,6 +110,16 @@ impl Reader {
         Ok(out)
     }
 
+    pub fn cron_last_fired(&self, entries: &[String]) -> Result<Vec<Option<Millis>>, Error> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT tick FROM cron_fires WHERE entry = ?1")?;
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            out.push(stmt.query_row([e], |r| r.get(0)).optional()?);
+        }
+        Ok(out)
+    }
+
     pub fn history(&self, days: u32, today: Millis) -> Result<Vec<DayStats>, Error> {
         let conn = self.conn();
         let mut stmt =

@@ -8,6 +8,9 @@
 //!   their time (`at`, `reserved_until`, `next_at`, `dead_until`);
 //! * the unique `jid` index: a jid names at most one stored job.
 //!
+//! `cron_fires` holds each cron entry's last fired tick, written in the same transaction as the
+//! job it enqueued (exactly once per tick).
+//!
 //! Queue sizes, set sizes and counters are kept in `queues` and `counters`, updated in the same
 //! transaction as the jobs they count, so they are exact after any crash.
 
@@ -43,6 +46,12 @@ CREATE TABLE IF NOT EXISTS queues (
 CREATE TABLE IF NOT EXISTS counters (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS cron_fires (
+    entry    TEXT PRIMARY KEY,
+    tick     INTEGER NOT NULL,
+    jid      TEXT NOT NULL,
+    fired_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS history (
     day       TEXT PRIMARY KEY,

@@ -20,8 +20,8 @@ use werk_core::retry::apply_failure_with;
 use werk_core::time::{format_millis, local_day};
 use werk_core::{FailInfo, FailOutcome, Job, JobState, Millis, PushError};
 use werk_store::{
-    AckOutcome, FailReply, Listener, MutateOp, Mutation, NewJob, QueueSelector, QueueStats,
-    Reservation, Stats, StoreConfig, StoreError, StoredJob,
+    AckOutcome, CronFire, FailReply, Listener, MutateOp, Mutation, NewJob, QueueSelector,
+    QueueStats, Reservation, Stats, StoreConfig, StoreError, StoredJob,
 };
 
 use crate::syncer::Syncer;
@@ -31,17 +31,45 @@ use crate::Error;
 pub const MAX_BATCH: usize = 1024;
 
 pub(crate) enum Op {
-    Push { jobs: Vec<Prepared> },
-    Fetch { queues: Vec<String>, wid: String },
-    Ack { jid: String },
-    Fail { jid: String, info: FailInfo },
-    Promote { limit: usize },
-    Reap { limit: usize },
-    Purge { limit: usize },
-    Mutate { m: Mutation },
-    SetPaused { sel: QueueSelector, paused: bool },
-    Remove { sel: QueueSelector },
+    Push {
+        jobs: Vec<Prepared>,
+    },
+    Fetch {
+        queues: Vec<String>,
+        wid: String,
+    },
+    Ack {
+        jid: String,
+    },
+    Fail {
+        jid: String,
+        info: FailInfo,
+    },
+    Promote {
+        limit: usize,
+    },
+    Reap {
+        limit: usize,
+    },
+    Purge {
+        limit: usize,
+    },
+    Mutate {
+        m: Mutation,
+    },
+    SetPaused {
+        sel: QueueSelector,
+        paused: bool,
+    },
+    Remove {
+        sel: QueueSelector,
+    },
     Flush,
+    FireCron {
+        entry: String,
+        tick: Millis,
+        job: Prepared,
+    },
 }
 
 /// A job ready to insert: everything that does not need the database (the state it enters,
@@ -82,6 +110,7 @@ pub(crate) enum Resp {
     Fail(FailReply),
     Count(u64),
     Unit,
+    Cron(CronFire),
 }
 
 pub(crate) struct Request {
@@ -512,6 +541,9 @@ impl Writer {
                 Resp::Unit
             }
             Op::Remove { sel } => Resp::Count(self.remove(sel, ctx)?),
+            Op::FireCron { entry, tick, job } => {
+                Resp::Cron(self.fire_cron(entry, *tick, job, ctx)?)
+            }
             Op::Flush => {
                 self.flush(ctx)?;
                 Resp::Unit
@@ -980,6 +1012,36 @@ impl Writer {
             ctx.queues.insert(name);
         }
         Ok(removed)
+    }
+
+    /// One cron tick: records it and pushes its job, unless the entry already fired for this
+    /// tick or a later one (see [`werk_store::Store::fire_cron`]).
+    fn fire_cron(
+        &mut self,
+        entry: &str,
+        tick: Millis,
+        job: &Prepared,
+        ctx: &mut Batch,
+    ) -> Result<CronFire, Error> {
+        let last: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT tick FROM cron_fires WHERE entry = ?1")?
+            .query_row([entry], |r| r.get(0))
+            .optional()?;
+        if last.is_some_and(|last| last >= tick) {
+            return Ok(CronFire::AlreadyFired);
+        }
+        self.conn
+            .prepare_cached(
+                "INSERT INTO cron_fires (entry, tick, jid, fired_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (entry) DO UPDATE SET tick = excluded.tick, jid = excluded.jid,
+                                                   fired_at = excluded.fired_at",
+            )?
+            .execute(params![entry, tick, job.jid, job.now])?;
+        Ok(match self.push(std::slice::from_ref(job), ctx)?.pop() {
+            Some(Err(e)) => CronFire::Refused(e),
+            _ => CronFire::Fired,
+        })
     }
 
     fn flush(&mut self, ctx: &mut Batch) -> Result<(), Error> {

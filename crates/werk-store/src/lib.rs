@@ -64,6 +64,17 @@ pub struct Reservation {
     pub wid: String,
 }
 
+/// The outcome of [`Store::fire_cron`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CronFire {
+    /// The job was stored and the tick recorded, in one commit.
+    Fired,
+    /// The entry already fired for this tick or a later one: nothing changed.
+    AlreadyFired,
+    /// The tick was recorded but the job was refused (its PUSH error); it will not be retried.
+    Refused(PushError),
+}
+
 /// The outcome of an ACK.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AckOutcome {
@@ -310,6 +321,25 @@ pub trait Store: Send + Sync + 'static {
         offset: u64,
         limit: u64,
     ) -> impl Future<Output = Result<Vec<StoredJob>>> + Send;
+
+    /// Cron: one tick of one entry. In one commit: if `entry` has not fired for `tick` or a
+    /// later tick, push `job` (as [`Store::push`] would) and record `tick` as the entry's last
+    /// tick; otherwise change nothing. So a tick is enqueued exactly once however often it is
+    /// tried, across crashes and restarts and by several nodes at once. Fire records survive
+    /// FLUSH (they describe the configuration, not the jobs).
+    fn fire_cron(
+        &self,
+        entry: String,
+        tick: Millis,
+        job: NewJob,
+        now: Millis,
+    ) -> impl Future<Output = Result<CronFire>> + Send;
+
+    /// The last tick recorded by [`Store::fire_cron`] for each entry (`None`: never fired).
+    fn cron_last_fired(
+        &self,
+        entries: Vec<String>,
+    ) -> impl Future<Output = Result<Vec<Option<Millis>>>> + Send;
 
     /// Waits until every accepted request is committed and stops taking new ones.
     fn close(&self) -> impl Future<Output = ()> + Send;

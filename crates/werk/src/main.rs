@@ -1,6 +1,7 @@
 //! The `werk` command.
 
 mod bench;
+mod cron_cmd;
 mod torture;
 
 use std::io::Write;
@@ -37,6 +38,8 @@ enum Commands {
     /// Load-test any Faktory-compatible server (push, pushb, work, mixed, latency) and report
     /// throughput and per-command latency percentiles.
     Bench(bench::BenchArgs),
+    /// Cron entries of a configuration directory (`werk cron list`).
+    Cron(cron_cmd::CronArgs),
 }
 
 #[derive(Args)]
@@ -50,6 +53,14 @@ struct ServeArgs {
     /// Directory of the embedded store.
     #[arg(short = 'd', long = "data-dir", default_value = "./werk-data")]
     data_dir: PathBuf,
+    /// Configuration directory: cron entries are read from its conf.d/*.toml (default: the
+    /// data directory). SIGHUP re-reads them.
+    #[arg(short = 'c', long = "config-dir")]
+    config_dir: Option<PathBuf>,
+    /// A cron tick found later than this (seconds) was missed (the server was down) and is
+    /// fired or skipped as its entry's `missed` setting says.
+    #[arg(long, default_value_t = 10)]
+    cron_late_secs: u64,
     /// File holding the password clients must use (overrides FAKTORY_PASSWORD).
     #[arg(long = "password-file")]
     password_file: Option<PathBuf>,
@@ -110,6 +121,7 @@ fn main() -> Result<()> {
         Commands::Serve(args) => serve(args),
         Commands::Torture(args) => torture::run(args),
         Commands::Bench(args) => bench::run(args),
+        Commands::Cron(args) => cron_cmd::run(args),
     }
 }
 
@@ -160,6 +172,11 @@ fn serve(args: ServeArgs) -> Result<()> {
     raise_fd_limit();
     let bind = parse_bind(&args.bind)?;
     let password = password(&args)?;
+    let config_dir = args
+        .config_dir
+        .clone()
+        .unwrap_or_else(|| args.data_dir.clone());
+    let schedule = cron_cmd::load(&config_dir)?;
     let config = Config {
         password,
         max_line: args.max_line_bytes,
@@ -225,7 +242,16 @@ fn serve(args: ServeArgs) -> Result<()> {
                 }
             });
         }
+        if !schedule.entries.is_empty() {
+            tracing::info!(entries = schedule.entries.len(), "cron entries loaded");
+        }
+        let (schedule_tx, schedule_rx) = tokio::sync::watch::channel(Arc::new(schedule));
+        tokio::spawn(reload_on_sighup(config_dir, schedule_tx));
+        let cron_options = werk_server::cron::CronOptions {
+            late: Duration::from_secs(args.cron_late_secs),
+        };
         Server::new(Arc::new(store), signals, config)
+            .with_cron(schedule_rx, cron_options)
             .run(listener, stop)
             .await;
         if let Some(found) = damage.lock().unwrap_or_else(|p| p.into_inner()).take() {
@@ -248,6 +274,39 @@ fn raise_fd_limit() {
             if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
                 tracing::warn!("could not raise the open-file limit");
             }
+        }
+    }
+}
+
+/// SIGHUP: re-reads the cron entries; an invalid configuration is reported and the running one
+/// kept.
+async fn reload_on_sighup(
+    dir: PathBuf,
+    schedule: tokio::sync::watch::Sender<Arc<werk_core::cron::CronConfig>>,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let loaded = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || cron_cmd::load(&dir)).await
+        };
+        match loaded {
+            Ok(Ok(cfg)) => {
+                tracing::info!(
+                    entries = cfg.entries.len(),
+                    "SIGHUP: configuration reloaded"
+                );
+                let _ = schedule.send(Arc::new(cfg));
+            }
+            Ok(Err(e)) => tracing::error!(
+                error = format!("{e:#}"),
+                "SIGHUP: configuration not reloaded; the running one stays"
+            ),
+            Err(e) => tracing::error!(error = %e, "SIGHUP: reload failed"),
         }
     }
 }
