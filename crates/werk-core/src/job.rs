@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::retry::Failure;
-use crate::time::{format_millis, parse_rfc3339, Millis};
+use crate::time::{format_millis, parse_rfc3339, Millis, MAX_MILLIS};
 
 /// Retries given to a job that does not say.
 pub const DEFAULT_RETRY: i64 = 25;
@@ -104,6 +104,9 @@ pub enum PushError {
     /// duplicates and loses track of one copy; Werk refuses the second push.
     #[error("duplicate jid {0}: a job with this jid is already {1}")]
     DuplicateJid(String, String),
+    /// `custom.expires_at` / `custom.expires_in` of the wrong type or unparseable.
+    #[error("invalid custom.{0}: {1}")]
+    Expiry(&'static str, String),
 }
 
 /// Is this a valid queue name (`^[a-zA-Z0-9._-]+$`)?
@@ -188,12 +191,49 @@ impl Job {
         } else {
             Some(parse_rfc3339(&self.at).map_err(|e| PushError::At(self.at.clone(), e))?)
         };
+        self.expiry(now)?;
         // Faktory checks queue names only when a queue is first created by an immediate enqueue,
         // and silently loses scheduled jobs with bad names later. Werk checks every job up front.
         if !valid_queue_name(&self.queue) {
             return Err(PushError::QueueName(self.queue.clone()));
         }
         Ok((self, at))
+    }
+
+    /// When the job expires (Enterprise's expiring jobs): `custom.expires_at` (RFC 3339) or
+    /// `custom.expires_in` (seconds after `pushed_at`, may be fractional); `expires_at` wins when
+    /// both are given. `None`: never. An expired job is dropped instead of being fetched.
+    pub fn expiry(&self, pushed_at: Millis) -> Result<Option<Millis>, PushError> {
+        let Some(custom) = &self.custom else {
+            return Ok(None);
+        };
+        // Most jobs have no expiry: skip parsing their custom object.
+        if !custom.get().contains("expires_") {
+            return Ok(None);
+        }
+        #[derive(Deserialize)]
+        struct Keys {
+            expires_at: Option<serde_json::Value>,
+            expires_in: Option<serde_json::Value>,
+        }
+        let keys: Keys = serde_json::from_str(custom.get())
+            .map_err(|e| PushError::InvalidJson(e.to_string()))?;
+        if let Some(v) = keys.expires_at.filter(|v| !v.is_null()) {
+            let text = v.as_str().ok_or_else(|| {
+                PushError::Expiry("expires_at", format!("{v} is not an RFC 3339 time string"))
+            })?;
+            return parse_rfc3339(text)
+                .map(Some)
+                .map_err(|e| PushError::Expiry("expires_at", format!("{text:?}: {e}")));
+        }
+        if let Some(v) = keys.expires_in.filter(|v| !v.is_null()) {
+            let secs = v.as_f64().filter(|s| s.is_finite()).ok_or_else(|| {
+                PushError::Expiry("expires_in", format!("{v} is not a number of seconds"))
+            })?;
+            let ms = (secs * 1000.0).clamp(-(MAX_MILLIS as f64), MAX_MILLIS as f64) as Millis;
+            return Ok(Some(pushed_at.saturating_add(ms).min(MAX_MILLIS)));
+        }
+        Ok(None)
     }
 
     /// The job's JSON, as stored and served.
@@ -360,5 +400,75 @@ mod tests {
         let (job, _) = push(r#"{"jid":"0123456789","jobtype":"X","args":[1,2],"reserve_for":600,"backtrace":5,"custom":{"k":"v"}}"#).unwrap();
         let text = job.to_json();
         assert_eq!(Job::from_stored(&text).unwrap().to_json(), text);
+    }
+}
+
+#[cfg(test)]
+mod expiry_tests {
+    use super::*;
+
+    const NOW: Millis = 1_700_000_000_000;
+
+    fn job(custom: &str) -> Result<Job, PushError> {
+        let text =
+            format!(r#"{{"jid":"expiry-test-1","jobtype":"T","args":[],"custom":{custom}}}"#);
+        Job::parse_for_push(&text, NOW).map(|(j, _)| j)
+    }
+
+    #[test]
+    fn expires_in_counts_from_the_push_and_expires_at_wins() {
+        assert_eq!(
+            job(r#"{"expires_in":60}"#).unwrap().expiry(NOW).unwrap(),
+            Some(NOW + 60_000)
+        );
+        assert_eq!(
+            job(r#"{"expires_in":1.5}"#).unwrap().expiry(NOW).unwrap(),
+            Some(NOW + 1_500)
+        );
+        assert_eq!(
+            job(r#"{"expires_at":"2023-11-14T22:14:20Z"}"#)
+                .unwrap()
+                .expiry(NOW)
+                .unwrap(),
+            Some(NOW + 60_000)
+        );
+        assert_eq!(
+            job(r#"{"expires_in":5,"expires_at":"2023-11-14T22:13:21Z"}"#)
+                .unwrap()
+                .expiry(NOW)
+                .unwrap(),
+            Some(NOW + 1_000)
+        );
+        assert_eq!(
+            job(r#"{"other":"expires_in"}"#)
+                .unwrap()
+                .expiry(NOW)
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            job(r#"{"expires_in":null}"#).unwrap().expiry(NOW).unwrap(),
+            None
+        );
+        assert_eq!(
+            job(r#"{"expires_in":1e300}"#).unwrap().expiry(NOW).unwrap(),
+            Some(MAX_MILLIS)
+        );
+    }
+
+    #[test]
+    fn wrong_types_are_refused_at_push() {
+        let e = job(r#"{"expires_in":"600"}"#).unwrap_err().to_string();
+        assert!(
+            e.contains("custom.expires_in") && e.contains("\"600\""),
+            "{e}"
+        );
+        let e = job(r#"{"expires_at":"tomorrow"}"#).unwrap_err().to_string();
+        assert!(
+            e.contains("custom.expires_at") && e.contains("tomorrow"),
+            "{e}"
+        );
+        let e = job(r#"{"expires_at":12}"#).unwrap_err().to_string();
+        assert!(e.contains("custom.expires_at"), "{e}");
     }
 }

@@ -62,10 +62,12 @@ pub async fn info<S: Store>(shared: &Shared<S>) -> Reply {
             "tasks": {
                 "Busy": task(&t.reaper, stats.working, "reaped"),
                 "Dead": task(&t.dead, stats.dead, "purged"),
+                "Expired": task(&t.expired, stats.expired, "expired"),
                 "Retries": task(&t.scheduled, stats.retries, "enqueued"),
                 "Scheduled": task(&t.scheduled, stats.scheduled, "enqueued"),
                 "Workers": task(&t.workers, shared.workers.len() as u64, "reaped"),
             },
+            "total_expired": stats.expired,
             "total_failures": stats.failures,
             "total_processed": stats.processed,
             "total_enqueued": stats.enqueued(),

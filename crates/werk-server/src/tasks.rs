@@ -25,6 +25,7 @@ pub struct TaskStat {
 #[derive(Default)]
 pub struct TaskStats {
     pub scheduled: TaskStat,
+    pub expired: TaskStat,
     pub reaper: TaskStat,
     pub dead: TaskStat,
     pub workers: TaskStat,
@@ -45,6 +46,14 @@ pub fn spawn_all<S: Store>(shared: &Arc<Shared<S>>, tracker: &TaskTracker) {
         let t = Instant::now();
         let n = drain(|| s.store.promote_due(now_millis(), TASK_BATCH), "promote").await;
         s.counters.tasks.scheduled.record(n, t);
+    });
+    every(shared, tracker, c.scan_interval, |s| async move {
+        let t = Instant::now();
+        let n = drain(|| s.store.sweep_expired(now_millis(), TASK_BATCH), "expire").await;
+        if n > 0 {
+            tracing::info!(jobs = n, "expired jobs removed from their queues");
+        }
+        s.counters.tasks.expired.record(n, t);
     });
     every(shared, tracker, c.reap_interval, |s| async move {
         let t = Instant::now();

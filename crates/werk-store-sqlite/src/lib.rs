@@ -188,6 +188,7 @@ impl SqliteStore {
             }
         }
         conn.execute_batch(schema::CREATE).map_err(db_err)?;
+        schema::migrate(&conn).map_err(db_err)?;
         let version: Option<i64> = conn
             .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
                 r.get(0)
@@ -428,6 +429,12 @@ impl Store for SqliteStore {
 
     async fn reap_expired(&self, now: Millis, limit: usize) -> Result<usize, StoreError> {
         self.count(Op::Reap { limit }, now)
+            .await
+            .map(|n| n as usize)
+    }
+
+    async fn sweep_expired(&self, now: Millis, limit: usize) -> Result<usize, StoreError> {
+        self.count(Op::Sweep { limit }, now)
             .await
             .map(|n| n as usize)
     }

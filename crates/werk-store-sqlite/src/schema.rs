@@ -19,6 +19,19 @@ use rusqlite::Connection;
 /// Bumped when the layout changes.
 pub const SCHEMA_VERSION: i64 = 1;
 
+/// Changes to databases created by an earlier werk (additive: an earlier werk can still open
+/// the result). Run after [`CREATE`].
+pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    // Expiring jobs: the `expires` column (ms; NULL = never) and its index.
+    if conn.prepare("SELECT expires FROM jobs LIMIT 0").is_err() {
+        conn.execute_batch("ALTER TABLE jobs ADD COLUMN expires INTEGER")?;
+    }
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS jobs_expiring ON jobs (expires)
+         WHERE expires IS NOT NULL AND state = 1",
+    )
+}
+
 pub const CREATE: &str = "
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
@@ -34,7 +47,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     ts          INTEGER NOT NULL,
     reserved_at INTEGER,
     wid         TEXT,
-    payload     TEXT NOT NULL
+    payload     TEXT NOT NULL,
+    expires     INTEGER
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (queue, score) WHERE state = 1;
 CREATE INDEX IF NOT EXISTS jobs_sets ON jobs (state, score) WHERE state <> 1;

@@ -54,6 +54,9 @@ pub(crate) enum Op {
     Purge {
         limit: usize,
     },
+    Sweep {
+        limit: usize,
+    },
     Mutate {
         m: Mutation,
     },
@@ -82,6 +85,8 @@ pub(crate) struct Prepared {
     pub scheduled_at: Option<Millis>,
     pub now: Millis,
     pub payload: String,
+    /// When the job expires ([`Job::expiry`]).
+    pub expires: Option<Millis>,
 }
 
 impl Prepared {
@@ -92,7 +97,10 @@ impl Prepared {
             job.enqueued_at = format_millis(now);
         }
         let payload = job.to_json();
+        // Validated at push; a job that slipped through unvalidated simply never expires.
+        let expires = job.expiry(now).ok().flatten();
         Prepared {
+            expires,
             jid: job.jid,
             queue: job.queue,
             jobtype: job.jobtype,
@@ -148,6 +156,8 @@ pub(crate) struct Mem {
     pub failures: i64,
     /// The next enqueue sequence number (FIFO order within queues).
     pub seq: i64,
+    /// Jobs dropped because they expired before anyone fetched them.
+    pub expired: i64,
 }
 
 impl Mem {
@@ -169,10 +179,11 @@ impl Mem {
             working: n(self.working),
             processed: n(self.processed),
             failures: n(self.failures),
+            expired: n(self.expired),
         }
     }
 
-    const COUNTERS: [&'static str; 7] = [
+    const COUNTERS: [&'static str; 8] = [
         "scheduled",
         "working",
         "retries",
@@ -180,6 +191,7 @@ impl Mem {
         "processed",
         "failures",
         "seq",
+        "expired",
     ];
 
     fn counter_mut(&mut self, name: &str) -> Option<&mut i64> {
@@ -191,6 +203,7 @@ impl Mem {
             "processed" => &mut self.processed,
             "failures" => &mut self.failures,
             "seq" => &mut self.seq,
+            "expired" => &mut self.expired,
             _ => return None,
         })
     }
@@ -204,6 +217,7 @@ impl Mem {
             "processed" => self.processed,
             "failures" => self.failures,
             "seq" => self.seq,
+            "expired" => self.expired,
             _ => 0,
         }
     }
@@ -535,6 +549,7 @@ impl Writer {
             Op::Promote { limit } => Resp::Count(self.promote(now, *limit, ctx)?),
             Op::Reap { limit } => Resp::Count(self.reap(now, *limit, ctx)?),
             Op::Purge { limit } => Resp::Count(self.purge(now, *limit, ctx)?),
+            Op::Sweep { limit } => Resp::Count(self.sweep(now, *limit, ctx)?),
             Op::Mutate { m } => Resp::Count(self.mutate(m, now, ctx)?),
             Op::SetPaused { sel, paused } => {
                 self.set_paused(sel, *paused, ctx);
@@ -667,8 +682,8 @@ impl Writer {
             let inserted = self
                 .conn
                 .prepare_cached(
-                    "INSERT INTO jobs (jid, state, queue, jobtype, score, ts, payload)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (jid) DO NOTHING",
+                    "INSERT INTO jobs (jid, state, queue, jobtype, score, ts, payload, expires)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (jid) DO NOTHING",
                 )?
                 .execute(params![
                     job.jid,
@@ -677,7 +692,8 @@ impl Writer {
                     job.jobtype,
                     score,
                     ts,
-                    job.payload
+                    job.payload,
+                    job.expires
                 ])?;
             if inserted == 0 {
                 let code: Option<i64> = self
@@ -713,17 +729,29 @@ impl Writer {
                     Some(q) if !q.paused && q.size > 0 => {}
                     _ => break,
                 }
-                let row: Option<(i64, String, String, String)> = self
+                type Head = (i64, String, String, String, Option<Millis>);
+                let row: Option<Head> = self
                     .conn
                     .prepare_cached(
-                        "SELECT id, jid, jobtype, payload FROM jobs
+                        "SELECT id, jid, jobtype, payload, expires FROM jobs
                      WHERE state = 1 AND queue = ?1 ORDER BY score LIMIT 1",
                     )?
-                    .query_row([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                    .query_row([name], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    })
                     .optional()?;
-                let Some((id, jid, jobtype, payload)) = row else {
+                let Some((id, jid, jobtype, payload, expires)) = row else {
                     break;
                 };
+                if expires.is_some_and(|x| x <= now) {
+                    self.conn
+                        .prepare_cached("DELETE FROM jobs WHERE id = ?1")?
+                        .execute([id])?;
+                    self.count(JobState::Enqueued, name, -1, ctx);
+                    self.mem.expired += 1;
+                    tracing::info!(%jid, queue = %name, "job expired before it was fetched; dropped");
+                    continue;
+                }
                 let job = match Job::from_stored(&payload) {
                     Ok(job) => job,
                     Err(e) => {
@@ -882,6 +910,22 @@ impl Writer {
             self.fail_row(row, &info, now, ctx)?;
         }
         Ok(rows.len() as u64)
+    }
+
+    fn sweep(&mut self, now: Millis, limit: usize, ctx: &mut Batch) -> Result<u64, Error> {
+        let queues: Vec<String> = self
+            .conn
+            .prepare_cached(
+                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE expires <= ?1
+                 AND state = 1 LIMIT ?2) RETURNING queue",
+            )?
+            .query_map(params![now, limit as i64], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for q in &queues {
+            self.count(JobState::Enqueued, q, -1, ctx);
+        }
+        self.mem.expired += queues.len() as i64;
+        Ok(queues.len() as u64)
     }
 
     fn purge(&mut self, now: Millis, limit: usize, ctx: &mut Batch) -> Result<u64, Error> {

@@ -154,6 +154,9 @@ macro_rules! conformance_tests {
             cron_refused_job_still_records_tick,
             cron_fire_records_survive_reopen_and_flush,
             concurrent_cron_fires_of_one_tick_enqueue_once,
+            expired_jobs_are_dropped_at_fetch_and_counted,
+            sweep_removes_only_expired_enqueued_jobs,
+            expiry_survives_reopen,
         );
     };
 }
@@ -4213,6 +4216,7 @@ mod reference {
         at: Millis,
         seq: u64,
         reservation: Option<Reservation>,
+        expires: Option<Millis>,
     }
 
     #[derive(Default)]
@@ -4225,6 +4229,7 @@ mod reference {
         days: BTreeMap<String, (u64, u64)>,
         rng: u64,
         cron: BTreeMap<String, Millis>,
+        expired: u64,
     }
 
     impl Data {
@@ -4243,12 +4248,14 @@ mod reference {
             let jid = job.jid.clone();
             let seq = self.next();
             let scheduled = at.is_some_and(|at| at > now);
+            let expires = job.expiry(now).ok().flatten();
             let e = Entry {
                 job,
                 state: Scheduled,
                 at: at.unwrap_or(now),
                 seq,
                 reservation: None,
+                expires,
             };
             self.jobs.insert(jid.clone(), e);
             if !scheduled {
@@ -4422,11 +4429,22 @@ mod reference {
                     if d.queues.get(q) != Some(&false) {
                         continue;
                     }
-                    let Some(jid) = d
-                        .sorted(Enqueued, Some(q))
-                        .first()
-                        .map(|(j, _)| (*j).clone())
-                    else {
+                    let live = loop {
+                        let Some((jid, expires)) = d
+                            .sorted(Enqueued, Some(q))
+                            .first()
+                            .map(|(j, e)| ((*j).clone(), e.expires))
+                        else {
+                            break None;
+                        };
+                        if expires.is_some_and(|x| x <= now) {
+                            d.jobs.remove(&jid);
+                            d.expired += 1;
+                            continue;
+                        }
+                        break Some(jid);
+                    };
+                    let Some(jid) = live else {
                         continue;
                     };
                     let e = d.jobs.get_mut(&jid).unwrap();
@@ -4514,6 +4532,27 @@ mod reference {
                 for jid in &due {
                     d.fail(jid, &FailInfo::reservation_expired(), now, retention);
                 }
+                due.len()
+            }))
+        }
+
+        fn sweep_expired(
+            &self,
+            now: Millis,
+            limit: usize,
+        ) -> impl Future<Output = Result<usize>> + Send {
+            ready(self.with(|d, _| {
+                let due: Vec<String> = d
+                    .sorted(Enqueued, None)
+                    .into_iter()
+                    .filter(|(_, e)| e.expires.is_some_and(|x| x <= now))
+                    .take(limit)
+                    .map(|(j, _)| j.clone())
+                    .collect();
+                for jid in &due {
+                    d.jobs.remove(jid);
+                }
+                d.expired += due.len() as u64;
                 due.len()
             }))
         }
@@ -4683,6 +4722,7 @@ mod reference {
                     working: count(Working),
                     processed: d.processed,
                     failures: d.failures,
+                    expired: d.expired,
                 }
             }))
         }
@@ -4940,4 +4980,140 @@ pub async fn concurrent_cron_fires_of_one_tick_enqueue_once<H: Harness>() {
         .all(|r| matches!(r, CronFire::Fired | CronFire::AlreadyFired)));
     assert_eq!(jids(s, Enqueued, Some("cron")).await.len(), 1);
     c.finish(tick).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Expiring jobs
+// ---------------------------------------------------------------------------------------------
+
+async fn expired_count<S: Store>(s: &S) -> u64 {
+    s.stats().await.expect("stats").expired
+}
+
+/// A job past its expiry is dropped when a FETCH meets it (and counted); the FETCH goes on to
+/// the next job. `expires_in` counts from the push; `expires_at` is absolute.
+pub async fn expired_jobs_are_dropped_at_fetch_and_counted<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    let at30 = js(&format_millis(T0 + 30 * SEC));
+    push(
+        s,
+        &[
+            spec("exp-abs-30s")
+                .queue("q")
+                .custom(&format!(r#"{{"expires_at":{at30}}}"#)),
+            spec("exp-rel-60s")
+                .queue("q")
+                .custom(r#"{"expires_in":60}"#),
+            spec("exp-rel-10s")
+                .queue("q")
+                .custom(r#"{"expires_in":10}"#),
+            spec("exp-never-1").queue("q"),
+        ],
+        T0,
+    )
+    .await;
+    let got = s
+        .fetch(strings(&["q"]), WID.into(), T0 + 45 * SEC)
+        .await
+        .expect("fetch");
+    assert_eq!(got.map(|j| j.jid).as_deref(), Some("exp-rel-60s"));
+    assert_eq!(get(s, "exp-abs-30s").await, None, "expired: dropped");
+    assert_eq!(
+        get(s, "exp-rel-10s").await.map(|j| j.state),
+        Some(Enqueued),
+        "not met by the FETCH yet: still there"
+    );
+    assert_eq!(expired_count(s).await, 1);
+    let got = s
+        .fetch(strings(&["q"]), WID.into(), T0 + 46 * SEC)
+        .await
+        .expect("fetch");
+    assert_eq!(got.map(|j| j.jid).as_deref(), Some("exp-never-1"));
+    assert_eq!(expired_count(s).await, 2);
+    let st = s.stats().await.expect("stats");
+    assert_eq!(st.processed, 0, "expired jobs are not processed");
+    assert_eq!(st.failures, 0);
+    assert_eq!(st.working, 2);
+    c.finish(T0 + 46 * SEC).await;
+}
+
+/// The sweep removes enqueued jobs past their expiry, up to its limit, and nothing else
+/// (scheduled jobs wait for their time; jobs without expiry stay).
+pub async fn sweep_removes_only_expired_enqueued_jobs<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    let mut specs = Vec::new();
+    for i in 0..5 {
+        specs.push(
+            spec(&format!("sweep-exp-{i:02}"))
+                .queue("qa")
+                .custom(r#"{"expires_in":5}"#),
+        );
+    }
+    specs.push(
+        spec("sweep-live-01")
+            .queue("qa")
+            .custom(r#"{"expires_in":3600}"#),
+    );
+    specs.push(spec("sweep-plain-1").queue("qb"));
+    specs.push(
+        spec("sweep-sched-1")
+            .queue("qb")
+            .at(T0 + HOUR)
+            .custom(r#"{"expires_in":5}"#),
+    );
+    push(s, &specs, T0).await;
+    assert_eq!(s.sweep_expired(T0 + 4 * SEC, 100).await.expect("sweep"), 0);
+    assert_eq!(s.sweep_expired(T0 + 6 * SEC, 3).await.expect("sweep"), 3);
+    assert_eq!(s.sweep_expired(T0 + 6 * SEC, 100).await.expect("sweep"), 2);
+    assert_eq!(s.sweep_expired(T0 + 7 * SEC, 100).await.expect("sweep"), 0);
+    assert_eq!(jids(s, Enqueued, Some("qa")).await, vec!["sweep-live-01"]);
+    assert_eq!(jids(s, Enqueued, Some("qb")).await, vec!["sweep-plain-1"]);
+    assert_eq!(
+        get(s, "sweep-sched-1").await.map(|j| j.state),
+        Some(Scheduled)
+    );
+    let st = s.stats().await.expect("stats");
+    assert_eq!(st.expired, 5);
+    let sizes: Vec<(String, u64)> = st.queues.iter().map(|q| (q.name.clone(), q.size)).collect();
+    assert_eq!(sizes, vec![("qa".to_string(), 1), ("qb".to_string(), 1)]);
+    c.finish(T0 + 7 * SEC).await;
+}
+
+/// The expiry and the expired count are durable.
+pub async fn expiry_survives_reopen<H: Harness>() {
+    let mut c = Ctx::<H>::new().await;
+    push(
+        c.s(),
+        &[
+            spec("reopen-exp-1")
+                .queue("q")
+                .custom(r#"{"expires_in":60}"#),
+            spec("reopen-exp-2")
+                .queue("q")
+                .custom(r#"{"expires_in":60}"#),
+        ],
+        T0,
+    )
+    .await;
+    c.reopen().await;
+    assert_eq!(
+        c.s().sweep_expired(T0 + 59 * SEC, 1).await.expect("sweep"),
+        0
+    );
+    assert_eq!(
+        c.s().sweep_expired(T0 + 61 * SEC, 1).await.expect("sweep"),
+        1
+    );
+    c.reopen().await;
+    assert_eq!(expired_count(c.s()).await, 1);
+    let got = c
+        .s()
+        .fetch(strings(&["q"]), WID.into(), T0 + 61 * SEC)
+        .await
+        .expect("fetch");
+    assert_eq!(got, None);
+    assert_eq!(expired_count(c.s()).await, 2);
+    c.finish(T0 + 61 * SEC).await;
 }

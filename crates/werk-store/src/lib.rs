@@ -158,6 +158,8 @@ pub struct Stats {
     /// ACKs plus failures.
     pub processed: u64,
     pub failures: u64,
+    /// Jobs dropped because they expired ([`Job::expiry`]) before a worker fetched them.
+    pub expired: u64,
 }
 
 impl Stats {
@@ -229,6 +231,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// enqueued → working for the oldest job of the first non-empty, unpaused queue of `queues`
     /// (in the given order), reserved until now + clamp(`reserve_for`). `None` if all are empty.
+    /// An expired job ([`Job::expiry`] ≤ now, computed at push) met on the way is dropped
+    /// (enqueued → gone, counted in [`Stats::expired`]) and the fetch goes on.
     fn fetch(
         &self,
         queues: Vec<String>,
@@ -271,6 +275,14 @@ pub trait Store: Send + Sync + 'static {
     /// `limit` jobs. Returns how many.
     fn reap_expired(&self, now: Millis, limit: usize)
         -> impl Future<Output = Result<usize>> + Send;
+
+    /// enqueued and expired ([`Job::expiry`] ≤ now) → gone, at most `limit`, counted in
+    /// [`Stats::expired`]: expired jobs do not pile up in queues nobody fetches. Returns how many.
+    fn sweep_expired(
+        &self,
+        now: Millis,
+        limit: usize,
+    ) -> impl Future<Output = Result<usize>> + Send;
 
     /// dead with `dead_until` ≤ now → gone, at most `limit`. Returns how many.
     fn purge_dead(&self, now: Millis, limit: usize) -> impl Future<Output = Result<usize>> + Send;
