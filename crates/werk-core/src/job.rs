@@ -107,6 +107,36 @@ pub enum PushError {
     /// `custom.expires_at` / `custom.expires_in` of the wrong type or unparseable.
     #[error("invalid custom.{0}: {1}")]
     Expiry(&'static str, String),
+    /// `custom.unique_for` / `custom.unique_until` of the wrong type or value.
+    #[error("invalid custom.{0}: {1}")]
+    Unique(&'static str, String),
+    /// Another job with the same type, queue and args holds the uniqueness lock
+    /// (sent as `-NOTUNIQUE Job not unique`).
+    #[error("Job not unique")]
+    NotUnique,
+}
+
+impl PushError {
+    /// The error code of the reply: `NOTUNIQUE` for [`PushError::NotUnique`], else `ERR`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PushError::NotUnique => "NOTUNIQUE",
+            _ => "ERR",
+        }
+    }
+}
+
+/// A unique job's lock (Enterprise unique jobs): while it is held, another push of the same
+/// type, queue and args is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uniqueness {
+    /// Identity: SHA-256 (hex) of jobtype, queue and the args in canonical JSON.
+    pub key: String,
+    /// The lock expires at this time at the latest (`unique_for` after the push, or after `at`
+    /// for a scheduled job).
+    pub until: Millis,
+    /// `unique_until = "start"`: released when the job is fetched; else when it succeeds.
+    pub release_at_start: bool,
 }
 
 /// Is this a valid queue name (`^[a-zA-Z0-9._-]+$`)?
@@ -192,6 +222,7 @@ impl Job {
             Some(parse_rfc3339(&self.at).map_err(|e| PushError::At(self.at.clone(), e))?)
         };
         self.expiry(now)?;
+        self.uniqueness(now, at)?;
         // Faktory checks queue names only when a queue is first created by an immediate enqueue,
         // and silently loses scheduled jobs with bad names later. Werk checks every job up front.
         if !valid_queue_name(&self.queue) {
@@ -234,6 +265,73 @@ impl Job {
             return Ok(Some(pushed_at.saturating_add(ms).min(MAX_MILLIS)));
         }
         Ok(None)
+    }
+
+    /// The job's uniqueness lock, if it asks for one (`custom.unique_for` seconds > 0;
+    /// `custom.unique_until` `"success"` (default) or `"start"`). `at`: its scheduled time.
+    pub fn uniqueness(
+        &self,
+        now: Millis,
+        at: Option<Millis>,
+    ) -> Result<Option<Uniqueness>, PushError> {
+        let Some(custom) = &self.custom else {
+            return Ok(None);
+        };
+        if !custom.get().contains("unique_") {
+            return Ok(None);
+        }
+        #[derive(Deserialize)]
+        struct Keys {
+            unique_for: Option<serde_json::Value>,
+            unique_until: Option<serde_json::Value>,
+        }
+        let keys: Keys = serde_json::from_str(custom.get())
+            .map_err(|e| PushError::InvalidJson(e.to_string()))?;
+        let Some(v) = keys.unique_for.filter(|v| !v.is_null()) else {
+            return Ok(None);
+        };
+        let secs = v
+            .as_f64()
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .ok_or_else(|| {
+                PushError::Unique(
+                    "unique_for",
+                    format!("{v} is not a positive number of seconds"),
+                )
+            })?;
+        let release_at_start = match keys.unique_until.as_ref().filter(|v| !v.is_null()) {
+            None => false,
+            Some(serde_json::Value::String(s)) if s == "success" => false,
+            Some(serde_json::Value::String(s)) if s == "start" => true,
+            Some(other) => {
+                return Err(PushError::Unique(
+                    "unique_until",
+                    format!("{other} is neither \"success\" nor \"start\""),
+                ))
+            }
+        };
+        let args: serde_json::Value = self
+            .args
+            .as_ref()
+            .map(|a| serde_json::from_str(a.get()))
+            .transpose()
+            .map_err(|e| PushError::InvalidJson(e.to_string()))?
+            .unwrap_or(serde_json::Value::Null);
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(self.jobtype.as_bytes());
+        h.update([0]);
+        h.update(self.queue.as_bytes());
+        h.update([0]);
+        h.update(args.to_string().as_bytes());
+        let key = hex::encode(&h.finalize()[..16]);
+        let from = at.map_or(now, |at| at.max(now));
+        let ms = (secs * 1000.0).min(MAX_MILLIS as f64) as Millis;
+        Ok(Some(Uniqueness {
+            key,
+            until: from.saturating_add(ms).min(MAX_MILLIS),
+            release_at_start,
+        }))
     }
 
     /// The job's JSON, as stored and served.
@@ -470,5 +568,73 @@ mod expiry_tests {
         );
         let e = job(r#"{"expires_at":12}"#).unwrap_err().to_string();
         assert!(e.contains("custom.expires_at"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod unique_tests {
+    use super::*;
+
+    const NOW: Millis = 1_700_000_000_000;
+
+    fn job(args: &str, queue: &str, custom: &str) -> Result<(Job, Option<Millis>), PushError> {
+        let text = format!(
+            r#"{{"jid":"unique-test-1","jobtype":"T","queue":"{queue}","args":{args},"custom":{custom}}}"#
+        );
+        Job::parse_for_push(&text, NOW)
+    }
+
+    fn lock(args: &str, queue: &str, custom: &str) -> Option<Uniqueness> {
+        let (j, at) = job(args, queue, custom).unwrap();
+        j.uniqueness(NOW, at).unwrap()
+    }
+
+    #[test]
+    fn identity_is_type_queue_and_canonical_args() {
+        let a = lock(r#"[1,{"b":2,"a":1}]"#, "q", r#"{"unique_for":60}"#).unwrap();
+        let b = lock(r#"[1, {"a":1, "b":2}]"#, "q", r#"{"unique_for":60}"#).unwrap();
+        assert_eq!(a.key, b.key, "whitespace and key order do not matter");
+        assert_eq!(a.until, NOW + 60_000);
+        assert!(!a.release_at_start);
+        assert_ne!(a.key, lock("[1]", "q", r#"{"unique_for":60}"#).unwrap().key);
+        assert_ne!(
+            a.key,
+            lock(r#"[1,{"b":2,"a":1}]"#, "other", r#"{"unique_for":60}"#)
+                .unwrap()
+                .key
+        );
+        let s = lock("[]", "q", r#"{"unique_for":1.5,"unique_until":"start"}"#).unwrap();
+        assert!(s.release_at_start);
+        assert_eq!(s.until, NOW + 1_500);
+        assert_eq!(lock("[]", "q", r#"{"unique_until":"start"}"#), None);
+        assert_eq!(lock("[]", "q", r#"{"note":"unique_for"}"#), None);
+    }
+
+    #[test]
+    fn scheduled_jobs_hold_the_lock_until_at_plus_unique_for() {
+        let text = r#"{"jid":"unique-test-2","jobtype":"T","args":[],"at":"2023-11-14T22:23:20Z","custom":{"unique_for":60}}"#;
+        let (j, at) = Job::parse_for_push(text, NOW).unwrap();
+        assert_eq!(
+            j.uniqueness(NOW, at).unwrap().unwrap().until,
+            NOW + 600_000 + 60_000
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for (custom, field) in [
+            (r#"{"unique_for":"600"}"#, "custom.unique_for"),
+            (r#"{"unique_for":0}"#, "custom.unique_for"),
+            (r#"{"unique_for":-5}"#, "custom.unique_for"),
+            (
+                r#"{"unique_for":60,"unique_until":"finish"}"#,
+                "custom.unique_until",
+            ),
+        ] {
+            let e = job("[]", "q", custom).unwrap_err().to_string();
+            assert!(e.contains(field), "{custom}: {e}");
+        }
+        assert_eq!(PushError::NotUnique.to_string(), "Job not unique");
+        assert_eq!(PushError::NotUnique.code(), "NOTUNIQUE");
     }
 }

@@ -300,15 +300,32 @@ async fn push<S: Store>(shared: &Shared<S>, text: &str) -> Reply {
     let now = now_millis();
     let (job, at) = match Job::parse_for_push(text, now) {
         Ok(v) => v,
-        Err(e) => return Reply::error(e.to_string()),
+        Err(e) => return push_error(&e),
     };
     match shared.store.push(vec![NewJob { job, at }], now).await {
         Ok(mut results) => match results.pop() {
             Some(Ok(())) => Reply::Ok,
-            Some(Err(e)) => Reply::error(e.to_string()),
+            Some(Err(e)) => push_error(&e),
             None => Reply::error("internal error: no push result"),
         },
         Err(e) => store_error(e),
+    }
+}
+
+/// `-ERR …`, or `-NOTUNIQUE Job not unique`.
+fn push_error(e: &PushError) -> Reply {
+    match e.code() {
+        "ERR" => Reply::error(e.to_string()),
+        code => Reply::coded(code, e.to_string()),
+    }
+}
+
+/// PUSHB's text for one refused job: the error, prefixed by its code unless it is `ERR`
+/// (`NOTUNIQUE Job not unique`).
+fn pushb_error(e: &PushError) -> String {
+    match e.code() {
+        "ERR" => e.to_string(),
+        code => format!("{code} {e}"),
     }
 }
 
@@ -339,7 +356,7 @@ async fn pushb<S: Store>(shared: &Shared<S>, text: &str) -> Reply {
                 valid.push(NewJob { job, at });
                 outcome.push((jid, None));
             }
-            Err(e) => outcome.push((jid, Some(e.to_string()))),
+            Err(e) => outcome.push((jid, Some(pushb_error(&e)))),
         }
     }
     if !valid.is_empty() {
@@ -347,7 +364,7 @@ async fn pushb<S: Store>(shared: &Shared<S>, text: &str) -> Reply {
             Ok(results) => {
                 for (slot, result) in valid_slots.into_iter().zip(results) {
                     if let Err(e) = result {
-                        outcome[slot].1 = Some(e.to_string());
+                        outcome[slot].1 = Some(pushb_error(&e));
                     }
                 }
             }

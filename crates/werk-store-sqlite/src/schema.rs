@@ -26,6 +26,11 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     if conn.prepare("SELECT expires FROM jobs LIMIT 0").is_err() {
         conn.execute_batch("ALTER TABLE jobs ADD COLUMN expires INTEGER")?;
     }
+    // Unique jobs: the `uniq` column (`start:<key>` / `success:<key>`).
+    if conn.prepare("SELECT uniq FROM jobs LIMIT 0").is_err() {
+        conn.execute_batch("ALTER TABLE jobs ADD COLUMN uniq TEXT")?;
+    }
+    conn.execute_batch("CREATE INDEX IF NOT EXISTS unique_locks_until ON unique_locks (until)")?;
     conn.execute_batch(
         "CREATE INDEX IF NOT EXISTS jobs_expiring ON jobs (expires)
          WHERE expires IS NOT NULL AND state = 1",
@@ -48,7 +53,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     reserved_at INTEGER,
     wid         TEXT,
     payload     TEXT NOT NULL,
-    expires     INTEGER
+    expires     INTEGER,
+    uniq        TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (queue, score) WHERE state = 1;
 CREATE INDEX IF NOT EXISTS jobs_sets ON jobs (state, score) WHERE state <> 1;
@@ -60,6 +66,11 @@ CREATE TABLE IF NOT EXISTS queues (
 CREATE TABLE IF NOT EXISTS counters (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS unique_locks (
+    key   TEXT PRIMARY KEY,
+    jid   TEXT NOT NULL,
+    until INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS cron_fires (
     entry    TEXT PRIMARY KEY,

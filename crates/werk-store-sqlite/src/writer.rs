@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use rand::Rng;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
-use werk_core::job::reservation_seconds;
+use werk_core::job::{reservation_seconds, Uniqueness};
 use werk_core::retry::apply_failure_with;
 use werk_core::time::{format_millis, local_day};
 use werk_core::{FailInfo, FailOutcome, Job, JobState, Millis, PushError};
@@ -87,6 +87,8 @@ pub(crate) struct Prepared {
     pub payload: String,
     /// When the job expires ([`Job::expiry`]).
     pub expires: Option<Millis>,
+    /// Its unique-job lock ([`Job::uniqueness`]).
+    pub uniq: Option<Uniqueness>,
 }
 
 impl Prepared {
@@ -99,8 +101,10 @@ impl Prepared {
         let payload = job.to_json();
         // Validated at push; a job that slipped through unvalidated simply never expires.
         let expires = job.expiry(now).ok().flatten();
+        let uniq = job.uniqueness(now, scheduled_at).ok().flatten();
         Prepared {
             expires,
+            uniq,
             jid: job.jid,
             queue: job.queue,
             jobtype: job.jobtype,
@@ -295,6 +299,20 @@ pub(crate) struct Writer {
     pub degraded: bool,
     /// Answers committed batches once they are durable.
     pub syncer: Syncer,
+}
+
+/// The `uniq` column: the lock key, prefixed `start:` or `success:` by when it is released.
+fn uniq_column(u: &Uniqueness) -> String {
+    let when = if u.release_at_start {
+        "start"
+    } else {
+        "success"
+    };
+    format!("{when}:{}", u.key)
+}
+
+fn lock_key(column: &str) -> &str {
+    column.split_once(':').map_or(column, |(_, key)| key)
 }
 
 fn state_code(s: JobState) -> i64 {
@@ -677,13 +695,30 @@ impl Writer {
                 Some(at) => (JobState::Scheduled, at, at),
                 None => (JobState::Enqueued, self.next_seq(), job.now),
             };
+            if let Some(u) = &job.uniq {
+                // A duplicate jid is reported as such, before uniqueness (as the reference does).
+                let taken: Option<i64> = self
+                    .conn
+                    .prepare_cached("SELECT 1 FROM jobs WHERE jid = ?1")?
+                    .query_row([&job.jid], |r| r.get(0))
+                    .optional()?;
+                let held: Option<i64> = self
+                    .conn
+                    .prepare_cached("SELECT until FROM unique_locks WHERE key = ?1")?
+                    .query_row([&u.key], |r| r.get(0))
+                    .optional()?;
+                if taken.is_none() && held.is_some_and(|until| until > job.now) {
+                    results.push(Err(PushError::NotUnique));
+                    continue;
+                }
+            }
             // One index probe: the unique jid index refuses a duplicate, then we say where the
             // existing job is.
             let inserted = self
                 .conn
                 .prepare_cached(
-                    "INSERT INTO jobs (jid, state, queue, jobtype, score, ts, payload, expires)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (jid) DO NOTHING",
+                    "INSERT INTO jobs (jid, state, queue, jobtype, score, ts, payload, expires, uniq)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (jid) DO NOTHING",
                 )?
                 .execute(params![
                     job.jid,
@@ -693,7 +728,8 @@ impl Writer {
                     score,
                     ts,
                     job.payload,
-                    job.expires
+                    job.expires,
+                    job.uniq.as_ref().map(uniq_column)
                 ])?;
             if inserted == 0 {
                 let code: Option<i64> = self
@@ -706,6 +742,14 @@ impl Writer {
                     describe(code.and_then(JobState::from_code)).to_string(),
                 )));
                 continue;
+            }
+            if let Some(u) = &job.uniq {
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO unique_locks (key, jid, until) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (key) DO UPDATE SET jid = excluded.jid, until = excluded.until",
+                    )?
+                    .execute(params![u.key, job.jid, u.until])?;
             }
             self.count(state, &job.queue, 1, ctx);
             if state == JobState::Enqueued {
@@ -729,18 +773,25 @@ impl Writer {
                     Some(q) if !q.paused && q.size > 0 => {}
                     _ => break,
                 }
-                type Head = (i64, String, String, String, Option<Millis>);
+                type Head = (i64, String, String, String, Option<Millis>, Option<String>);
                 let row: Option<Head> = self
                     .conn
                     .prepare_cached(
-                        "SELECT id, jid, jobtype, payload, expires FROM jobs
+                        "SELECT id, jid, jobtype, payload, expires, uniq FROM jobs
                      WHERE state = 1 AND queue = ?1 ORDER BY score LIMIT 1",
                     )?
                     .query_row([name], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                        Ok((
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                            r.get(5)?,
+                        ))
                     })
                     .optional()?;
-                let Some((id, jid, jobtype, payload, expires)) = row else {
+                let Some((id, jid, jobtype, payload, expires, uniq)) = row else {
                     break;
                 };
                 if expires.is_some_and(|x| x <= now) {
@@ -776,6 +827,9 @@ impl Writer {
                     .execute(params![id, expires, now, wid])?;
                 self.count(JobState::Enqueued, name, -1, ctx);
                 self.count(JobState::Working, name, 1, ctx);
+                if let Some(key) = uniq.as_deref().and_then(|u| u.strip_prefix("start:")) {
+                    self.release_lock(key, &jid)?;
+                }
                 return Ok(Some(StoredJob {
                     jid,
                     state: JobState::Working,
@@ -796,16 +850,19 @@ impl Writer {
 
     fn ack(&mut self, jid: &str, now: Millis, ctx: &mut Batch) -> Result<AckOutcome, Error> {
         // Any state but scheduled (a scheduled job was never delivered): see AckOutcome.
-        let row: Option<(i64, String)> = self
+        let row: Option<(i64, String, Option<String>)> = self
             .conn
             .prepare_cached(
-                "DELETE FROM jobs WHERE jid = ?1 AND state <> 0 RETURNING state, queue",
+                "DELETE FROM jobs WHERE jid = ?1 AND state <> 0 RETURNING state, queue, uniq",
             )?
-            .query_row([jid], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row([jid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()?;
-        let Some((code, queue)) = row else {
+        let Some((code, queue, uniq)) = row else {
             return Ok(AckOutcome::NotWorking);
         };
+        if let Some(u) = uniq {
+            self.release_lock(lock_key(&u), jid)?;
+        }
         let state = JobState::from_code(code).unwrap_or(JobState::Dead);
         self.count(state, &queue, -1, ctx);
         self.count_processed(now, false, ctx);
@@ -853,6 +910,12 @@ impl Writer {
         let r: u32 = rand::rng().random_range(0..=29);
         let config = &self.config;
         let outcome = apply_failure_with(&mut job, info, now, r, |ms| config.scaled(ms));
+        if !matches!(outcome, FailOutcome::Retry { .. }) {
+            // Automatic death (or discard): the job will never succeed; free its identity.
+            if let Ok(Some(u)) = job.uniqueness(now, None) {
+                self.release_lock(&u.key, &job.jid)?;
+            }
+        }
         let to = match outcome {
             FailOutcome::Retry { next_at } => Some((JobState::Retry, next_at)),
             FailOutcome::Dead => Some((
@@ -912,6 +975,14 @@ impl Writer {
         Ok(rows.len() as u64)
     }
 
+    /// Frees a unique-job lock if `jid` still holds it.
+    fn release_lock(&mut self, key: &str, jid: &str) -> Result<(), Error> {
+        self.conn
+            .prepare_cached("DELETE FROM unique_locks WHERE key = ?1 AND jid = ?2")?
+            .execute([key, jid])?;
+        Ok(())
+    }
+
     fn sweep(&mut self, now: Millis, limit: usize, ctx: &mut Batch) -> Result<u64, Error> {
         let queues: Vec<String> = self
             .conn
@@ -925,6 +996,13 @@ impl Writer {
             self.count(JobState::Enqueued, q, -1, ctx);
         }
         self.mem.expired += queues.len() as i64;
+        // Housekeeping in the same pass: unique-job locks past their time (no longer held).
+        self.conn
+            .prepare_cached(
+                "DELETE FROM unique_locks WHERE key IN
+                 (SELECT key FROM unique_locks WHERE until <= ?1 LIMIT ?2)",
+            )?
+            .execute(params![now, limit as i64])?;
         Ok(queues.len() as u64)
     }
 
@@ -1090,7 +1168,7 @@ impl Writer {
 
     fn flush(&mut self, ctx: &mut Batch) -> Result<(), Error> {
         self.conn.execute_batch(
-            "DELETE FROM jobs; DELETE FROM queues; DELETE FROM history;
+            "DELETE FROM jobs; DELETE FROM queues; DELETE FROM history; DELETE FROM unique_locks;
              DELETE FROM counters WHERE name <> 'seq';",
         )?;
         let seq = self.mem.seq;

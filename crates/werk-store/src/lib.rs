@@ -223,6 +223,13 @@ impl StoreConfig {
 pub trait Store: Send + Sync + 'static {
     /// (new) → enqueued, or → scheduled when `at` is in the future. Each job is independent: one
     /// result per job, in order (a duplicate jid is refused, others still stored).
+    ///
+    /// A job with a uniqueness lock ([`Job::uniqueness`]) is refused with
+    /// [`PushError::NotUnique`] while another job holds its identity's lock (unexpired);
+    /// otherwise it takes the lock in the same commit. The lock is released, in the commit of
+    /// the job's move, by its ACK (or its FETCH for `unique_until = "start"`) and by automatic
+    /// death or discard on FAIL/expiry of the reservation; a failure with retries left, a manual
+    /// kill or delete keep it until it runs out.
     fn push(
         &self,
         jobs: Vec<NewJob>,
