@@ -44,8 +44,13 @@ fn expired_jobs_are_dropped_at_fetch_and_swept_from_queues() {
     );
     w.ack("exp-live-0001").expect_ok();
     assert!(w.fetch("q").is_none());
-    // Nobody fetches from `idle`: the sweep empties it anyway.
-    let info = c.info();
+    // Nobody fetches from `idle`: the sweep (every 100 ms here) empties it anyway.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut info = c.info();
+    while info["faktory"]["queues"]["idle"] != 0 && std::time::Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+        info = c.info();
+    }
     assert_eq!(info["faktory"]["queues"]["idle"], 0, "{info}");
     assert_eq!(info["faktory"]["total_expired"], 3, "{info}");
     assert_eq!(
