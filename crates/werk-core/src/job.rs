@@ -114,6 +114,13 @@ pub enum PushError {
     /// (sent as `-NOTUNIQUE Job not unique`).
     #[error("Job not unique")]
     NotUnique,
+    /// `custom.bid` names a batch that does not exist (never created, expired uncommitted, or
+    /// purged after it finished).
+    #[error("No such batch {0}")]
+    NoSuchBatch(String),
+    /// `custom.bid` / `custom.track` of the wrong type.
+    #[error("invalid custom.{0}: {1}")]
+    Custom(&'static str, String),
 }
 
 impl PushError {
@@ -223,6 +230,7 @@ impl Job {
         };
         self.expiry(now)?;
         self.uniqueness(now, at)?;
+        self.batch_id()?;
         // Faktory checks queue names only when a queue is first created by an immediate enqueue,
         // and silently loses scheduled jobs with bad names later. Werk checks every job up front.
         if !valid_queue_name(&self.queue) {
@@ -332,6 +340,73 @@ impl Job {
             until: from.saturating_add(ms).min(MAX_MILLIS),
             release_at_start,
         }))
+    }
+
+    /// The batch the job joins (Enterprise batches): `custom.bid`, a non-empty string.
+    pub fn batch_id(&self) -> Result<Option<String>, PushError> {
+        let Some(custom) = &self.custom else {
+            return Ok(None);
+        };
+        if !custom.get().contains("\"bid\"") {
+            return Ok(None);
+        }
+        #[derive(Deserialize)]
+        struct Keys {
+            bid: Option<serde_json::Value>,
+        }
+        let keys: Keys = serde_json::from_str(custom.get())
+            .map_err(|e| PushError::InvalidJson(e.to_string()))?;
+        match keys.bid {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(s)) if s.is_empty() => Ok(None),
+            Some(serde_json::Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(PushError::Custom(
+                "bid",
+                format!("{other} is not a batch id string"),
+            )),
+        }
+    }
+
+    /// Adds `key: value` at the front of `custom` (creating it), keeping the rest verbatim.
+    /// Any earlier `key` is still there after it; JSON readers take the last duplicate, so
+    /// callers only add keys the client does not set (such as `_pbid`).
+    pub fn add_custom(&mut self, key: &str, value: &serde_json::Value) {
+        let pair = format!(
+            "{}:{}",
+            serde_json::Value::String(key.to_string()),
+            value
+        );
+        let text = match &self.custom {
+            Some(raw) if !is_empty_object(raw.get().trim()) => {
+                let rest = raw.get().trim_start();
+                format!("{{{pair},{}", &rest[1..])
+            }
+            _ => format!("{{{pair}}}"),
+        };
+        self.custom = RawValue::from_string(text).ok();
+    }
+
+    /// Whether the job is tracked (Enterprise tracking): `custom.track` is `1` or `true`.
+    pub fn tracked(&self) -> bool {
+        let Some(custom) = &self.custom else {
+            return false;
+        };
+        if !custom.get().contains("\"track\"") {
+            return false;
+        }
+        #[derive(Deserialize)]
+        struct Keys {
+            track: Option<serde_json::Value>,
+        }
+        match serde_json::from_str::<Keys>(custom.get()) {
+            Ok(Keys {
+                track: Some(serde_json::Value::Bool(b)),
+            }) => b,
+            Ok(Keys {
+                track: Some(serde_json::Value::Number(n)),
+            }) => n.as_f64() == Some(1.0),
+            _ => false,
+        }
     }
 
     /// The job's JSON, as stored and served.

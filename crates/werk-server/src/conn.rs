@@ -252,10 +252,8 @@ async fn dispatch<S: Store>(shared: &Shared<S>, client: &Client, cmd: Command) -
             }
         }
         Command::Queue(q) => queue(shared, q).await,
-        Command::Batch(_) => Reply::error("batch subsystem is not available in this werk version"),
-        Command::Track(_) => {
-            Reply::error("tracking subsystem is not available in this werk version")
-        }
+        Command::Batch(arg) => crate::ent::batch(shared, &arg).await,
+        Command::Track(arg) => crate::ent::track(shared, &arg).await,
     }
 }
 

@@ -5,6 +5,7 @@
 //! * [`tasks`]: background tasks — scheduled/retry promotion, reservation expiry, dead-set
 //!   purge, worker heartbeat reaping.
 //! * [`cron`]: the cron ticker (one job per entry and tick, exactly once).
+//! * [`ent`]: the Enterprise commands (`BATCH`, `TRACK`).
 //! * [`workers`]: the in-memory registry of worker processes.
 //! * [`signals`]: wake-ups for blocked FETCHes.
 //!
@@ -14,6 +15,7 @@
 
 pub mod conn;
 pub mod cron;
+pub mod ent;
 pub mod info;
 pub mod signals;
 pub mod tasks;

@@ -28,8 +28,9 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 use werk_core::{FailInfo, JobState, Millis, PushError};
 use werk_store::{
-    AckOutcome, CronFire, DayStats, FailReply, Listener, Mutation, NewJob, QueueSelector, Stats,
-    Store, StoreConfig, StoreError, StoredJob,
+    AckOutcome, BatchError, BatchStatus, CronFire, DayStats, FailReply, Listener, Mutation,
+    NewBatch, NewJob, QueueSelector, Stats, Store, StoreConfig, StoreError, StoredJob, Throttle,
+    TrackUpdate, Tracked,
 };
 
 use reader::Reader;
@@ -120,6 +121,7 @@ pub struct SqliteStore {
     closed: AtomicBool,
     reader: Arc<Reader>,
     published: Arc<Mutex<Mem>>,
+    throttles: Arc<Mutex<Vec<Throttle>>>,
     _lock: File,
 }
 
@@ -229,7 +231,9 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel();
         let syncer = syncer::Syncer::start(options.durability, Path::new(&wal), tx.clone())
             .map_err(|e| OpenError::Dir(dir.to_path_buf(), e))?;
+        let throttles = Arc::new(Mutex::new(Vec::new()));
         let writer = Writer {
+            throttles: throttles.clone(),
             syncer,
             conn,
             config,
@@ -248,6 +252,7 @@ impl SqliteStore {
             closed: AtomicBool::new(false),
             reader: Arc::new(Reader::new(read_conn)),
             published,
+            throttles,
             _lock: lock,
         })
     }
@@ -367,6 +372,8 @@ fn unexpected(r: Resp) -> StoreError {
         Resp::Count(_) => "count",
         Resp::Unit => "unit",
         Resp::Cron(_) => "cron",
+        Resp::Batch(_) => "batch",
+        Resp::Bool(_) => "bool",
     };
     StoreError::Backend(format!("internal error: unexpected {kind} response"))
 }
@@ -518,7 +525,7 @@ impl Store for SqliteStore {
         job: NewJob,
         now: Millis,
     ) -> Result<CronFire, StoreError> {
-        let job = Prepared::new(job, now);
+        let job = Box::new(Prepared::new(job, now));
         match self.call(Op::FireCron { entry, tick, job }, now).await? {
             Resp::Cron(r) => Ok(r),
             other => Err(unexpected(other)),
@@ -530,6 +537,53 @@ impl Store for SqliteStore {
         entries: Vec<String>,
     ) -> Result<Vec<Option<Millis>>, StoreError> {
         self.read(move |r| r.cron_last_fired(&entries)).await
+    }
+
+    async fn batch_new(
+        &self,
+        batch: NewBatch,
+        now: Millis,
+    ) -> Result<Result<(), BatchError>, StoreError> {
+        self.batch_op(Op::BatchNew { batch: Box::new(batch) }, now).await
+    }
+
+    async fn batch_open(
+        &self,
+        bid: String,
+        now: Millis,
+    ) -> Result<Result<(), BatchError>, StoreError> {
+        self.batch_op(Op::BatchOpen { bid }, now).await
+    }
+
+    async fn batch_commit(
+        &self,
+        bid: String,
+        now: Millis,
+    ) -> Result<Result<(), BatchError>, StoreError> {
+        self.batch_op(Op::BatchCommit { bid }, now).await
+    }
+
+    async fn batch_status(
+        &self,
+        bid: String,
+        now: Millis,
+    ) -> Result<Option<BatchStatus>, StoreError> {
+        self.read(move |r| r.batch_status(&bid, now)).await
+    }
+
+    async fn track_set(&self, update: TrackUpdate, now: Millis) -> Result<bool, StoreError> {
+        match self.call(Op::TrackSet { update }, now).await? {
+            Resp::Bool(b) => Ok(b),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn track_get(&self, jid: String, now: Millis) -> Result<Option<Tracked>, StoreError> {
+        self.read(move |r| r.track_get(&jid, now)).await
+    }
+
+    fn set_throttles(&self, throttles: Vec<Throttle>) {
+        *self.throttles.lock().unwrap_or_else(|p| p.into_inner()) = throttles;
     }
 
     async fn close(&self) {
@@ -579,6 +633,13 @@ impl SqliteStore {
             .await?
         {
             Resp::Fetch(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn batch_op(&self, op: Op, now: Millis) -> Result<Result<(), BatchError>, StoreError> {
+        match self.call(op, now).await? {
+            Resp::Batch(r) => Ok(r),
             other => Err(unexpected(other)),
         }
     }

@@ -6,7 +6,10 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use werk_core::time::local_days_back;
 use werk_core::{JobState, Millis};
-use werk_store::{DayStats, Reservation, StoredJob};
+use werk_store::{
+    BatchStatus, CallbackState, DayStats, Reservation, StoredJob, TrackState, Tracked,
+    TRACK_RETENTION,
+};
 
 use crate::Error;
 
@@ -108,6 +111,79 @@ impl Reader {
             out.push(ts.map_or(0.0, |ts| ((now - ts).max(0)) as f64 / 1000.0));
         }
         Ok(out)
+    }
+
+    pub fn batch_status(&self, bid: &str, now: Millis) -> Result<Option<BatchStatus>, Error> {
+        let conn = self.conn();
+        let row = conn
+            .prepare_cached(
+                "SELECT bid, parent, description, created_at, committed, deadline, total, pending,
+                        failed, complete_job IS NOT NULL, success_job IS NOT NULL, complete_st,
+                        success_st
+                 FROM batches WHERE bid = ?1",
+            )?
+            .query_row([bid], |r| {
+                let committed: bool = r.get(4)?;
+                let deadline: Option<Millis> = r.get(5)?;
+                let st = |defined: bool, code: i64| match (defined, code) {
+                    (true, 1) => CallbackState::Enqueued,
+                    (true, 2) => CallbackState::Succeeded,
+                    _ => CallbackState::Pending,
+                };
+                let n = |v: i64| u64::try_from(v).unwrap_or(0);
+                let live = committed || deadline.is_none_or(|d| d > now);
+                Ok(live.then(|| -> rusqlite::Result<BatchStatus> {
+                    Ok(BatchStatus {
+                        bid: r.get(0)?,
+                        parent_bid: r.get(1)?,
+                        description: r.get(2)?,
+                        created_at: r.get(3)?,
+                        committed,
+                        total: n(r.get(6)?),
+                        pending: n(r.get(7)?),
+                        failed: n(r.get(8)?),
+                        complete_st: st(r.get(9)?, r.get(11)?),
+                        success_st: st(r.get(10)?, r.get(12)?),
+                    })
+                }))
+            })
+            .optional()?;
+        Ok(row.flatten().transpose()?)
+    }
+
+    pub fn track_get(&self, jid: &str, now: Millis) -> Result<Option<Tracked>, Error> {
+        let conn = self.conn();
+        type Row = (Option<i64>, Option<String>, Millis, Option<String>);
+        let row: Option<Row> = conn
+            .prepare_cached("SELECT percent, descr, updated_at, final FROM tracking WHERE jid = ?1")?
+            .query_row([jid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .optional()?;
+        let Some((percent, desc, updated_at, last)) = row else {
+            return Ok(None);
+        };
+        let code: Option<i64> = conn
+            .prepare_cached("SELECT state FROM jobs WHERE jid = ?1")?
+            .query_row([jid], |r| r.get(0))
+            .optional()?;
+        let state = match code.and_then(JobState::from_code) {
+            Some(JobState::Scheduled | JobState::Enqueued) => TrackState::Enqueued,
+            Some(JobState::Working) => TrackState::Working,
+            Some(JobState::Retry) => TrackState::Failed,
+            Some(JobState::Dead) => TrackState::Dead,
+            None if updated_at.saturating_add(TRACK_RETENTION) <= now => return Ok(None),
+            None => match last.as_deref() {
+                Some("success") => TrackState::Success,
+                Some("failed") => TrackState::Failed,
+                _ => return Ok(None),
+            },
+        };
+        Ok(Some(Tracked {
+            jid: jid.to_string(),
+            state,
+            percent: percent.and_then(|p| u8::try_from(p).ok()),
+            desc,
+            updated_at,
+        }))
     }
 
     pub fn cron_last_fired(&self, entries: &[String]) -> Result<Vec<Option<Millis>>, Error> {

@@ -8,6 +8,12 @@
 //!   their time (`at`, `reserved_until`, `next_at`, `dead_until`);
 //! * the unique `jid` index: a jid names at most one stored job.
 //!
+//! `batches` holds each batch's counters and callback states, changed in the same transaction
+//! as the member job's push, ACK or FAIL (and the callback job's push and ACK); a job's
+//! `batch` column says its role (`m:<bid>` member never failed, `f:<bid>` member whose last run
+//! failed, `c:<bid>` / `s:<bid>` complete / success callback). `tracking` holds the progress of
+//! jobs pushed with `custom.track = 1` (`final`: `success` / `failed` once the job is gone).
+//!
 //! `cron_fires` holds each cron entry's last fired tick, written in the same transaction as the
 //! job it enqueued (exactly once per tick).
 //!
@@ -30,6 +36,21 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     if conn.prepare("SELECT uniq FROM jobs LIMIT 0").is_err() {
         conn.execute_batch("ALTER TABLE jobs ADD COLUMN uniq TEXT")?;
     }
+    // Batches and tracking: the job's batch role (`m:`/`f:` member, `c:`/`s:` callback + bid)
+    // and whether it is tracked.
+    if conn.prepare("SELECT batch FROM jobs LIMIT 0").is_err() {
+        conn.execute_batch("ALTER TABLE jobs ADD COLUMN batch TEXT")?;
+    }
+    if conn.prepare("SELECT track FROM jobs LIMIT 0").is_err() {
+        conn.execute_batch("ALTER TABLE jobs ADD COLUMN track INTEGER")?;
+    }
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS batches_deadline ON batches (deadline)
+             WHERE deadline IS NOT NULL;
+         CREATE INDEX IF NOT EXISTS batches_updated ON batches (updated_at);
+         CREATE INDEX IF NOT EXISTS tracking_done ON tracking (updated_at)
+             WHERE final IS NOT NULL;",
+    )?;
     conn.execute_batch("CREATE INDEX IF NOT EXISTS unique_locks_until ON unique_locks (until)")?;
     conn.execute_batch(
         "CREATE INDEX IF NOT EXISTS jobs_expiring ON jobs (expires)
@@ -54,7 +75,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     wid         TEXT,
     payload     TEXT NOT NULL,
     expires     INTEGER,
-    uniq        TEXT
+    uniq        TEXT,
+    batch       TEXT,
+    track       INTEGER
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (queue, score) WHERE state = 1;
 CREATE INDEX IF NOT EXISTS jobs_sets ON jobs (state, score) WHERE state <> 1;
@@ -77,6 +100,32 @@ CREATE TABLE IF NOT EXISTS cron_fires (
     tick     INTEGER NOT NULL,
     jid      TEXT NOT NULL,
     fired_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS batches (
+    bid               TEXT PRIMARY KEY,
+    parent            TEXT,
+    description       TEXT,
+    created_at        INTEGER NOT NULL,
+    committed         INTEGER NOT NULL,
+    deadline          INTEGER,
+    total             INTEGER NOT NULL,
+    pending           INTEGER NOT NULL,
+    failed            INTEGER NOT NULL,
+    children          INTEGER NOT NULL,
+    children_complete INTEGER NOT NULL,
+    children_success  INTEGER NOT NULL,
+    complete_job      TEXT,
+    success_job       TEXT,
+    complete_st       INTEGER NOT NULL,
+    success_st        INTEGER NOT NULL,
+    updated_at        INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tracking (
+    jid        TEXT PRIMARY KEY,
+    percent    INTEGER,
+    descr      TEXT,
+    updated_at INTEGER NOT NULL,
+    final      TEXT
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS history (
     day       TEXT PRIMARY KEY,

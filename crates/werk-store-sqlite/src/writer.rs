@@ -20,12 +20,15 @@ use werk_core::retry::apply_failure_with;
 use werk_core::time::{format_millis, local_day};
 use werk_core::{FailInfo, FailOutcome, Job, JobState, Millis, PushError};
 use werk_store::{
-    AckOutcome, CronFire, FailReply, Listener, MutateOp, Mutation, NewJob, QueueSelector,
-    QueueStats, Reservation, Stats, StoreConfig, StoreError, StoredJob,
+    AckOutcome, BatchError, CronFire, FailReply, Listener, MutateOp, Mutation, NewBatch, NewJob,
+    QueueSelector, QueueStats, Reservation, Stats, StoreConfig, StoreError, StoredJob, Throttle,
+    TrackUpdate,
 };
 
 use crate::syncer::Syncer;
 use crate::Error;
+
+mod ent;
 
 /// Most requests committed together.
 pub const MAX_BATCH: usize = 1024;
@@ -71,7 +74,19 @@ pub(crate) enum Op {
     FireCron {
         entry: String,
         tick: Millis,
-        job: Prepared,
+        job: Box<Prepared>,
+    },
+    BatchNew {
+        batch: Box<NewBatch>,
+    },
+    BatchOpen {
+        bid: String,
+    },
+    BatchCommit {
+        bid: String,
+    },
+    TrackSet {
+        update: TrackUpdate,
     },
 }
 
@@ -89,6 +104,11 @@ pub(crate) struct Prepared {
     pub expires: Option<Millis>,
     /// Its unique-job lock ([`Job::uniqueness`]).
     pub uniq: Option<Uniqueness>,
+    /// Its `batch` column: `m:<bid>` for a member (`custom.bid`), `c:`/`s:<bid>` for a
+    /// batch's complete/success callback.
+    pub batch: Option<String>,
+    /// Tracked (`custom.track = 1`).
+    pub track: bool,
 }
 
 impl Prepared {
@@ -102,9 +122,12 @@ impl Prepared {
         // Validated at push; a job that slipped through unvalidated simply never expires.
         let expires = job.expiry(now).ok().flatten();
         let uniq = job.uniqueness(now, scheduled_at).ok().flatten();
+        let batch = job.batch_id().ok().flatten().map(|bid| format!("m:{bid}"));
         Prepared {
             expires,
             uniq,
+            batch,
+            track: job.tracked(),
             jid: job.jid,
             queue: job.queue,
             jobtype: job.jobtype,
@@ -123,6 +146,8 @@ pub(crate) enum Resp {
     Count(u64),
     Unit,
     Cron(CronFire),
+    Batch(Result<(), BatchError>),
+    Bool(bool),
 }
 
 pub(crate) struct Request {
@@ -277,7 +302,13 @@ struct Row {
     id: i64,
     queue: String,
     payload: String,
+    /// The `batch` column.
+    batch: Option<String>,
+    track: bool,
 }
+
+/// The columns [`Row::read`] reads.
+const ROW: &str = "id, queue, payload, batch, track";
 
 impl Row {
     fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
@@ -285,6 +316,8 @@ impl Row {
             id: r.get(0)?,
             queue: r.get(1)?,
             payload: r.get(2)?,
+            batch: r.get(3)?,
+            track: r.get::<_, Option<i64>>(4)?.is_some(),
         })
     }
 }
@@ -299,6 +332,8 @@ pub(crate) struct Writer {
     pub degraded: bool,
     /// Answers committed batches once they are durable.
     pub syncer: Syncer,
+    /// The throttles FETCH obeys ([`werk_store::Store::set_throttles`]).
+    pub throttles: Arc<Mutex<Vec<Throttle>>>,
 }
 
 /// The `uniq` column: the lock key, prefixed `start:` or `success:` by when it is released.
@@ -581,6 +616,10 @@ impl Writer {
                 self.flush(ctx)?;
                 Resp::Unit
             }
+            Op::BatchNew { batch } => Resp::Batch(self.batch_new(batch, now)?),
+            Op::BatchOpen { bid } => Resp::Batch(self.batch_open(bid, now)?),
+            Op::BatchCommit { bid } => Resp::Batch(self.batch_commit(bid, now, ctx)?),
+            Op::TrackSet { update } => Resp::Bool(self.track_set(update, now)?),
         })
     }
 
@@ -691,6 +730,12 @@ impl Writer {
     ) -> Result<Vec<Result<(), PushError>>, Error> {
         let mut results = Vec::with_capacity(jobs.len());
         for job in jobs {
+            if let Some(bid) = job.batch.as_deref().and_then(|b| b.strip_prefix("m:")) {
+                if !self.batch_accepts(bid, job.now)? {
+                    results.push(Err(PushError::NoSuchBatch(bid.to_string())));
+                    continue;
+                }
+            }
             let (state, score, ts) = match job.scheduled_at {
                 Some(at) => (JobState::Scheduled, at, at),
                 None => (JobState::Enqueued, self.next_seq(), job.now),
@@ -717,8 +762,10 @@ impl Writer {
             let inserted = self
                 .conn
                 .prepare_cached(
-                    "INSERT INTO jobs (jid, state, queue, jobtype, score, ts, payload, expires, uniq)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (jid) DO NOTHING",
+                    "INSERT INTO jobs (jid, state, queue, jobtype, score, ts, payload, expires, uniq,
+                                       batch, track)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                     ON CONFLICT (jid) DO NOTHING",
                 )?
                 .execute(params![
                     job.jid,
@@ -729,7 +776,9 @@ impl Writer {
                     ts,
                     job.payload,
                     job.expires,
-                    job.uniq.as_ref().map(uniq_column)
+                    job.uniq.as_ref().map(uniq_column),
+                    job.batch,
+                    job.track.then_some(1)
                 ])?;
             if inserted == 0 {
                 let code: Option<i64> = self
@@ -751,6 +800,12 @@ impl Writer {
                     )?
                     .execute(params![u.key, job.jid, u.until])?;
             }
+            if let Some(bid) = job.batch.as_deref().and_then(|b| b.strip_prefix("m:")) {
+                self.batch_member_added(bid, job.now)?;
+            }
+            if job.track {
+                self.start_tracking(&job.jid, job.now)?;
+            }
             self.count(state, &job.queue, 1, ctx);
             if state == JobState::Enqueued {
                 ctx.notify.push(job.queue.clone());
@@ -768,30 +823,54 @@ impl Writer {
         ctx: &mut Batch,
     ) -> Result<Option<StoredJob>, Error> {
         for name in queues {
+            if self.throttled(name, wid, now)? {
+                continue;
+            }
             loop {
                 match self.mem.queues.get(name) {
                     Some(q) if !q.paused && q.size > 0 => {}
                     _ => break,
                 }
-                type Head = (i64, String, String, String, Option<Millis>, Option<String>);
+                struct Head {
+                    id: i64,
+                    jid: String,
+                    jobtype: String,
+                    payload: String,
+                    expires: Option<Millis>,
+                    uniq: Option<String>,
+                    batch: Option<String>,
+                    track: bool,
+                }
                 let row: Option<Head> = self
                     .conn
                     .prepare_cached(
-                        "SELECT id, jid, jobtype, payload, expires, uniq FROM jobs
+                        "SELECT id, jid, jobtype, payload, expires, uniq, batch, track FROM jobs
                      WHERE state = 1 AND queue = ?1 ORDER BY score LIMIT 1",
                     )?
                     .query_row([name], |r| {
-                        Ok((
-                            r.get(0)?,
-                            r.get(1)?,
-                            r.get(2)?,
-                            r.get(3)?,
-                            r.get(4)?,
-                            r.get(5)?,
-                        ))
+                        Ok(Head {
+                            id: r.get(0)?,
+                            jid: r.get(1)?,
+                            jobtype: r.get(2)?,
+                            payload: r.get(3)?,
+                            expires: r.get(4)?,
+                            uniq: r.get(5)?,
+                            batch: r.get(6)?,
+                            track: r.get::<_, Option<i64>>(7)?.is_some(),
+                        })
                     })
                     .optional()?;
-                let Some((id, jid, jobtype, payload, expires, uniq)) = row else {
+                let Some(Head {
+                    id,
+                    jid,
+                    jobtype,
+                    payload,
+                    expires,
+                    uniq,
+                    batch,
+                    track,
+                }) = row
+                else {
                     break;
                 };
                 if expires.is_some_and(|x| x <= now) {
@@ -800,6 +879,10 @@ impl Writer {
                         .execute([id])?;
                     self.count(JobState::Enqueued, name, -1, ctx);
                     self.mem.expired += 1;
+                    self.member_failed(batch.as_deref(), now, ctx)?;
+                    if track {
+                        self.forget_tracking("jid = ?1", &[jid.clone().into()])?;
+                    }
                     tracing::info!(%jid, queue = %name, "job expired before it was fetched; dropped");
                     continue;
                 }
@@ -810,6 +893,8 @@ impl Writer {
                             id,
                             queue: name.clone(),
                             payload,
+                            batch,
+                            track,
                         };
                         self.quarantine(&row, JobState::Enqueued, now, &e.to_string(), ctx)?;
                         continue;
@@ -829,6 +914,9 @@ impl Writer {
                 self.count(JobState::Working, name, 1, ctx);
                 if let Some(key) = uniq.as_deref().and_then(|u| u.strip_prefix("start:")) {
                     self.release_lock(key, &jid)?;
+                }
+                if track {
+                    self.touch_tracking(&jid, None, now)?;
                 }
                 return Ok(Some(StoredJob {
                     jid,
@@ -850,19 +938,30 @@ impl Writer {
 
     fn ack(&mut self, jid: &str, now: Millis, ctx: &mut Batch) -> Result<AckOutcome, Error> {
         // Any state but scheduled (a scheduled job was never delivered): see AckOutcome.
-        let row: Option<(i64, String, Option<String>)> = self
+        type Gone = (i64, String, Option<String>, Option<String>, Option<i64>);
+        let row: Option<Gone> = self
             .conn
             .prepare_cached(
-                "DELETE FROM jobs WHERE jid = ?1 AND state <> 0 RETURNING state, queue, uniq",
+                "DELETE FROM jobs WHERE jid = ?1 AND state <> 0
+                 RETURNING state, queue, uniq, batch, track",
             )?
-            .query_row([jid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_row([jid], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
             .optional()?;
-        let Some((code, queue, uniq)) = row else {
+        let Some((code, queue, uniq, batch, track)) = row else {
             return Ok(AckOutcome::NotWorking);
         };
         if let Some(u) = uniq {
             self.release_lock(lock_key(&u), jid)?;
         }
+        if let Some(batch) = batch {
+            self.batch_job_acked(&batch, now, ctx)?;
+        }
+        if track.is_some() {
+            self.touch_tracking(jid, Some("success"), now)?;
+        }
+        self.wake_throttled(&queue, ctx);
         let state = JobState::from_code(code).unwrap_or(JobState::Dead);
         self.count(state, &queue, -1, ctx);
         self.count_processed(now, false, ctx);
@@ -881,7 +980,7 @@ impl Writer {
     ) -> Result<FailReply, Error> {
         let row: Option<Row> = self
             .conn
-            .prepare_cached("SELECT id, queue, payload FROM jobs WHERE jid = ?1 AND state = 2")?
+            .prepare_cached(&format!("SELECT {ROW} FROM jobs WHERE jid = ?1 AND state = 2"))?
             .query_row([jid], Row::read)
             .optional()?;
         match row {
@@ -910,6 +1009,12 @@ impl Writer {
         let r: u32 = rand::rng().random_range(0..=29);
         let config = &self.config;
         let outcome = apply_failure_with(&mut job, info, now, r, |ms| config.scaled(ms));
+        let batch = self.member_failed(row.batch.as_deref(), now, ctx)?;
+        if row.track {
+            let last = matches!(outcome, FailOutcome::Discarded).then_some("failed");
+            self.touch_tracking(&job.jid, last, now)?;
+        }
+        self.wake_throttled(&row.queue, ctx);
         if !matches!(outcome, FailOutcome::Retry { .. }) {
             // Automatic death (or discard): the job will never succeed; free its identity.
             if let Ok(Some(u)) = job.uniqueness(now, None) {
@@ -929,9 +1034,9 @@ impl Writer {
                 self.conn
                     .prepare_cached(
                         "UPDATE jobs SET state = ?2, score = ?3, ts = ?3, reserved_at = NULL,
-                         wid = NULL, payload = ?4 WHERE id = ?1",
+                         wid = NULL, payload = ?4, batch = ?5 WHERE id = ?1",
                     )?
-                    .execute(params![id, state_code(state), at, job.to_json()])?;
+                    .execute(params![id, state_code(state), at, job.to_json(), batch])?;
                 self.count(state, &job.queue, 1, ctx);
             }
             None => {
@@ -947,10 +1052,10 @@ impl Writer {
 
     /// Rows of one non-enqueued state whose time is ≤ now, oldest first.
     fn due(&self, state: JobState, now: Millis, limit: usize) -> Result<Vec<Row>, Error> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, queue, payload FROM jobs WHERE state = ?1 AND state <> 1 AND score <= ?2
-             ORDER BY score LIMIT ?3",
-        )?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {ROW} FROM jobs WHERE state = ?1 AND state <> 1 AND score <= ?2
+             ORDER BY score LIMIT ?3"
+        ))?;
         let rows = stmt.query_map(params![state_code(state), now, limit as i64], Row::read)?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
@@ -984,17 +1089,25 @@ impl Writer {
     }
 
     fn sweep(&mut self, now: Millis, limit: usize, ctx: &mut Batch) -> Result<u64, Error> {
-        let queues: Vec<String> = self
+        self.forget_tracking(
+            "expires <= ?1 AND state = 1",
+            &[now.into()],
+        )?;
+        let gone: Vec<(String, Option<String>)> = self
             .conn
             .prepare_cached(
                 "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE expires <= ?1
-                 AND state = 1 LIMIT ?2) RETURNING queue",
+                 AND state = 1 LIMIT ?2) RETURNING queue, batch",
             )?
-            .query_map(params![now, limit as i64], |r| r.get(0))?
+            .query_map(params![now, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
-        for q in &queues {
-            self.count(JobState::Enqueued, q, -1, ctx);
+        let mut queues = Vec::with_capacity(gone.len());
+        for (q, batch) in gone {
+            self.count(JobState::Enqueued, &q, -1, ctx);
+            self.member_failed(batch.as_deref(), now, ctx)?;
+            queues.push(q);
         }
+        self.sweep_ent(now, limit)?;
         self.mem.expired += queues.len() as i64;
         // Housekeeping in the same pass: unique-job locks past their time (no longer held).
         self.conn
@@ -1007,6 +1120,7 @@ impl Writer {
     }
 
     fn purge(&mut self, now: Millis, limit: usize, ctx: &mut Batch) -> Result<u64, Error> {
+        self.forget_tracking("state = 4 AND state <> 1 AND score <= ?1", &[now.into()])?;
         let n = self
             .conn
             .prepare_cached(
@@ -1055,6 +1169,7 @@ impl Writer {
         let params = rusqlite::params_from_iter(args.iter());
         match m.op {
             MutateOp::Clear | MutateOp::Discard => {
+                self.forget_tracking(&cond, &args)?;
                 let n = self
                     .conn
                     .prepare(&format!("DELETE FROM jobs WHERE {cond}"))?
@@ -1083,7 +1198,7 @@ impl Writer {
             MutateOp::Requeue => {
                 let rows: Vec<Row> = {
                     let mut stmt = self.conn.prepare(&format!(
-                        "SELECT id, queue, payload FROM jobs WHERE {cond} ORDER BY score"
+                        "SELECT {ROW} FROM jobs WHERE {cond} ORDER BY score"
                     ))?;
                     let rows = stmt.query_map(params, Row::read)?;
                     rows.collect::<rusqlite::Result<_>>()?
@@ -1126,6 +1241,7 @@ impl Writer {
     fn remove(&mut self, sel: &QueueSelector, ctx: &mut Batch) -> Result<u64, Error> {
         let mut removed = 0;
         for name in self.selected(sel) {
+            self.forget_tracking("state = 1 AND queue = ?1", &[name.clone().into()])?;
             removed += self
                 .conn
                 .prepare_cached("DELETE FROM jobs WHERE state = 1 AND queue = ?1")?
@@ -1169,7 +1285,7 @@ impl Writer {
     fn flush(&mut self, ctx: &mut Batch) -> Result<(), Error> {
         self.conn.execute_batch(
             "DELETE FROM jobs; DELETE FROM queues; DELETE FROM history; DELETE FROM unique_locks;
-             DELETE FROM counters WHERE name <> 'seq';",
+             DELETE FROM batches; DELETE FROM tracking; DELETE FROM counters WHERE name <> 'seq';",
         )?;
         let seq = self.mem.seq;
         self.mem = Mem {

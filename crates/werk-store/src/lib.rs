@@ -75,6 +75,149 @@ pub enum CronFire {
     Refused(PushError),
 }
 
+/// How long an uncommitted batch waits for its `BATCH COMMIT` (from `BATCH NEW` or
+/// `BATCH OPEN`) before it expires and never fires (Faktory: 30 minutes).
+pub const BATCH_COMMIT_DEADLINE: Millis = 30 * 60 * 1000;
+/// How long a batch is kept after its last callback succeeded (or its success callback, if any,
+/// was ACKed). A batch that never succeeds is kept for [`StoreConfig::dead_retention`] after its
+/// last change.
+pub const BATCH_RETENTION: Millis = 7 * 24 * 3600 * 1000;
+/// How long tracking data outlives its job (Faktory keeps it ~30 minutes after the last update,
+/// even for a job still waiting in its queue; Werk keeps it while the job exists and then this
+/// long after the last update).
+pub const TRACK_RETENTION: Millis = 30 * 60 * 1000;
+
+/// `BATCH NEW`, as validated by the server.
+#[derive(Debug, Clone)]
+pub struct NewBatch {
+    /// The new batch id (chosen by the caller, unique).
+    pub bid: String,
+    /// The parent batch: it must exist; its callbacks then wait for this batch's.
+    pub parent_bid: Option<String>,
+    pub description: Option<String>,
+    /// The callback jobs, validated for push. At least one is present.
+    pub complete: Option<Job>,
+    pub success: Option<Job>,
+}
+
+/// A batch callback's state, as `BATCH STATUS` shows it (`complete_st` / `success_st`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallbackState {
+    /// Not enqueued yet (`""`). Also always shown for a callback the batch does not have.
+    Pending,
+    /// The callback job was enqueued (`"1"`); it stays so while it fails and retries.
+    Enqueued,
+    /// The callback job was ACKed (`"2"`).
+    Succeeded,
+}
+
+impl CallbackState {
+    /// The wire form: `""`, `"1"`, `"2"`.
+    pub fn wire(self) -> &'static str {
+        match self {
+            CallbackState::Pending => "",
+            CallbackState::Enqueued => "1",
+            CallbackState::Succeeded => "2",
+        }
+    }
+}
+
+/// `BATCH STATUS`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchStatus {
+    pub bid: String,
+    pub parent_bid: Option<String>,
+    pub description: Option<String>,
+    pub created_at: Millis,
+    /// Committed and not reopened.
+    pub committed: bool,
+    /// Jobs pushed into this batch (child batches' jobs are not counted).
+    pub total: u64,
+    /// Jobs that have not finished (ACK or FAIL) even once.
+    pub pending: u64,
+    /// Jobs whose last run failed and that have not succeeded since.
+    pub failed: u64,
+    pub complete_st: CallbackState,
+    pub success_st: CallbackState,
+}
+
+/// Why a batch command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    /// Unknown, expired before its commit, or purged after it finished. The text matches
+    /// Faktory's (the Rust client's `open_batch` looks for `No such batch`).
+    #[error("No such batch {0}")]
+    NoSuchBatch(String),
+}
+
+/// `TRACK SET`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackUpdate {
+    pub jid: String,
+    /// 0–100; `None` keeps the last value.
+    pub percent: Option<u8>,
+    /// `None` keeps the last value.
+    pub desc: Option<String>,
+    /// Extends a working job's reservation to this time (never shortens it; at most one day
+    /// after now).
+    pub reserve_until: Option<Millis>,
+}
+
+/// A tracked job's state (`TRACK GET`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrackState {
+    /// Scheduled or enqueued.
+    Enqueued,
+    Working,
+    /// ACKed.
+    Success,
+    /// Its last run failed (in the retry set, or discarded after a failure).
+    Failed,
+    Dead,
+}
+
+impl TrackState {
+    pub fn wire(self) -> &'static str {
+        match self {
+            TrackState::Enqueued => "enqueued",
+            TrackState::Working => "working",
+            TrackState::Success => "success",
+            TrackState::Failed => "failed",
+            TrackState::Dead => "dead",
+        }
+    }
+}
+
+/// `TRACK GET` of a tracked job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tracked {
+    pub jid: String,
+    pub state: TrackState,
+    pub percent: Option<u8>,
+    pub desc: Option<String>,
+    /// The last push, fetch, ACK, FAIL or TRACK SET of the job.
+    pub updated_at: Millis,
+}
+
+/// A throttle's limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThrottleLimit {
+    /// At most this many jobs of the queue working at once, across all workers.
+    Concurrency(u32),
+    /// At most this many jobs of the queue working at once per worker process (wid).
+    PerWorker(u32),
+}
+
+/// A throttled queue (`conf.d/throttles.toml`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Throttle {
+    pub queue: String,
+    pub limit: ThrottleLimit,
+    /// A working job counts against the limit for at most this long after its FETCH (ms); then
+    /// its slot is reclaimed although the job keeps its reservation. `None`: while it works.
+    pub timeout: Option<Millis>,
+}
+
 /// The outcome of an ACK.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AckOutcome {
@@ -285,6 +428,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// enqueued and expired ([`Job::expiry`] ≤ now) → gone, at most `limit`, counted in
     /// [`Stats::expired`]: expired jobs do not pile up in queues nobody fetches. Returns how many.
+    /// The same pass drops (at most `limit` each) expired unique locks, uncommitted batches
+    /// past their deadline, batches past their retention ([`BATCH_RETENTION`]) and tracking
+    /// data of gone jobs past [`TRACK_RETENTION`].
     fn sweep_expired(
         &self,
         now: Millis,
@@ -359,6 +505,74 @@ pub trait Store: Send + Sync + 'static {
         &self,
         entries: Vec<String>,
     ) -> impl Future<Output = Result<Vec<Option<Millis>>>> + Send;
+
+    /// BATCH NEW: creates an uncommitted batch (it expires [`BATCH_COMMIT_DEADLINE`] after
+    /// `now` unless committed), created at `now`. A parent must exist; the new batch is its
+    /// child: the parent's callbacks wait for the child's (see [`Store::batch_commit`]).
+    fn batch_new(
+        &self,
+        batch: NewBatch,
+        now: Millis,
+    ) -> impl Future<Output = Result<std::result::Result<(), BatchError>>> + Send;
+
+    /// BATCH OPEN: the batch is uncommitted again (until `now` + [`BATCH_COMMIT_DEADLINE`]) so
+    /// jobs and child batches can be added; callbacks that already fired never fire again.
+    fn batch_open(
+        &self,
+        bid: String,
+        now: Millis,
+    ) -> impl Future<Output = Result<std::result::Result<(), BatchError>>> + Send;
+
+    /// BATCH COMMIT: the batch is committed, and its callbacks fire if it is already done.
+    ///
+    /// The rules, checked in the same commit as every change they depend on (commit, a member
+    /// job's ACK, FAIL, expiry, a callback's ACK, a child's progress):
+    /// * A member job (pushed with `custom.bid`) counts in `total` and `pending` at push. Its
+    ///   first ACK or FAIL (or its expiry) takes it out of `pending`; a FAIL (or expiry) puts
+    ///   it in `failed` until an ACK takes it out again.
+    /// * **complete**: when the batch is committed, `pending` = 0 and every child batch is
+    ///   complete, its complete callback is enqueued (`"1"`); the batch is complete when that
+    ///   callback is ACKed (`"2"`) — at once if it has none.
+    /// * **success**: when the batch is complete, `pending` = 0, `failed` = 0 and every child
+    ///   batch has succeeded, its success callback is enqueued; the batch has succeeded when
+    ///   that is ACKed — at once if it has none.
+    /// * Each callback is enqueued at most once. Callback jobs of a child batch get
+    ///   `custom._pbid` = the parent's bid; they are not members of any batch.
+    fn batch_commit(
+        &self,
+        bid: String,
+        now: Millis,
+    ) -> impl Future<Output = Result<std::result::Result<(), BatchError>>> + Send;
+
+    /// BATCH STATUS (`None`: no such batch, as for [`BatchError::NoSuchBatch`]).
+    fn batch_status(
+        &self,
+        bid: String,
+        now: Millis,
+    ) -> impl Future<Output = Result<Option<BatchStatus>>> + Send;
+
+    /// TRACK SET: stores `percent` / `desc` of a tracked job (pushed with `custom.track` = 1;
+    /// ignored for others) and extends a working job's reservation to `reserve_until` (tracked
+    /// or not; capped at now + 24 h, never shortened). Returns whether anything was stored.
+    fn track_set(
+        &self,
+        update: TrackUpdate,
+        now: Millis,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// TRACK GET: `None` for a job that is not tracked, unknown, or gone for longer than
+    /// [`TRACK_RETENTION`] since its last update.
+    fn track_get(
+        &self,
+        jid: String,
+        now: Millis,
+    ) -> impl Future<Output = Result<Option<Tracked>>> + Send;
+
+    /// Replaces the throttles [`Store::fetch`] obeys: a FETCH treats a throttled queue as
+    /// empty while its limit is reached (counting the queue's working jobs fetched less than
+    /// `timeout` ago, all of them or, for [`ThrottleLimit::PerWorker`], the fetching wid's).
+    /// Configuration, not data: not persisted.
+    fn set_throttles(&self, throttles: Vec<Throttle>);
 
     /// Waits until every accepted request is committed and stops taking new ones.
     fn close(&self) -> impl Future<Output = ()> + Send;

@@ -10,6 +10,11 @@ use werk_core::time::{format_millis, now_millis};
 /// Reads every `conf.d/*.toml` of `dir` (in name order) and parses its cron entries. A missing
 /// `conf.d` means no entries.
 pub fn load(dir: &Path) -> Result<CronConfig> {
+    Ok(parse_cron_config(&read_conf_d(dir)?)?)
+}
+
+/// Every `conf.d/*.toml` of `dir` as `(path, text)`, in name order (none if `conf.d` is missing).
+pub fn read_conf_d(dir: &Path) -> Result<Vec<(String, String)>> {
     let conf_d = dir.join("conf.d");
     let mut names = Vec::new();
     match std::fs::read_dir(&conf_d) {
@@ -33,7 +38,7 @@ pub fn load(dir: &Path) -> Result<CronConfig> {
             .with_context(|| format!("cannot read {}", path.display()))?;
         files.push((path.display().to_string(), text));
     }
-    Ok(parse_cron_config(&files)?)
+    Ok(files)
 }
 
 #[derive(Args)]

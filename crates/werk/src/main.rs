@@ -2,11 +2,12 @@
 
 mod bench;
 mod cron_cmd;
+mod throttles;
 mod torture;
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use werk_server::{Config, QueueSignals, Server};
-use werk_store::StoreConfig;
+use werk_store::{Store, StoreConfig};
 use werk_store_sqlite::{Durability, SqliteOptions, SqliteStore};
 
 #[derive(Parser)]
@@ -53,7 +54,7 @@ struct ServeArgs {
     /// Directory of the embedded store.
     #[arg(short = 'd', long = "data-dir", default_value = "./werk-data")]
     data_dir: PathBuf,
-    /// Configuration directory: cron entries are read from its conf.d/*.toml (default: the
+    /// Configuration directory: cron entries and throttles are read from its conf.d/*.toml (default: the
     /// data directory). SIGHUP re-reads them.
     #[arg(short = 'c', long = "config-dir")]
     config_dir: Option<PathBuf>,
@@ -176,7 +177,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         .config_dir
         .clone()
         .unwrap_or_else(|| args.data_dir.clone());
-    let schedule = cron_cmd::load(&config_dir)?;
+    let (schedule, throttles) = load_config(&config_dir)?;
     let config = Config {
         password,
         max_line: args.max_line_bytes,
@@ -211,6 +212,11 @@ fn serve(args: ServeArgs) -> Result<()> {
         };
         let store = SqliteStore::open_with(&args.data_dir, store_config, signals.clone(), options)
             .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?;
+        if !throttles.is_empty() {
+            tracing::info!(queues = throttles.len(), "throttles loaded");
+        }
+        store.set_throttles(throttles);
+        let store = Arc::new(store);
         let listener = tokio::net::TcpListener::bind(bind)
             .await
             .with_context(|| format!("cannot listen on {bind}"))?;
@@ -246,11 +252,11 @@ fn serve(args: ServeArgs) -> Result<()> {
             tracing::info!(entries = schedule.entries.len(), "cron entries loaded");
         }
         let (schedule_tx, schedule_rx) = tokio::sync::watch::channel(Arc::new(schedule));
-        tokio::spawn(reload_on_sighup(config_dir, schedule_tx));
+        tokio::spawn(reload_on_sighup(config_dir, schedule_tx, store.clone()));
         let cron_options = werk_server::cron::CronOptions {
             late: Duration::from_secs(args.cron_late_secs),
         };
-        Server::new(Arc::new(store), signals, config)
+        Server::new(store, signals, config)
             .with_cron(schedule_rx, cron_options)
             .run(listener, stop)
             .await;
@@ -278,11 +284,20 @@ fn raise_fd_limit() {
     }
 }
 
-/// SIGHUP: re-reads the cron entries; an invalid configuration is reported and the running one
-/// kept.
+/// The configuration directory's cron entries and throttles (`conf.d/*.toml`).
+fn load_config(dir: &Path) -> Result<(werk_core::cron::CronConfig, Vec<werk_store::Throttle>)> {
+    let files = cron_cmd::read_conf_d(dir)?;
+    let schedule = werk_core::cron::parse_cron_config(&files)?;
+    let throttles = throttles::parse_throttles(&files).map_err(anyhow::Error::msg)?;
+    Ok((schedule, throttles))
+}
+
+/// SIGHUP: re-reads the cron entries and throttles; an invalid configuration is reported and the
+/// running one kept (all of it: nothing is half-applied).
 async fn reload_on_sighup(
     dir: PathBuf,
     schedule: tokio::sync::watch::Sender<Arc<werk_core::cron::CronConfig>>,
+    store: Arc<SqliteStore>,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
@@ -292,14 +307,16 @@ async fn reload_on_sighup(
     while hup.recv().await.is_some() {
         let loaded = {
             let dir = dir.clone();
-            tokio::task::spawn_blocking(move || cron_cmd::load(&dir)).await
+            tokio::task::spawn_blocking(move || load_config(&dir)).await
         };
         match loaded {
-            Ok(Ok(cfg)) => {
+            Ok(Ok((cfg, throttles))) => {
                 tracing::info!(
                     entries = cfg.entries.len(),
+                    throttles = throttles.len(),
                     "SIGHUP: configuration reloaded"
                 );
+                store.set_throttles(throttles);
                 let _ = schedule.send(Arc::new(cfg));
             }
             Ok(Err(e)) => tracing::error!(
