@@ -1,9 +1,9 @@
-//! A database written by an earlier werk (before expiring jobs: no `expires` column) opens,
-//! keeps its jobs, and gains expiry.
+//! A database written by an earlier werk (before expiring jobs, unique jobs, batches and
+//! tracking: none of their columns or tables) opens, keeps its jobs, and gains those features.
 
 use rusqlite::Connection;
 use werk_core::Job;
-use werk_store::{NewJob, Store, StoreConfig};
+use werk_store::{CallbackState, NewBatch, NewJob, Store, StoreConfig, TrackState};
 use werk_store_sqlite::SqliteStore;
 
 const T0: i64 = 1_700_000_000_000;
@@ -52,5 +52,33 @@ async fn database_without_the_expires_column_is_migrated() {
     assert_eq!(store.fetch(q, "w".into(), T0 + 5_000).await.unwrap(), None);
     let st = store.stats().await.unwrap();
     assert_eq!(st.expired, 1);
+
+    // Batches and tracking on the migrated database.
+    let cb = r#"{"jid":"callback-0001","jobtype":"Done","args":[]}"#;
+    let (complete, _) = Job::parse_for_push(cb, T0).unwrap();
+    let batch = NewBatch {
+        bid: "b-migrated000001".into(),
+        parent_bid: None,
+        description: None,
+        complete: Some(complete),
+        success: None,
+    };
+    assert_eq!(store.batch_new(batch, T0).await.unwrap(), Ok(()));
+    let text = r#"{"jid":"member-0001","jobtype":"M","args":[],"custom":{"bid":"b-migrated000001","track":1}}"#;
+    let (job, at) = Job::parse_for_push(text, T0).unwrap();
+    assert!(store.push(vec![NewJob { job, at }], T0).await.unwrap()[0].is_ok());
+    let bid = "b-migrated000001".to_string();
+    assert_eq!(store.batch_commit(bid.clone(), T0).await.unwrap(), Ok(()));
+    let q = vec!["default".to_string()];
+    let member = store.fetch(q.clone(), "w".into(), T0).await.unwrap();
+    assert_eq!(member.map(|j| j.jid).as_deref(), Some("member-0001"));
+    store.ack("member-0001".into(), T0).await.unwrap();
+    let t = store.track_get("member-0001".into(), T0).await.unwrap();
+    assert_eq!(t.map(|t| t.state), Some(TrackState::Success));
+    let st = store.batch_status(bid, T0).await.unwrap().unwrap();
+    assert_eq!((st.total, st.pending), (1, 0));
+    assert_eq!(st.complete_st, CallbackState::Enqueued);
+    let callback = store.fetch(q, "w".into(), T0).await.unwrap();
+    assert_eq!(callback.map(|j| j.jid).as_deref(), Some("callback-0001"));
     store.close().await;
 }
