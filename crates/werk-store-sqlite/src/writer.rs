@@ -823,13 +823,14 @@ impl Writer {
         ctx: &mut Batch,
     ) -> Result<Option<StoredJob>, Error> {
         for name in queues {
-            if self.throttled(name, wid, now)? {
-                continue;
-            }
             loop {
                 match self.mem.queues.get(name) {
                     Some(q) if !q.paused && q.size > 0 => {}
                     _ => break,
+                }
+                // A throttled queue at its limit counts as empty.
+                if self.throttled(name, wid, now)? {
+                    break;
                 }
                 struct Head {
                     id: i64,
