@@ -118,7 +118,7 @@ pub enum PushError {
     /// purged after it finished).
     #[error("No such batch {0}")]
     NoSuchBatch(String),
-    /// `custom.bid` / `custom.track` of the wrong type.
+    /// `custom.bid` of the wrong type.
     #[error("invalid custom.{0}: {1}")]
     Custom(&'static str, String),
 }

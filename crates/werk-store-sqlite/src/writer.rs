@@ -1108,7 +1108,7 @@ impl Writer {
             self.member_failed(batch.as_deref(), now, ctx)?;
             queues.push(q);
         }
-        self.sweep_ent(now, limit)?;
+        self.sweep_ent(now, limit, ctx)?;
         self.mem.expired += queues.len() as i64;
         // Housekeeping in the same pass: unique-job locks past their time (no longer held).
         self.conn

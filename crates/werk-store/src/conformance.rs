@@ -24,8 +24,10 @@ use werk_core::time::{format_millis, local_day, parse_rfc3339};
 use werk_core::{FailInfo, FailOutcome, Job, JobState, Millis, PushError};
 
 use crate::{
-    AckOutcome, CronFire, DayStats, EnqueueListener, FailReply, Listener, MutateFilter, MutateOp,
-    Mutation, NewJob, QueueSelector, QueueStats, Stats, Store, StoreConfig, StoreError, StoredJob,
+    AckOutcome, BatchError, BatchStatus, CallbackState, CronFire, DayStats, EnqueueListener,
+    FailReply, Listener, MutateFilter, MutateOp, Mutation, NewBatch, NewJob, QueueSelector,
+    QueueStats, Stats, Store, StoreConfig, StoreError, StoredJob, Throttle, ThrottleLimit,
+    TrackState, TrackUpdate, Tracked, BATCH_COMMIT_DEADLINE, BATCH_RETENTION, TRACK_RETENTION,
 };
 
 use JobState::{Dead, Enqueued, Retry, Scheduled, Working};
@@ -162,6 +164,29 @@ macro_rules! conformance_tests {
             unique_lock_expires_after_unique_for,
             unique_lock_outlives_failures_but_not_death,
             unique_lock_survives_reopen,
+            batch_new_then_status,
+            push_into_unknown_or_expired_batch_is_refused,
+            batch_complete_fires_when_all_jobs_finished_and_committed,
+            batch_success_waits_for_complete_callback_ack,
+            batch_with_failures_completes_but_succeeds_only_after_retry_succeeds,
+            empty_batch_commit_fires_callbacks,
+            batch_callbacks_fire_at_most_once,
+            batch_callback_with_taken_jid_gets_fresh_jid,
+            child_batch_holds_parent_callbacks,
+            batch_counts_survive_reopen,
+            uncommitted_batch_expires,
+            late_ack_and_reaper_count_for_batches,
+            expired_member_job_counts_as_failed,
+            finished_batches_are_purged_after_retention,
+            tracking_follows_job_states,
+            track_set_keeps_progress_and_extends_reservation,
+            track_data_purged_after_retention,
+            untracked_job_has_no_tracking,
+            throttle_concurrency_limits_fetch,
+            throttle_per_worker_limits_fetch,
+            throttle_timeout_reclaims_slot,
+            throttled_queue_falls_through_to_next_queue,
+            flush_forgets_batches_and_tracking,
         );
     };
 }
@@ -637,7 +662,19 @@ pub struct Ctx<H: Harness> {
     h: H,
     rec: Arc<RecordingListener>,
     cfg: StoreConfig,
+    watched: Mutex<Watched>,
 }
+
+/// Batches and tracked jobs whose `batch_status` / `track_get` [`Ctx::finish`] compares across
+/// its crash-reopen.
+#[derive(Debug, Default)]
+struct Watched {
+    bids: BTreeSet<String>,
+    tracked: BTreeSet<String>,
+}
+
+/// The batch and tracking state of the watched ids.
+type Extras = (Vec<Option<BatchStatus>>, Vec<Option<Tracked>>);
 
 impl<H: Harness> Ctx<H> {
     async fn new() -> Ctx<H> {
@@ -648,7 +685,40 @@ impl<H: Harness> Ctx<H> {
         let rec = RecordingListener::new();
         let listener: Listener = rec.clone();
         let h = H::create(cfg.clone(), listener).await;
-        Ctx { h, rec, cfg }
+        Ctx {
+            h,
+            rec,
+            cfg,
+            watched: Mutex::default(),
+        }
+    }
+
+    /// [`Ctx::finish`] also checks that these batches' status survives its crash-reopen.
+    fn watch_batches(&self, bids: &[&str]) {
+        let mut w = self.watched.lock().unwrap();
+        w.bids.extend(bids.iter().map(|b| b.to_string()));
+    }
+
+    /// [`Ctx::finish`] also checks that these jobs' tracking data survives its crash-reopen.
+    fn watch_tracked(&self, jids: &[&str]) {
+        let mut w = self.watched.lock().unwrap();
+        w.tracked.extend(jids.iter().map(|j| j.to_string()));
+    }
+
+    async fn extras(&self, now: Millis) -> Extras {
+        let (bids, tracked) = {
+            let w = self.watched.lock().unwrap();
+            (w.bids.clone(), w.tracked.clone())
+        };
+        let mut batches = Vec::new();
+        for bid in bids {
+            batches.push(self.s().batch_status(bid, now).await.expect("batch_status"));
+        }
+        let mut tracks = Vec::new();
+        for jid in tracked {
+            tracks.push(self.s().track_get(jid, now).await.expect("track_get"));
+        }
+        (batches, tracks)
     }
 
     fn s(&self) -> &H::S {
@@ -663,12 +733,22 @@ impl<H: Harness> Ctx<H> {
     async fn finish(mut self, now: Millis) {
         check_consistency(self.s()).await;
         let before = snapshot(self.s(), now).await;
+        let extras_before = self.extras(now).await;
         self.h.reopen().await;
         let after = snapshot(self.s(), now).await;
         assert_same_snapshot(
             &before,
             &after,
             "after a crash-reopen at the end of the case",
+        );
+        let extras_after = self.extras(now).await;
+        assert_eq!(
+            extras_before.0, extras_after.0,
+            "after a crash-reopen at the end of the case: batch status changed"
+        );
+        assert_eq!(
+            extras_before.1, extras_after.1,
+            "after a crash-reopen at the end of the case: tracking data changed"
         );
         check_consistency(self.s()).await;
     }
@@ -3154,7 +3234,12 @@ impl<H: Harness> Ctx<H> {
         F: FnOnce(Arc<H>) -> Fut,
         Fut: Future<Output = T>,
     {
-        let Ctx { h, rec, cfg } = self;
+        let Ctx {
+            h,
+            rec,
+            cfg,
+            watched,
+        } = self;
         let h = Arc::new(h);
         let out = f(h.clone()).await;
         let mut h = h;
@@ -3167,7 +3252,15 @@ impl<H: Harness> Ctx<H> {
                 }
             }
         };
-        (Ctx { h, rec, cfg }, out)
+        (
+            Ctx {
+                h,
+                rec,
+                cfg,
+                watched,
+            },
+            out,
+        )
     }
 }
 
@@ -3255,7 +3348,7 @@ pub async fn fetch_early_delivers_once_and_later_requests_see_it<H: Harness>() {
                         assert_eq!(j.state, JobState::Working);
                         // Every other job is acknowledged, the rest failed, straight away.
                         let n: usize = j.jid[12..].parse().expect("jid number");
-                        if n % 2 == 0 {
+                        if n & 1 == 0 {
                             let r = h
                                 .store()
                                 .ack(j.jid.clone(), T0 + 2 * SEC)
@@ -4223,6 +4316,56 @@ mod reference {
         reservation: Option<Reservation>,
         expires: Option<Millis>,
         uniq: Option<werk_core::job::Uniqueness>,
+        /// The batch the job is a member of.
+        bid: Option<String>,
+        /// A member job's first ACK / FAIL / expiry happened (it left `pending`).
+        finished: bool,
+        /// A member job counts in its batch's `failed`.
+        failed: bool,
+        /// The job is this batch's callback.
+        callback: Option<(String, Cb)>,
+    }
+
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    enum Cb {
+        Complete,
+        Success,
+    }
+
+    #[derive(Clone)]
+    struct Batch {
+        parent: Option<String>,
+        description: Option<String>,
+        created_at: Millis,
+        committed: bool,
+        /// When the batch expires if it stays uncommitted.
+        deadline: Millis,
+        /// The last change (for the retention of a batch that never succeeds).
+        changed_at: Millis,
+        total: u64,
+        pending: u64,
+        failed: u64,
+        children: Vec<String>,
+        complete: Option<Job>,
+        success: Option<Job>,
+        complete_st: CallbackState,
+        success_st: CallbackState,
+        /// The callback was enqueued (or, when the batch has none, its condition held).
+        complete_fired: bool,
+        success_fired: bool,
+        /// The batch is complete / has succeeded.
+        complete_done: bool,
+        success_done: bool,
+        succeeded_at: Option<Millis>,
+    }
+
+    #[derive(Clone)]
+    struct Track {
+        percent: Option<u8>,
+        desc: Option<String>,
+        updated_at: Millis,
+        /// How the job ended, when it ended by ACK (success) or discard after a failure.
+        outcome: Option<TrackState>,
     }
 
     #[derive(Default)]
@@ -4238,6 +4381,8 @@ mod reference {
         expired: u64,
         /// Unique-job locks: key → (jid, until).
         locks: HashMap<String, (String, Millis)>,
+        batches: BTreeMap<String, Batch>,
+        tracks: HashMap<String, Track>,
     }
 
     impl Data {
@@ -4247,6 +4392,12 @@ mod reference {
             now: Millis,
             told: &mut Vec<String>,
         ) -> std::result::Result<(), PushError> {
+            let bid = job.batch_id().ok().flatten();
+            if let Some(bid) = &bid {
+                if self.live_batch(bid, now).is_none() {
+                    return Err(PushError::NoSuchBatch(bid.clone()));
+                }
+            }
             if let Some(e) = self.jobs.get(&job.jid) {
                 return Err(PushError::DuplicateJid(
                     job.jid.clone(),
@@ -4264,7 +4415,41 @@ mod reference {
                 }
                 self.locks.insert(u.key.clone(), (job.jid.clone(), u.until));
             }
+            if let Some(b) = bid.as_ref().and_then(|b| self.batches.get_mut(b)) {
+                b.total += 1;
+                b.pending += 1;
+                b.changed_at = now;
+            }
+            self.insert(job, at, uniq, bid, None, now, told);
+            Ok(())
+        }
+
+        /// Stores a new job (enqueued, or scheduled for a future `at`) with its tracking data.
+        #[allow(clippy::too_many_arguments)]
+        fn insert(
+            &mut self,
+            job: Job,
+            at: Option<Millis>,
+            uniq: Option<werk_core::job::Uniqueness>,
+            bid: Option<String>,
+            callback: Option<(String, Cb)>,
+            now: Millis,
+            told: &mut Vec<String>,
+        ) {
             let jid = job.jid.clone();
+            if job.tracked() {
+                self.tracks.insert(
+                    jid.clone(),
+                    Track {
+                        percent: None,
+                        desc: None,
+                        updated_at: now,
+                        outcome: None,
+                    },
+                );
+            } else {
+                self.tracks.remove(&jid);
+            }
             let seq = self.next();
             let scheduled = at.is_some_and(|at| at > now);
             let expires = job.expiry(now).ok().flatten();
@@ -4276,12 +4461,181 @@ mod reference {
                 reservation: None,
                 expires,
                 uniq,
+                bid,
+                finished: false,
+                failed: false,
+                callback,
             };
             self.jobs.insert(jid.clone(), e);
             if !scheduled {
                 told.push(self.enqueue(&jid, now));
             }
-            Ok(())
+        }
+
+        /// The batch, unless it does not exist or expired uncommitted.
+        fn live_batch(&self, bid: &str, now: Millis) -> Option<&Batch> {
+            self.batches
+                .get(bid)
+                .filter(|b| b.committed || b.deadline > now)
+        }
+
+        /// A member job's ACK (`ok`) or FAIL / expiry: its batch's counts. Returns the batch to
+        /// [`Data::progress`] once the job is back in (or out of) `jobs`.
+        fn count_result(&mut self, e: &mut Entry, ok: bool, now: Millis) -> Option<String> {
+            let bid = e.bid.clone()?;
+            let first = !e.finished;
+            let was_failed = e.failed;
+            e.finished = true;
+            e.failed = !ok;
+            if let Some(b) = self.batches.get_mut(&bid) {
+                if first {
+                    b.pending -= 1;
+                }
+                match (was_failed, ok) {
+                    (false, false) => b.failed += 1,
+                    (true, true) => b.failed -= 1,
+                    _ => {}
+                }
+                b.changed_at = now;
+            }
+            Some(bid)
+        }
+
+        /// A callback job's ACK.
+        fn callback_acked(&mut self, e: &Entry, now: Millis, told: &mut Vec<String>) {
+            let Some((bid, kind)) = &e.callback else {
+                return;
+            };
+            if let Some(b) = self.batches.get_mut(bid) {
+                b.changed_at = now;
+                match kind {
+                    Cb::Complete => {
+                        b.complete_st = CallbackState::Succeeded;
+                        b.complete_done = true;
+                    }
+                    Cb::Success => {
+                        b.success_st = CallbackState::Succeeded;
+                        b.success_done = true;
+                        b.succeeded_at = Some(now);
+                    }
+                }
+            }
+            self.progress(bid, now, told);
+        }
+
+        /// Checks the batch's callbacks, then its ancestors'.
+        fn progress(&mut self, bid: &str, now: Millis, told: &mut Vec<String>) {
+            let mut cur = Some(bid.to_string());
+            while let Some(b) = cur.take() {
+                self.step(&b, now, told);
+                cur = self.batches.get(&b).and_then(|x| x.parent.clone());
+            }
+        }
+
+        /// Whether a child batch counts as complete (`success`: as succeeded) for its parent. A
+        /// child that is gone (expired uncommitted or purged) no longer holds its parent.
+        fn child_done(&self, bid: &str, success: bool, now: Millis) -> bool {
+            self.live_batch(bid, now).is_none_or(|c| {
+                if success {
+                    c.success_done
+                } else {
+                    c.complete_done
+                }
+            })
+        }
+
+        fn step(&mut self, bid: &str, now: Millis, told: &mut Vec<String>) {
+            let Some(b) = self.batches.get(bid) else {
+                return;
+            };
+            if !b.committed {
+                return;
+            }
+            let kids_complete = b.children.iter().all(|c| self.child_done(c, false, now));
+            let kids_succeeded = b.children.iter().all(|c| self.child_done(c, true, now));
+            let b = self.batches.get_mut(bid).unwrap();
+            if !b.complete_fired && b.pending == 0 && kids_complete {
+                b.complete_fired = true;
+                b.changed_at = now;
+                match b.complete.clone() {
+                    Some(job) => {
+                        b.complete_st = CallbackState::Enqueued;
+                        let parent = b.parent.clone();
+                        self.push_callback(job, bid, parent, Cb::Complete, now, told);
+                    }
+                    None => b.complete_done = true,
+                }
+            }
+            let b = self.batches.get_mut(bid).unwrap();
+            if b.complete_done
+                && !b.success_fired
+                && b.pending == 0
+                && b.failed == 0
+                && kids_succeeded
+            {
+                b.success_fired = true;
+                b.changed_at = now;
+                match b.success.clone() {
+                    Some(job) => {
+                        b.success_st = CallbackState::Enqueued;
+                        let parent = b.parent.clone();
+                        self.push_callback(job, bid, parent, Cb::Success, now, told);
+                    }
+                    None => {
+                        b.success_done = true;
+                        b.succeeded_at = Some(now);
+                    }
+                }
+            }
+        }
+
+        fn push_callback(
+            &mut self,
+            mut job: Job,
+            bid: &str,
+            parent: Option<String>,
+            kind: Cb,
+            now: Millis,
+            told: &mut Vec<String>,
+        ) {
+            if let Some(p) = parent {
+                job.add_custom("_pbid", &serde_json::Value::String(p));
+            }
+            while self.jobs.contains_key(&job.jid) {
+                let n = self.next();
+                job.jid = format!("batch-callback-{n:08}");
+            }
+            let at = Some(job.at.as_str())
+                .filter(|a| !a.is_empty())
+                .and_then(|a| parse_rfc3339(a).ok());
+            self.insert(
+                job,
+                at,
+                None,
+                None,
+                Some((bid.to_string(), kind)),
+                now,
+                told,
+            );
+        }
+
+        fn touch_track(&mut self, jid: &str, now: Millis, outcome: Option<TrackState>) {
+            if let Some(t) = self.tracks.get_mut(jid) {
+                t.updated_at = now;
+                if outcome.is_some() {
+                    t.outcome = outcome;
+                }
+            }
+        }
+
+        /// An enqueued job that expired → gone (counted; a member counts as failed).
+        fn drop_expired(&mut self, jid: &str, now: Millis, told: &mut Vec<String>) {
+            let mut e = self.jobs.remove(jid).unwrap();
+            self.expired += 1;
+            self.tracks.remove(jid);
+            if let Some(bid) = self.count_result(&mut e, false, now) {
+                self.progress(&bid, now, told);
+            }
         }
 
         /// Releases `jid`'s unique lock (if it still holds it).
@@ -4321,6 +4675,7 @@ mod reference {
             info: &FailInfo,
             now: Millis,
             retention: Millis,
+            told: &mut Vec<String>,
         ) -> FailOutcome {
             self.rng = self
                 .rng
@@ -4341,6 +4696,9 @@ mod reference {
             d.1 += 1;
             e.reservation = None;
             e.seq = seq;
+            let bid = self.count_result(&mut e, false, now);
+            let discarded = matches!(out, FailOutcome::Discarded);
+            self.touch_track(jid, now, discarded.then_some(TrackState::Failed));
             match out {
                 FailOutcome::Retry { next_at } => {
                     e.state = Retry;
@@ -4350,9 +4708,14 @@ mod reference {
                     e.state = Dead;
                     e.at = now + retention;
                 }
-                FailOutcome::Discarded => return out,
+                FailOutcome::Discarded => {}
             }
-            self.jobs.insert(jid.to_string(), e);
+            if !discarded {
+                self.jobs.insert(jid.to_string(), e);
+            }
+            if let Some(bid) = bid {
+                self.progress(&bid, now, told);
+            }
             out
         }
 
@@ -4422,6 +4785,8 @@ mod reference {
         disk: Arc<Mutex<Data>>,
         cfg: StoreConfig,
         listener: Listener,
+        /// Configuration, not data: a reopened store has none.
+        throttles: Mutex<Vec<Throttle>>,
     }
 
     impl RefStore {
@@ -4461,9 +4826,28 @@ mod reference {
             wid: String,
             now: Millis,
         ) -> impl Future<Output = Result<Option<StoredJob>>> + Send {
-            ready(self.with(|d, _| {
+            let throttles = self.throttles.lock().unwrap().clone();
+            ready(self.with(|d, told| {
                 for q in &queues {
                     if d.queues.get(q) != Some(&false) {
+                        continue;
+                    }
+                    let throttled = throttles.iter().filter(|t| &t.queue == q).any(|t| {
+                        let (limit, per_worker) = match t.limit {
+                            ThrottleLimit::Concurrency(n) => (n, false),
+                            ThrottleLimit::PerWorker(n) => (n, true),
+                        };
+                        let busy = d
+                            .jobs
+                            .values()
+                            .filter(|e| e.state == Working && &e.job.queue == q)
+                            .filter_map(|e| e.reservation.as_ref())
+                            .filter(|r| !per_worker || r.wid == wid)
+                            .filter(|r| t.timeout.is_none_or(|to| r.reserved_at > now - to))
+                            .count();
+                        busy >= limit as usize
+                    });
+                    if throttled {
                         continue;
                     }
                     let live = loop {
@@ -4475,8 +4859,7 @@ mod reference {
                             break None;
                         };
                         if expires.is_some_and(|x| x <= now) {
-                            d.jobs.remove(&jid);
-                            d.expired += 1;
+                            d.drop_expired(&jid, now, told);
                             continue;
                         }
                         break Some(jid);
@@ -4497,23 +4880,30 @@ mod reference {
                         expires_at,
                         wid: wid.clone(),
                     });
-                    return Some(stored(&jid, e));
+                    let out = stored(&jid, e);
+                    d.touch_track(&jid, now, None);
+                    return Some(out);
                 }
                 None
             }))
         }
 
         fn ack(&self, jid: String, now: Millis) -> impl Future<Output = Result<AckOutcome>> + Send {
-            ready(self.with(|d, _| {
+            ready(self.with(|d, told| {
                 let state = match d.jobs.get(&jid) {
                     None => return AckOutcome::NotWorking,
                     Some(e) if e.state == Scheduled => return AckOutcome::NotWorking,
                     Some(e) => e.state,
                 };
-                let e = d.jobs.remove(&jid).unwrap();
+                let mut e = d.jobs.remove(&jid).unwrap();
                 d.release(&jid, &e.uniq);
                 d.processed += 1;
                 d.days.entry(local_day(now)).or_default().0 += 1;
+                d.touch_track(&jid, now, Some(TrackState::Success));
+                if let Some(bid) = d.count_result(&mut e, true, now) {
+                    d.progress(&bid, now, told);
+                }
+                d.callback_acked(&e, now, told);
                 match state {
                     Working => AckOutcome::Acked,
                     late => AckOutcome::AckedLate(late),
@@ -4528,11 +4918,11 @@ mod reference {
             now: Millis,
         ) -> impl Future<Output = Result<FailReply>> + Send {
             let retention = self.cfg.dead_retention;
-            ready(self.with(|d, _| {
+            ready(self.with(|d, told| {
                 if d.jobs.get(&jid).is_none_or(|e| e.state != Working) {
                     return FailReply::NotWorking;
                 }
-                FailReply::Failed(d.fail(&jid, &info, now, retention))
+                FailReply::Failed(d.fail(&jid, &info, now, retention, told))
             }))
         }
 
@@ -4563,7 +4953,7 @@ mod reference {
             limit: usize,
         ) -> impl Future<Output = Result<usize>> + Send {
             let retention = self.cfg.dead_retention;
-            ready(self.with(|d, _| {
+            ready(self.with(|d, told| {
                 let due: Vec<String> = d
                     .sorted(Working, None)
                     .into_iter()
@@ -4572,7 +4962,7 @@ mod reference {
                     .map(|(j, _)| j.clone())
                     .collect();
                 for jid in &due {
-                    d.fail(jid, &FailInfo::reservation_expired(), now, retention);
+                    d.fail(jid, &FailInfo::reservation_expired(), now, retention, told);
                 }
                 due.len()
             }))
@@ -4583,7 +4973,8 @@ mod reference {
             now: Millis,
             limit: usize,
         ) -> impl Future<Output = Result<usize>> + Send {
-            ready(self.with(|d, _| {
+            let retention = self.cfg.dead_retention;
+            ready(self.with(|d, told| {
                 let due: Vec<String> = d
                     .sorted(Enqueued, None)
                     .into_iter()
@@ -4592,9 +4983,47 @@ mod reference {
                     .map(|(j, _)| j.clone())
                     .collect();
                 for jid in &due {
-                    d.jobs.remove(jid);
+                    d.drop_expired(jid, now, told);
                 }
-                d.expired += due.len() as u64;
+                // Batches: expired uncommitted ones, then finished ones past their retention.
+                let gone: Vec<String> = d
+                    .batches
+                    .iter()
+                    .filter(|(_, b)| !b.committed && b.deadline <= now)
+                    .map(|(bid, _)| bid.clone())
+                    .take(limit)
+                    .chain(
+                        d.batches
+                            .iter()
+                            .filter(|(_, b)| {
+                                b.committed
+                                    && match b.succeeded_at {
+                                        Some(t) => t + BATCH_RETENTION <= now,
+                                        None => b.changed_at + retention <= now,
+                                    }
+                            })
+                            .map(|(bid, _)| bid.clone())
+                            .take(limit),
+                    )
+                    .collect();
+                for bid in &gone {
+                    if let Some(parent) = d.batches.remove(bid).and_then(|b| b.parent) {
+                        // A gone child no longer holds its parent.
+                        d.progress(&parent, now, told);
+                    }
+                }
+                let stale: Vec<String> = d
+                    .tracks
+                    .iter()
+                    .filter(|(jid, t)| {
+                        !d.jobs.contains_key(*jid) && t.updated_at + TRACK_RETENTION <= now
+                    })
+                    .map(|(jid, _)| jid.clone())
+                    .take(limit)
+                    .collect();
+                for jid in &stale {
+                    d.tracks.remove(jid);
+                }
                 due.len()
             }))
         }
@@ -4614,6 +5043,7 @@ mod reference {
                     .collect();
                 for jid in &due {
                     d.jobs.remove(jid);
+                    d.tracks.remove(jid);
                 }
                 due.len()
             }))
@@ -4641,6 +5071,7 @@ mod reference {
                     match m.op {
                         MutateOp::Clear | MutateOp::Discard => {
                             d.jobs.remove(jid);
+                            d.tracks.remove(jid);
                         }
                         MutateOp::Kill => {
                             let seq = d.next();
@@ -4679,13 +5110,20 @@ mod reference {
                     QueueSelector::All => d.queues.keys().cloned().collect(),
                     QueueSelector::Names(n) => n,
                 };
-                let before = d.jobs.len();
-                d.jobs
-                    .retain(|_, e| !(e.state == Enqueued && names.contains(&e.job.queue)));
+                let gone: Vec<String> = d
+                    .jobs
+                    .iter()
+                    .filter(|(_, e)| e.state == Enqueued && names.contains(&e.job.queue))
+                    .map(|(j, _)| j.clone())
+                    .collect();
+                for jid in &gone {
+                    d.jobs.remove(jid);
+                    d.tracks.remove(jid);
+                }
                 for n in &names {
                     d.queues.remove(n);
                 }
-                (before - d.jobs.len()) as u64
+                gone.len() as u64
             }))
         }
 
@@ -4811,6 +5249,168 @@ mod reference {
             }))
         }
 
+        fn batch_new(
+            &self,
+            batch: NewBatch,
+            now: Millis,
+        ) -> impl Future<Output = Result<std::result::Result<(), BatchError>>> + Send {
+            ready(self.with(|d, _| {
+                if let Some(p) = &batch.parent_bid {
+                    if d.live_batch(p, now).is_none() {
+                        return Err(BatchError::NoSuchBatch(p.clone()));
+                    }
+                    let parent = d.batches.get_mut(p).unwrap();
+                    parent.children.push(batch.bid.clone());
+                    parent.changed_at = now;
+                }
+                d.batches.insert(
+                    batch.bid,
+                    Batch {
+                        parent: batch.parent_bid,
+                        description: batch.description,
+                        created_at: now,
+                        committed: false,
+                        deadline: now + BATCH_COMMIT_DEADLINE,
+                        changed_at: now,
+                        total: 0,
+                        pending: 0,
+                        failed: 0,
+                        children: Vec::new(),
+                        complete: batch.complete,
+                        success: batch.success,
+                        complete_st: CallbackState::Pending,
+                        success_st: CallbackState::Pending,
+                        complete_fired: false,
+                        success_fired: false,
+                        complete_done: false,
+                        success_done: false,
+                        succeeded_at: None,
+                    },
+                );
+                Ok(())
+            }))
+        }
+
+        fn batch_open(
+            &self,
+            bid: String,
+            now: Millis,
+        ) -> impl Future<Output = Result<std::result::Result<(), BatchError>>> + Send {
+            ready(self.with(|d, _| {
+                if d.live_batch(&bid, now).is_none() {
+                    return Err(BatchError::NoSuchBatch(bid));
+                }
+                let b = d.batches.get_mut(&bid).unwrap();
+                b.committed = false;
+                b.deadline = now + BATCH_COMMIT_DEADLINE;
+                b.changed_at = now;
+                Ok(())
+            }))
+        }
+
+        fn batch_commit(
+            &self,
+            bid: String,
+            now: Millis,
+        ) -> impl Future<Output = Result<std::result::Result<(), BatchError>>> + Send {
+            ready(self.with(|d, told| {
+                if d.live_batch(&bid, now).is_none() {
+                    return Err(BatchError::NoSuchBatch(bid));
+                }
+                let b = d.batches.get_mut(&bid).unwrap();
+                b.committed = true;
+                b.changed_at = now;
+                d.progress(&bid, now, told);
+                Ok(())
+            }))
+        }
+
+        fn batch_status(
+            &self,
+            bid: String,
+            now: Millis,
+        ) -> impl Future<Output = Result<Option<BatchStatus>>> + Send {
+            ready(self.with(|d, _| {
+                d.live_batch(&bid, now).map(|b| BatchStatus {
+                    bid: bid.clone(),
+                    parent_bid: b.parent.clone(),
+                    description: b.description.clone(),
+                    created_at: b.created_at,
+                    committed: b.committed,
+                    total: b.total,
+                    pending: b.pending,
+                    failed: b.failed,
+                    complete_st: b.complete_st,
+                    success_st: b.success_st,
+                })
+            }))
+        }
+
+        fn track_set(
+            &self,
+            update: TrackUpdate,
+            now: Millis,
+        ) -> impl Future<Output = Result<bool>> + Send {
+            ready(self.with(|d, _| {
+                let exists = d.jobs.contains_key(&update.jid);
+                let stored = match d.tracks.get_mut(&update.jid) {
+                    Some(t) if exists || t.updated_at + TRACK_RETENTION > now => {
+                        if update.percent.is_some() {
+                            t.percent = update.percent;
+                        }
+                        if update.desc.is_some() {
+                            t.desc = update.desc.clone();
+                        }
+                        t.updated_at = now;
+                        true
+                    }
+                    _ => false,
+                };
+                if let (Some(until), Some(e)) = (update.reserve_until, d.jobs.get_mut(&update.jid))
+                {
+                    if let Some(r) = e.reservation.as_mut().filter(|_| e.state == Working) {
+                        let until = until.min(now + DAY);
+                        if until > r.expires_at {
+                            r.expires_at = until;
+                            e.at = until;
+                        }
+                    }
+                }
+                stored
+            }))
+        }
+
+        fn track_get(
+            &self,
+            jid: String,
+            now: Millis,
+        ) -> impl Future<Output = Result<Option<Tracked>>> + Send {
+            ready(self.with(|d, _| {
+                let t = d.tracks.get(&jid)?;
+                let state = match d.jobs.get(&jid) {
+                    Some(e) => match e.state {
+                        Scheduled | Enqueued => TrackState::Enqueued,
+                        Working => TrackState::Working,
+                        Retry => TrackState::Failed,
+                        Dead => TrackState::Dead,
+                    },
+                    None if t.updated_at + TRACK_RETENTION <= now => return None,
+                    None => t.outcome?,
+                };
+                Some(Tracked {
+                    jid: jid.clone(),
+                    state,
+                    percent: t.percent,
+                    desc: t.desc.clone(),
+                    updated_at: t.updated_at,
+                })
+            }))
+        }
+
+        fn set_throttles(&self, throttles: Vec<Throttle>) {
+            *self.throttles.lock().unwrap() = throttles;
+        }
+
         fn close(&self) -> impl Future<Output = ()> + Send {
             self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
             ready(())
@@ -4831,6 +5431,7 @@ mod reference {
                     disk: Arc::default(),
                     cfg: config,
                     listener,
+                    throttles: Mutex::default(),
                 },
             })
         }
@@ -4845,6 +5446,7 @@ mod reference {
                 disk: self.store.disk.clone(),
                 cfg: self.store.cfg.clone(),
                 listener: self.store.listener.clone(),
+                throttles: Mutex::default(),
             };
             ready(())
         }
@@ -5334,4 +5936,1697 @@ pub async fn unique_lock_survives_reopen<H: Harness>() {
         Ok(())
     );
     c.finish(T0 + 2 * SEC).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batches
+// ---------------------------------------------------------------------------------------------
+
+/// A callback job for [`NewBatch`], alone in `queue` so a FETCH of that queue finds it; its args
+/// name its jid so the payload can be checked.
+fn callback(jid: &str, queue: &str, jobtype: &str) -> Job {
+    spec(jid)
+        .queue(queue)
+        .jobtype(jobtype)
+        .args(&format!("[{}]", js(jid)))
+        .new_job(T0)
+        .job
+}
+
+fn new_batch(
+    bid: &str,
+    parent: Option<&str>,
+    complete: Option<Job>,
+    success: Option<Job>,
+) -> NewBatch {
+    NewBatch {
+        bid: bid.to_string(),
+        parent_bid: parent.map(str::to_string),
+        description: None,
+        complete,
+        success,
+    }
+}
+
+/// A batch with both callbacks, in queues `cb-complete` (jobtype `BatchComplete`) and
+/// `cb-success` (`BatchSuccess`).
+fn both_callbacks(bid: &str) -> NewBatch {
+    new_batch(
+        bid,
+        None,
+        Some(callback(
+            &format!("cbc-{bid}"),
+            "cb-complete",
+            "BatchComplete",
+        )),
+        Some(callback(
+            &format!("cbs-{bid}"),
+            "cb-success",
+            "BatchSuccess",
+        )),
+    )
+}
+
+/// A member job of `bid`, in queue `bq`.
+fn member(jid: &str, bid: &str) -> Spec {
+    spec(jid)
+        .queue("bq")
+        .custom(&format!(r#"{{"bid":{}}}"#, js(bid)))
+}
+
+fn no_batch(bid: &str) -> BatchError {
+    BatchError::NoSuchBatch(bid.to_string())
+}
+
+async fn batch_new<S: Store>(s: &S, b: NewBatch, now: Millis) {
+    let bid = b.bid.clone();
+    let res = s.batch_new(b, now).await.expect("batch_new");
+    assert_eq!(res, Ok(()), "BATCH NEW {bid}");
+}
+
+async fn commit<S: Store>(s: &S, bid: &str, now: Millis) {
+    let res = s
+        .batch_commit(bid.to_string(), now)
+        .await
+        .expect("batch_commit");
+    assert_eq!(res, Ok(()), "BATCH COMMIT {bid}");
+}
+
+async fn open<S: Store>(s: &S, bid: &str, now: Millis) {
+    let res = s
+        .batch_open(bid.to_string(), now)
+        .await
+        .expect("batch_open");
+    assert_eq!(res, Ok(()), "BATCH OPEN {bid}");
+}
+
+async fn try_status<S: Store>(s: &S, bid: &str, now: Millis) -> Option<BatchStatus> {
+    s.batch_status(bid.to_string(), now)
+        .await
+        .expect("batch_status")
+}
+
+async fn status<S: Store>(s: &S, bid: &str, now: Millis) -> BatchStatus {
+    try_status(s, bid, now)
+        .await
+        .unwrap_or_else(|| panic!("BATCH STATUS {bid}: no such batch"))
+}
+
+/// `(total, pending, failed, complete_st, success_st)` of a batch.
+async fn counts<S: Store>(
+    s: &S,
+    bid: &str,
+    now: Millis,
+) -> (u64, u64, u64, &'static str, &'static str) {
+    let st = status(s, bid, now).await;
+    (
+        st.total,
+        st.pending,
+        st.failed,
+        st.complete_st.wire(),
+        st.success_st.wire(),
+    )
+}
+
+/// FETCHes `jid` from `queue` and ACKs it.
+async fn run_ok<S: Store>(s: &S, queue: &str, jid: &str, now: Millis) {
+    assert_eq!(
+        fetch_jid(s, &[queue], now).await.as_deref(),
+        Some(jid),
+        "fetch of {jid} from {queue}"
+    );
+    assert_eq!(ack(s, jid, now).await, AckOutcome::Acked, "ACK of {jid}");
+}
+
+/// FETCHes `jid` from `queue` and FAILs it.
+async fn run_fail<S: Store>(s: &S, queue: &str, jid: &str, now: Millis) -> FailOutcome {
+    assert_eq!(
+        fetch_jid(s, &[queue], now).await.as_deref(),
+        Some(jid),
+        "fetch of {jid} from {queue}"
+    );
+    match fail(s, jid, now).await {
+        FailReply::Failed(out) => out,
+        other => panic!("FAIL of working job {jid} gave {other:?}"),
+    }
+}
+
+/// The job's `custom` as JSON (`Null` without one).
+fn custom_of(j: &StoredJob) -> serde_json::Value {
+    payload(j)
+        .custom
+        .map(|c| serde_json::from_str(c.get()).expect("custom is JSON"))
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// FETCHes the one callback job waiting in `queue` and checks its type, args and custom
+/// (`_pbid` for a child batch's callback, never a `bid`).
+async fn take_callback<S: Store>(
+    s: &S,
+    queue: &str,
+    jobtype: &str,
+    pbid: Option<&str>,
+    now: Millis,
+) -> StoredJob {
+    let waiting = jids(s, Enqueued, Some(queue)).await;
+    assert_eq!(
+        waiting.len(),
+        1,
+        "exactly one callback job waits in {queue}: {waiting:?}"
+    );
+    let j = fetch(s, &[queue], now)
+        .await
+        .unwrap_or_else(|| panic!("no callback job in {queue}"));
+    assert_eq!(j.jobtype, jobtype, "callback job in {queue}");
+    let custom = custom_of(&j);
+    assert_eq!(
+        custom.get("bid"),
+        None,
+        "a callback job is no batch member: {}",
+        j.payload
+    );
+    assert_eq!(
+        custom.get("_pbid").and_then(|v| v.as_str()),
+        pbid,
+        "custom._pbid of callback {}: {}",
+        j.jid,
+        j.payload
+    );
+    j
+}
+
+/// The callback jobs waiting in `queue`.
+async fn waiting<S: Store>(s: &S, queue: &str) -> Vec<String> {
+    jids(s, Enqueued, Some(queue)).await
+}
+
+/// BATCH NEW creates an uncommitted batch; STATUS shows it; members count at push; COMMIT and
+/// OPEN flip `committed`. Unknown batches (and unknown parents) are refused.
+pub async fn batch_new_then_status<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    let bid = "bid-status-01";
+    let mut b = both_callbacks(bid);
+    b.description = Some("nightly import".to_string());
+    batch_new(s, b, T0).await;
+    assert_eq!(
+        status(s, bid, T0 + SEC).await,
+        BatchStatus {
+            bid: bid.to_string(),
+            parent_bid: None,
+            description: Some("nightly import".to_string()),
+            created_at: T0,
+            committed: false,
+            total: 0,
+            pending: 0,
+            failed: 0,
+            complete_st: CallbackState::Pending,
+            success_st: CallbackState::Pending,
+        }
+    );
+    let unknown = "bid-unknown-01";
+    assert_eq!(try_status(s, unknown, T0).await, None);
+    assert_eq!(
+        s.batch_open(unknown.into(), T0).await.expect("open"),
+        Err(no_batch(unknown))
+    );
+    assert_eq!(
+        s.batch_commit(unknown.into(), T0).await.expect("commit"),
+        Err(no_batch(unknown))
+    );
+    let orphan = new_batch(
+        "bid-orphan-01",
+        Some(unknown),
+        Some(callback("cb-orphan-01", "cb-complete", "BatchComplete")),
+        None,
+    );
+    assert_eq!(
+        s.batch_new(orphan, T0).await.expect("batch_new"),
+        Err(no_batch(unknown)),
+        "a parent must exist"
+    );
+    assert_eq!(try_status(s, "bid-orphan-01", T0).await, None);
+
+    push(
+        s,
+        &[member("st-mem-0001", bid), member("st-mem-0002", bid)],
+        T0 + SEC,
+    )
+    .await;
+    assert_eq!(counts(s, bid, T0 + SEC).await, (2, 2, 0, "", ""));
+    commit(s, bid, T0 + 2 * SEC).await;
+    let st = status(s, bid, T0 + 2 * SEC).await;
+    assert!(st.committed, "committed after BATCH COMMIT");
+    assert_eq!(counts(s, bid, T0 + 2 * SEC).await, (2, 2, 0, "", ""));
+    assert!(waiting(s, "cb-complete").await.is_empty(), "jobs pending");
+    open(s, bid, T0 + 3 * SEC).await;
+    assert!(!status(s, bid, T0 + 3 * SEC).await.committed, "reopened");
+    assert_eq!(status(s, bid, T0 + 3 * SEC).await.created_at, T0);
+    c.watch_batches(&[bid]);
+    c.finish(T0 + 3 * SEC).await;
+}
+
+/// `custom.bid` must name a live batch: unknown or expired-uncommitted is `NoSuchBatch`,
+/// checked before the duplicate-jid and uniqueness checks; other jobs of the PUSHB are stored.
+pub async fn push_into_unknown_or_expired_batch_is_refused<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    let live = "bid-live-0001";
+    let nope = "bid-nope-0001";
+    batch_new(s, both_callbacks(live), T0).await;
+    push(
+        s,
+        &[
+            spec("nb-plain-001"),
+            uniq("nb-uniq-0001", "[7]", r#"{"unique_for":3600}"#),
+        ],
+        T0,
+    )
+    .await;
+    let res = push_results(
+        s,
+        &[
+            member("nb-mem-00001", nope),
+            member("nb-plain-001", nope),
+            uniq(
+                "nb-uniq-0002",
+                "[7]",
+                &format!(r#"{{"unique_for":3600,"bid":{}}}"#, js(nope)),
+            ),
+            member("nb-mem-00002", live),
+        ],
+        T0 + SEC,
+    )
+    .await;
+    let refused = Err(PushError::NoSuchBatch(nope.to_string()));
+    assert_eq!(res[0], refused, "unknown batch");
+    assert_eq!(
+        res[1], refused,
+        "the batch is checked before the duplicate jid"
+    );
+    assert_eq!(res[2], refused, "the batch is checked before uniqueness");
+    assert_eq!(res[3], Ok(()), "a live batch");
+    assert_eq!(get(s, "nb-mem-00001").await, None);
+    assert_eq!(get(s, "nb-uniq-0002").await, None);
+    let plain = must_get(s, "nb-plain-001").await;
+    assert_eq!((plain.state, plain.queue.as_str()), (Enqueued, "default"));
+    assert_eq!(counts(s, live, T0 + SEC).await, (1, 1, 0, "", ""));
+
+    let before = T0 + BATCH_COMMIT_DEADLINE - SEC;
+    push(s, &[member("nb-mem-00003", live)], before).await;
+    assert_eq!(counts(s, live, before).await, (2, 2, 0, "", ""));
+    let after = T0 + BATCH_COMMIT_DEADLINE + SEC;
+    let res = push_results(s, &[member("nb-mem-00004", live)], after).await;
+    assert_eq!(
+        res[0],
+        Err(PushError::NoSuchBatch(live.to_string())),
+        "the batch expired uncommitted"
+    );
+    assert_eq!(get(s, "nb-mem-00004").await, None);
+    assert_eq!(try_status(s, live, after).await, None);
+    assert_eq!(
+        jids(s, Enqueued, Some("bq")).await,
+        vec!["nb-mem-00002", "nb-mem-00003"],
+        "members of an expired batch stay ordinary jobs"
+    );
+    c.finish(after).await;
+}
+
+/// The complete callback is enqueued once the batch is committed and every member job has
+/// finished (ACK or FAIL), not before; the callback keeps its type and args and has no `bid`.
+pub async fn batch_complete_fires_when_all_jobs_finished_and_committed<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    let bid = "bid-complete-1";
+    batch_new(s, both_callbacks(bid), T0).await;
+    push(
+        s,
+        &[
+            member("cpl-mem-0001", bid),
+            member("cpl-mem-0002", bid),
+            member("cpl-mem-0003", bid),
+        ],
+        T0,
+    )
+    .await;
+    run_ok(s, "bq", "cpl-mem-0001", T0 + SEC).await;
+    assert_eq!(counts(s, bid, T0 + SEC).await, (3, 2, 0, "", ""));
+    commit(s, bid, T0 + 2 * SEC).await;
+    assert_eq!(counts(s, bid, T0 + 2 * SEC).await, (3, 2, 0, "", ""));
+    run_ok(s, "bq", "cpl-mem-0002", T0 + 3 * SEC).await;
+    assert_eq!(
+        fetch_jid(s, &["bq"], T0 + 4 * SEC).await.as_deref(),
+        Some("cpl-mem-0003")
+    );
+    assert_eq!(
+        counts(s, bid, T0 + 4 * SEC).await,
+        (3, 1, 0, "", ""),
+        "a working job is still pending"
+    );
+    assert!(waiting(s, "cb-complete").await.is_empty());
+    c.rec.take();
+    assert_eq!(
+        ack(s, "cpl-mem-0003", T0 + 5 * SEC).await,
+        AckOutcome::Acked
+    );
+    assert_eq!(counts(s, bid, T0 + 5 * SEC).await, (3, 0, 0, "1", ""));
+    assert_eq!(
+        c.rec.take(),
+        vec!["cb-complete"],
+        "the listener hears of the callback"
+    );
+    assert!(
+        waiting(s, "cb-success").await.is_empty(),
+        "success waits for the complete callback"
+    );
+    let cb = take_callback(s, "cb-complete", "BatchComplete", None, T0 + 6 * SEC).await;
+    assert_eq!(cb.jid, format!("cbc-{bid}"));
+    assert_eq!(
+        payload(&cb).args.map(|a| a.get().to_string()),
+        Some(format!("[{}]", js(&cb.jid)))
+    );
+
+    // All jobs finished before the commit: nothing fires until the commit.
+    let b2 = "bid-complete-2";
+    batch_new(
+        s,
+        new_batch(
+            b2,
+            None,
+            Some(callback("cb-cpl2-done", "cb-c2", "Complete2")),
+            None,
+        ),
+        T0 + 6 * SEC,
+    )
+    .await;
+    push(s, &[member("cpl-mem-0004", b2)], T0 + 6 * SEC).await;
+    run_ok(s, "bq", "cpl-mem-0004", T0 + 7 * SEC).await;
+    assert_eq!(
+        counts(s, b2, T0 + 7 * SEC).await,
+        (1, 0, 0, "", ""),
+        "uncommitted: no callback"
+    );
+    assert!(waiting(s, "cb-c2").await.is_empty());
+    commit(s, b2, T0 + 8 * SEC).await;
+    assert_eq!(counts(s, b2, T0 + 8 * SEC).await, (1, 0, 0, "1", ""));
+    take_callback(s, "cb-c2", "Complete2", None, T0 + 8 * SEC).await;
+    c.watch_batches(&[bid, b2]);
+    c.finish(T0 + 8 * SEC).await;
+}
+
+/// The success callback is enqueued only when the complete callback is ACKed (its FAILs do not
+/// count); then its own ACK makes the batch succeeded.
+pub async fn batch_success_waits_for_complete_callback_ack<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    let bid = "bid-success-1";
+    batch_new(s, both_callbacks(bid), T0).await;
+    push(s, &[member("suc-mem-0001", bid)], T0).await;
+    commit(s, bid, T0).await;
+    run_ok(s, "bq", "suc-mem-0001", T0 + SEC).await;
+    assert_eq!(counts(s, bid, T0 + SEC).await, (1, 0, 0, "1", ""));
+    let cb = take_callback(s, "cb-complete", "BatchComplete", None, T0 + 2 * SEC).await;
+    assert!(matches!(
+        fail(s, &cb.jid, T0 + 3 * SEC).await,
+        FailReply::Failed(FailOutcome::Retry { .. })
+    ));
+    assert_eq!(
+        counts(s, bid, T0 + 3 * SEC).await,
+        (1, 0, 0, "1", ""),
+        "a failing callback stays enqueued and is no member"
+    );
+    assert!(waiting(s, "cb-success").await.is_empty());
+    let t = must_get(s, &cb.jid).await.at;
+    assert_eq!(promote(s, t).await, 1);
+    run_ok(s, "cb-complete", &cb.jid, t).await;
+    assert_eq!(counts(s, bid, t).await, (1, 0, 0, "2", "1"));
+    let scb = take_callback(s, "cb-success", "BatchSuccess", None, t + SEC).await;
+    assert_eq!(ack(s, &scb.jid, t + 2 * SEC).await, AckOutcome::Acked);
+    assert_eq!(counts(s, bid, t + 2 * SEC).await, (1, 0, 0, "2", "2"));
+    c.watch_batches(&[bid]);
+    c.finish(t + 2 * SEC).await;
+}
+
+/// A failed member completes the batch (complete fires) but holds success until a retry of it
+/// succeeds; a second failure does not count twice.
+pub async fn batch_with_failures_completes_but_succeeds_only_after_retry_succeeds<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    let bid = "bid-failures-1";
+    batch_new(s, both_callbacks(bid), T0).await;
+    push(
+        s,
+        &[member("fl-mem-00001", bid), member("fl-mem-00002", bid)],
+        T0,
+    )
+    .await;
+    commit(s, bid, T0).await;
+    run_ok(s, "bq", "fl-mem-00001", T0 + SEC).await;
+    assert!(matches!(
+        run_fail(s, "bq", "fl-mem-00002", T0 + 2 * SEC).await,
+        FailOutcome::Retry { .. }
+    ));
+    assert_eq!(counts(s, bid, T0 + 2 * SEC).await, (2, 0, 1, "1", ""));
+    let cb = take_callback(s, "cb-complete", "BatchComplete", None, T0 + 3 * SEC).await;
+    assert_eq!(ack(s, &cb.jid, T0 + 3 * SEC).await, AckOutcome::Acked);
+    assert_eq!(
+        counts(s, bid, T0 + 3 * SEC).await,
+        (2, 0, 1, "2", ""),
+        "complete, but a member failed"
+    );
+    assert!(waiting(s, "cb-success").await.is_empty());
+
+    let t = must_get(s, "fl-mem-00002").await.at;
+    assert_eq!(promote(s, t).await, 1);
+    run_fail(s, "bq", "fl-mem-00002", t).await;
+    assert_eq!(
+        counts(s, bid, t).await,
+        (2, 0, 1, "2", ""),
+        "failing again counts once"
+    );
+    let t = must_get(s, "fl-mem-00002").await.at;
+    assert_eq!(promote(s, t).await, 1);
+    run_ok(s, "bq", "fl-mem-00002", t).await;
+    assert_eq!(counts(s, bid, t).await, (2, 0, 0, "2", "1"));
+    take_callback(s, "cb-success", "BatchSuccess", None, t).await;
+    c.watch_batches(&[bid]);
+    c.finish(t).await;
+}
+
+/// Committing a batch without jobs fires at once: complete first, success after complete's
+/// ACK; a batch without a complete callback fires success at once, and an undefined callback
+/// shows `""` forever.
+pub async fn empty_batch_commit_fires_callbacks<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    let (b1, b2, b3) = ("bid-empty-001", "bid-empty-002", "bid-empty-003");
+    batch_new(s, both_callbacks(b1), T0).await;
+    batch_new(
+        s,
+        new_batch(
+            b2,
+            None,
+            None,
+            Some(callback("cb-e2-succ-1", "cb-e2", "E2Success")),
+        ),
+        T0,
+    )
+    .await;
+    batch_new(
+        s,
+        new_batch(
+            b3,
+            None,
+            Some(callback("cb-e3-done-1", "cb-e3", "E3Complete")),
+            None,
+        ),
+        T0,
+    )
+    .await;
+
+    commit(s, b1, T0 + SEC).await;
+    assert_eq!(counts(s, b1, T0 + SEC).await, (0, 0, 0, "1", ""));
+    assert!(waiting(s, "cb-success").await.is_empty());
+    let cb = take_callback(s, "cb-complete", "BatchComplete", None, T0 + 2 * SEC).await;
+    assert_eq!(ack(s, &cb.jid, T0 + 2 * SEC).await, AckOutcome::Acked);
+    assert_eq!(counts(s, b1, T0 + 2 * SEC).await, (0, 0, 0, "2", "1"));
+    take_callback(s, "cb-success", "BatchSuccess", None, T0 + 3 * SEC).await;
+
+    commit(s, b2, T0 + 3 * SEC).await;
+    assert_eq!(
+        counts(s, b2, T0 + 3 * SEC).await,
+        (0, 0, 0, "", "1"),
+        "no complete callback: complete at once"
+    );
+    let cb = take_callback(s, "cb-e2", "E2Success", None, T0 + 4 * SEC).await;
+    assert_eq!(ack(s, &cb.jid, T0 + 4 * SEC).await, AckOutcome::Acked);
+    assert_eq!(counts(s, b2, T0 + 4 * SEC).await, (0, 0, 0, "", "2"));
+
+    commit(s, b3, T0 + 5 * SEC).await;
+    let cb = take_callback(s, "cb-e3", "E3Complete", None, T0 + 5 * SEC).await;
+    assert_eq!(ack(s, &cb.jid, T0 + 6 * SEC).await, AckOutcome::Acked);
+    assert_eq!(
+        counts(s, b3, T0 + 6 * SEC).await,
+        (0, 0, 0, "2", ""),
+        "no success callback: shown pending forever"
+    );
+    c.watch_batches(&[b1, b2, b3]);
+    c.finish(T0 + 6 * SEC).await;
+}
+
+/// Each callback is enqueued at most once: committing again, or reopening, adding a job and
+/// committing again after the callbacks fired, enqueues nothing.
+pub async fn batch_callbacks_fire_at_most_once<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    let bid = "bid-once-0001";
+    batch_new(s, both_callbacks(bid), T0).await;
+    push(s, &[member("once-mem-001", bid)], T0).await;
+    commit(s, bid, T0).await;
+    run_ok(s, "bq", "once-mem-001", T0 + SEC).await;
+    commit(s, bid, T0 + 2 * SEC).await;
+    let cb = take_callback(s, "cb-complete", "BatchComplete", None, T0 + 3 * SEC).await;
+    commit(s, bid, T0 + 3 * SEC).await;
+    assert!(
+        waiting(s, "cb-complete").await.is_empty(),
+        "no second complete"
+    );
+    assert_eq!(ack(s, &cb.jid, T0 + 4 * SEC).await, AckOutcome::Acked);
+    let scb = take_callback(s, "cb-success", "BatchSuccess", None, T0 + 5 * SEC).await;
+    assert_eq!(ack(s, &scb.jid, T0 + 5 * SEC).await, AckOutcome::Acked);
+    assert_eq!(counts(s, bid, T0 + 5 * SEC).await, (1, 0, 0, "2", "2"));
+
+    open(s, bid, T0 + 10 * SEC).await;
+    push(s, &[member("once-mem-002", bid)], T0 + 10 * SEC).await;
+    assert_eq!(counts(s, bid, T0 + 10 * SEC).await, (2, 1, 0, "2", "2"));
+    commit(s, bid, T0 + 11 * SEC).await;
+    run_ok(s, "bq", "once-mem-002", T0 + 12 * SEC).await;
+    open(s, bid, T0 + 13 * SEC).await;
+    commit(s, bid, T0 + 14 * SEC).await;
+    assert_eq!(counts(s, bid, T0 + 14 * SEC).await, (2, 0, 0, "2", "2"));
+    assert!(waiting(s, "cb-complete").await.is_empty());
+    assert!(waiting(s, "cb-success").await.is_empty());
+    assert_eq!(stats(s).await.working, 0, "no callback job anywhere");
+    c.watch_batches(&[bid]);
+    c.finish(T0 + 14 * SEC).await;
+}
+
+/// A callback whose jid is taken by a stored job is enqueued under a fresh jid, and the store
+/// follows that job: its ACK (not the other job's) makes the callback succeeded.
+pub async fn batch_callback_with_taken_jid_gets_fresh_jid<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    let bid = "bid-taken-001";
+    let taken = "cb-taken-0001";
+    batch_new(
+        s,
+        new_batch(
+            bid,
+            None,
+            Some(callback(taken, "cb-taken", "TakenComplete")),
+            None,
+        ),
+        T0,
+    )
+    .await;
+    push(s, &[spec(taken).queue("other")], T0).await;
+    commit(s, bid, T0 + SEC).await;
+    assert_eq!(counts(s, bid, T0 + SEC).await, (0, 0, 0, "1", ""));
+    let cb = take_callback(s, "cb-taken", "TakenComplete", None, T0 + 2 * SEC).await;
+    assert_ne!(cb.jid, taken, "the callback needs a fresh jid");
+    assert!(cb.jid.len() >= 8, "a valid jid: {:?}", cb.jid);
+    let other = must_get(s, taken).await;
+    assert_eq!(
+        (other.state, other.queue.as_str(), other.jobtype.as_str()),
+        (Enqueued, "other", "TestJob"),
+        "the job holding the jid is untouched"
+    );
+    run_ok(s, "other", taken, T0 + 3 * SEC).await;
+    assert_eq!(
+        counts(s, bid, T0 + 3 * SEC).await,
+        (0, 0, 0, "1", ""),
+        "the other job's ACK is not the callback's"
+    );
+    assert_eq!(ack(s, &cb.jid, T0 + 4 * SEC).await, AckOutcome::Acked);
+    assert_eq!(counts(s, bid, T0 + 4 * SEC).await, (0, 0, 0, "2", ""));
+    c.watch_batches(&[bid]);
+    c.finish(T0 + 4 * SEC).await;
+}
+
+/// A parent's callbacks wait for its child batches: complete for every child to be complete
+/// (its complete callback ACKed, or at once without one), success for every child to have
+/// succeeded. Child callbacks carry `custom._pbid`; children's jobs do not count in the parent.
+pub async fn child_batch_holds_parent_callbacks<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    let (p, c1, c2) = ("bid-parent-01", "bid-child-001", "bid-child-002");
+    batch_new(
+        s,
+        new_batch(
+            p,
+            None,
+            Some(callback("cb-p-done-01", "cb-pc", "ParentComplete")),
+            Some(callback("cb-p-succ-01", "cb-ps", "ParentSuccess")),
+        ),
+        T0,
+    )
+    .await;
+    let c1_complete = spec("cb-c1-done-1")
+        .queue("cb-c1c")
+        .jobtype("ChildComplete")
+        .args("[]")
+        .custom(r#"{"k":"v"}"#)
+        .new_job(T0)
+        .job;
+    batch_new(
+        s,
+        new_batch(
+            c1,
+            Some(p),
+            Some(c1_complete),
+            Some(callback("cb-c1-succ-1", "cb-c1s", "ChildSuccess")),
+        ),
+        T0,
+    )
+    .await;
+    batch_new(
+        s,
+        new_batch(
+            c2,
+            Some(p),
+            None,
+            Some(callback("cb-c2-succ-1", "cb-c2s", "Child2Success")),
+        ),
+        T0,
+    )
+    .await;
+    assert_eq!(status(s, c1, T0).await.parent_bid.as_deref(), Some(p));
+    push(s, &[member("pc-mem-p0001", p)], T0).await;
+    push(s, &[member("pc-mem-c0001", c1).queue("bq-c1")], T0).await;
+    assert_eq!(counts(s, p, T0).await, (1, 1, 0, "", ""));
+    assert_eq!(counts(s, c1, T0).await, (1, 1, 0, "", ""));
+
+    commit(s, p, T0 + SEC).await;
+    run_ok(s, "bq", "pc-mem-p0001", T0 + 2 * SEC).await;
+    assert_eq!(
+        counts(s, p, T0 + 2 * SEC).await,
+        (1, 0, 0, "", ""),
+        "the parent waits for its uncommitted children"
+    );
+
+    commit(s, c2, T0 + 3 * SEC).await;
+    assert_eq!(
+        counts(s, c2, T0 + 3 * SEC).await,
+        (0, 0, 0, "", "1"),
+        "child 2: complete at once (no complete callback), success enqueued"
+    );
+    let c2_success = take_callback(s, "cb-c2s", "Child2Success", Some(p), T0 + 3 * SEC).await;
+    assert_eq!(counts(s, p, T0 + 3 * SEC).await, (1, 0, 0, "", ""));
+
+    commit(s, c1, T0 + 4 * SEC).await;
+    assert_eq!(counts(s, c1, T0 + 4 * SEC).await, (1, 1, 0, "", ""));
+    run_ok(s, "bq-c1", "pc-mem-c0001", T0 + 5 * SEC).await;
+    assert_eq!(counts(s, c1, T0 + 5 * SEC).await, (1, 0, 0, "1", ""));
+    assert_eq!(
+        counts(s, p, T0 + 5 * SEC).await,
+        (1, 0, 0, "", ""),
+        "child 1's complete callback is not ACKed yet"
+    );
+    let c1_done = take_callback(s, "cb-c1c", "ChildComplete", Some(p), T0 + 5 * SEC).await;
+    assert_eq!(
+        custom_of(&c1_done).get("k").and_then(|v| v.as_str()),
+        Some("v"),
+        "the callback's own custom is kept: {}",
+        c1_done.payload
+    );
+    assert_eq!(ack(s, &c1_done.jid, T0 + 6 * SEC).await, AckOutcome::Acked);
+    assert_eq!(counts(s, c1, T0 + 6 * SEC).await, (1, 0, 0, "2", "1"));
+    assert_eq!(
+        counts(s, p, T0 + 6 * SEC).await,
+        (1, 0, 0, "1", ""),
+        "every child complete: the parent's complete callback"
+    );
+    let p_done = take_callback(s, "cb-pc", "ParentComplete", None, T0 + 6 * SEC).await;
+    assert_eq!(ack(s, &p_done.jid, T0 + 7 * SEC).await, AckOutcome::Acked);
+    assert_eq!(
+        counts(s, p, T0 + 7 * SEC).await,
+        (1, 0, 0, "2", ""),
+        "success waits for the children's success"
+    );
+    let c1_success = take_callback(s, "cb-c1s", "ChildSuccess", Some(p), T0 + 7 * SEC).await;
+    assert_eq!(
+        ack(s, &c1_success.jid, T0 + 8 * SEC).await,
+        AckOutcome::Acked
+    );
+    assert_eq!(counts(s, c1, T0 + 8 * SEC).await, (1, 0, 0, "2", "2"));
+    assert_eq!(counts(s, p, T0 + 8 * SEC).await, (1, 0, 0, "2", ""));
+    assert!(waiting(s, "cb-ps").await.is_empty());
+    assert_eq!(
+        ack(s, &c2_success.jid, T0 + 9 * SEC).await,
+        AckOutcome::Acked
+    );
+    assert_eq!(counts(s, c2, T0 + 9 * SEC).await, (0, 0, 0, "", "2"));
+    assert_eq!(counts(s, p, T0 + 9 * SEC).await, (1, 0, 0, "2", "1"));
+    let p_success = take_callback(s, "cb-ps", "ParentSuccess", None, T0 + 10 * SEC).await;
+    assert_eq!(
+        ack(s, &p_success.jid, T0 + 10 * SEC).await,
+        AckOutcome::Acked
+    );
+    assert_eq!(counts(s, p, T0 + 10 * SEC).await, (1, 0, 0, "2", "2"));
+    c.watch_batches(&[p, c1, c2]);
+    c.finish(T0 + 10 * SEC).await;
+}
+
+/// Counts, commit state, callback states and the at-most-once rule survive crash-reopens.
+pub async fn batch_counts_survive_reopen<H: Harness>() {
+    let mut c = Ctx::<H>::new().await;
+    let bid = "bid-reopen-01";
+    c.watch_batches(&[bid]);
+    batch_new(c.s(), both_callbacks(bid), T0).await;
+    push(
+        c.s(),
+        &[
+            member("ro-mem-00001", bid),
+            member("ro-mem-00002", bid),
+            member("ro-mem-00003", bid),
+        ],
+        T0,
+    )
+    .await;
+    run_ok(c.s(), "bq", "ro-mem-00001", T0 + SEC).await;
+    run_fail(c.s(), "bq", "ro-mem-00002", T0 + 2 * SEC).await;
+    let before = status(c.s(), bid, T0 + 2 * SEC).await;
+    c.reopen().await;
+    assert_eq!(status(c.s(), bid, T0 + 2 * SEC).await, before);
+    assert_eq!(counts(c.s(), bid, T0 + 2 * SEC).await, (3, 1, 1, "", ""));
+    commit(c.s(), bid, T0 + 3 * SEC).await;
+    c.reopen().await;
+    assert!(status(c.s(), bid, T0 + 3 * SEC).await.committed);
+    run_ok(c.s(), "bq", "ro-mem-00003", T0 + 4 * SEC).await;
+    assert_eq!(counts(c.s(), bid, T0 + 4 * SEC).await, (3, 0, 1, "1", ""));
+    c.reopen().await;
+    assert_eq!(counts(c.s(), bid, T0 + 4 * SEC).await, (3, 0, 1, "1", ""));
+    let cb = take_callback(c.s(), "cb-complete", "BatchComplete", None, T0 + 5 * SEC).await;
+    assert_eq!(ack(c.s(), &cb.jid, T0 + 5 * SEC).await, AckOutcome::Acked);
+    c.reopen().await;
+    assert_eq!(counts(c.s(), bid, T0 + 5 * SEC).await, (3, 0, 1, "2", ""));
+    commit(c.s(), bid, T0 + 6 * SEC).await;
+    assert!(waiting(c.s(), "cb-complete").await.is_empty());
+    let t = must_get(c.s(), "ro-mem-00002").await.at;
+    assert_eq!(promote(c.s(), t).await, 1);
+    run_ok(c.s(), "bq", "ro-mem-00002", t).await;
+    c.reopen().await;
+    assert_eq!(counts(c.s(), bid, t).await, (3, 0, 0, "2", "1"));
+    assert_eq!(waiting(c.s(), "cb-success").await.len(), 1);
+    c.finish(t).await;
+}
+
+/// An uncommitted batch expires BATCH_COMMIT_DEADLINE after its NEW or latest OPEN: then it is
+/// unknown to STATUS, OPEN, COMMIT and PUSH, and never fires. A committed batch does not expire.
+pub async fn uncommitted_batch_expires<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    let (b1, b2) = ("bid-expire-01", "bid-expire-02");
+    batch_new(s, both_callbacks(b1), T0).await;
+    assert!(try_status(s, b1, T0 + BATCH_COMMIT_DEADLINE - SEC)
+        .await
+        .is_some());
+    open(s, b1, T0 + 20 * MIN).await;
+    let deadline = T0 + 20 * MIN + BATCH_COMMIT_DEADLINE;
+    assert!(
+        try_status(s, b1, deadline - SEC).await.is_some(),
+        "OPEN restarts the deadline"
+    );
+    let t = deadline + SEC;
+    assert_eq!(try_status(s, b1, t).await, None);
+    assert_eq!(
+        s.batch_open(b1.into(), t).await.expect("open"),
+        Err(no_batch(b1))
+    );
+    assert_eq!(
+        s.batch_commit(b1.into(), t).await.expect("commit"),
+        Err(no_batch(b1))
+    );
+    assert_eq!(
+        push_results(s, &[member("exb-mem-0001", b1)], t).await[0],
+        Err(PushError::NoSuchBatch(b1.to_string()))
+    );
+    assert!(waiting(s, "cb-complete").await.is_empty(), "never fires");
+
+    batch_new(s, both_callbacks(b2), T0).await;
+    push(s, &[member("exb-mem-0002", b2)], T0).await;
+    commit(s, b2, T0 + SEC).await;
+    let later = T0 + 2 * HOUR;
+    assert_eq!(
+        counts(s, b2, later).await,
+        (1, 1, 0, "", ""),
+        "a committed batch waits for its jobs"
+    );
+    open(s, b2, later).await;
+    let t = later + BATCH_COMMIT_DEADLINE + SEC;
+    assert_eq!(
+        try_status(s, b2, t).await,
+        None,
+        "reopened and not committed again: expired"
+    );
+    run_ok(s, "bq", "exb-mem-0002", t).await;
+    s.sweep_expired(t, 1000).await.expect("sweep");
+    assert_eq!(try_status(s, b1, t).await, None);
+    assert_eq!(try_status(s, b2, t).await, None);
+    assert!(waiting(s, "cb-complete").await.is_empty());
+    c.finish(t).await;
+}
+
+/// Late ACKs and the reaper's FAIL count for batches like ordinary ACKs and FAILs (and may fire
+/// callbacks).
+pub async fn late_ack_and_reaper_count_for_batches<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    let bid = "bid-late-0001";
+    batch_new(s, both_callbacks(bid), T0).await;
+    push(
+        s,
+        &[
+            member("late-mem-001", bid).reserve_for(60),
+            member("late-mem-002", bid),
+        ],
+        T0,
+    )
+    .await;
+    commit(s, bid, T0).await;
+    assert_eq!(
+        fetch_jid(s, &["bq"], T0).await.as_deref(),
+        Some("late-mem-001")
+    );
+    assert_eq!(
+        ack(s, "late-mem-002", T0 + SEC).await,
+        AckOutcome::AckedLate(Enqueued)
+    );
+    assert_eq!(counts(s, bid, T0 + SEC).await, (2, 1, 0, "", ""));
+    assert_eq!(reap(s, T0 + 61 * SEC).await, 1);
+    assert_eq!(state_of(s, "late-mem-001").await, Some(Retry));
+    assert_eq!(
+        counts(s, bid, T0 + 61 * SEC).await,
+        (2, 0, 1, "1", ""),
+        "the reaper's FAIL finished the last job"
+    );
+    assert_eq!(
+        ack(s, "late-mem-001", T0 + 62 * SEC).await,
+        AckOutcome::AckedLate(Retry)
+    );
+    assert_eq!(counts(s, bid, T0 + 62 * SEC).await, (2, 0, 0, "1", ""));
+    let cb = take_callback(s, "cb-complete", "BatchComplete", None, T0 + 63 * SEC).await;
+    assert_eq!(ack(s, &cb.jid, T0 + 63 * SEC).await, AckOutcome::Acked);
+    assert_eq!(counts(s, bid, T0 + 63 * SEC).await, (2, 0, 0, "2", "1"));
+    c.watch_batches(&[bid]);
+    c.finish(T0 + 63 * SEC).await;
+}
+
+/// A member job that expires (dropped at FETCH or by the sweep) counts as failed.
+pub async fn expired_member_job_counts_as_failed<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    let bid = "bid-expmem-01";
+    let custom = format!(r#"{{"bid":{},"expires_in":10}}"#, js(bid));
+    batch_new(s, both_callbacks(bid), T0).await;
+    push(
+        s,
+        &[
+            spec("xm-mem-00001").queue("bx1").custom(&custom),
+            spec("xm-mem-00002").queue("bx2").custom(&custom),
+            member("xm-mem-00003", bid),
+        ],
+        T0,
+    )
+    .await;
+    commit(s, bid, T0).await;
+    let t = T0 + 11 * SEC;
+    assert_eq!(fetch_jid(s, &["bx1"], t).await, None);
+    assert_eq!(s.sweep_expired(t, 1000).await.expect("sweep"), 1);
+    assert_eq!(expired_count(s).await, 2);
+    assert_eq!(counts(s, bid, t).await, (3, 1, 2, "", ""));
+    run_ok(s, "bq", "xm-mem-00003", t).await;
+    assert_eq!(counts(s, bid, t).await, (3, 0, 2, "1", ""));
+    let cb = take_callback(s, "cb-complete", "BatchComplete", None, t).await;
+    assert_eq!(ack(s, &cb.jid, t).await, AckOutcome::Acked);
+    assert_eq!(
+        counts(s, bid, t).await,
+        (3, 0, 2, "2", ""),
+        "expired members never succeed"
+    );
+    c.watch_batches(&[bid]);
+    c.finish(t).await;
+}
+
+/// The sweep purges a batch BATCH_RETENTION after it succeeded, and one that never succeeds
+/// `dead_retention` after its last change; a purged batch is unknown.
+pub async fn finished_batches_are_purged_after_retention<H: Harness>() {
+    let retention = 2 * DAY;
+    let c = Ctx::<H>::with_config(StoreConfig {
+        dead_retention: retention,
+        ..StoreConfig::default()
+    })
+    .await;
+    let s = c.s();
+    let (ok, bad) = ("bid-purge-ok1", "bid-purge-bad");
+    batch_new(
+        s,
+        new_batch(
+            ok,
+            None,
+            None,
+            Some(callback("cb-purge-ok1", "cb-ok", "OkSuccess")),
+        ),
+        T0,
+    )
+    .await;
+    commit(s, ok, T0).await;
+    let cb = take_callback(s, "cb-ok", "OkSuccess", None, T0 + SEC).await;
+    assert_eq!(ack(s, &cb.jid, T0 + 2 * SEC).await, AckOutcome::Acked);
+    assert_eq!(counts(s, ok, T0 + 2 * SEC).await, (0, 0, 0, "", "2"));
+
+    batch_new(
+        s,
+        new_batch(
+            bad,
+            None,
+            Some(callback("cb-purge-bad", "cb-bad", "BadComplete")),
+            None,
+        ),
+        T0,
+    )
+    .await;
+    push(s, &[member("pg-mem-00001", bad).retry(-1)], T0).await;
+    commit(s, bad, T0).await;
+    assert_eq!(
+        run_fail(s, "bq", "pg-mem-00001", T0 + SEC).await,
+        FailOutcome::Dead
+    );
+    let cb = take_callback(s, "cb-bad", "BadComplete", None, T0 + 2 * SEC).await;
+    assert_eq!(ack(s, &cb.jid, T0 + 3 * SEC).await, AckOutcome::Acked);
+    assert_eq!(counts(s, bad, T0 + 3 * SEC).await, (1, 0, 1, "2", ""));
+
+    // dead_retention (2 days) is shorter than BATCH_RETENTION: each rule stands on its own.
+    let t = T0 + 3 * SEC + retention;
+    s.sweep_expired(t - SEC, 1000).await.expect("sweep");
+    assert!(try_status(s, bad, t - SEC).await.is_some());
+    s.sweep_expired(t, 1000).await.expect("sweep");
+    assert_eq!(
+        try_status(s, bad, t).await,
+        None,
+        "a batch that never succeeds: purged dead_retention after its last change"
+    );
+    assert!(
+        try_status(s, ok, t).await.is_some(),
+        "a succeeded batch is kept for BATCH_RETENTION"
+    );
+    let t = T0 + 2 * SEC + BATCH_RETENTION;
+    s.sweep_expired(t - SEC, 1000).await.expect("sweep");
+    assert!(try_status(s, ok, t - SEC).await.is_some());
+    s.sweep_expired(t, 1000).await.expect("sweep");
+    assert_eq!(
+        try_status(s, ok, t).await,
+        None,
+        "purged after BATCH_RETENTION"
+    );
+    assert_eq!(
+        s.batch_open(ok.into(), t).await.expect("open"),
+        Err(no_batch(ok))
+    );
+    c.watch_batches(&[ok, bad]);
+    c.finish(t).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tracking
+// ---------------------------------------------------------------------------------------------
+
+/// A tracked job (`custom.track` = 1) in `queue`.
+fn tracked(jid: &str, queue: &str) -> Spec {
+    spec(jid).queue(queue).custom(r#"{"track":1}"#)
+}
+
+async fn track<S: Store>(s: &S, jid: &str, now: Millis) -> Option<Tracked> {
+    s.track_get(jid.to_string(), now).await.expect("track_get")
+}
+
+async fn track_state<S: Store>(s: &S, jid: &str, now: Millis) -> Option<TrackState> {
+    track(s, jid, now).await.map(|t| t.state)
+}
+
+async fn track_set<S: Store>(
+    s: &S,
+    jid: &str,
+    percent: Option<u8>,
+    desc: Option<&str>,
+    reserve_until: Option<Millis>,
+    now: Millis,
+) -> bool {
+    s.track_set(
+        TrackUpdate {
+            jid: jid.to_string(),
+            percent,
+            desc: desc.map(str::to_string),
+            reserve_until,
+        },
+        now,
+    )
+    .await
+    .expect("track_set")
+}
+
+/// TRACK GET follows the job: scheduled/enqueued → enqueued, working, retry → failed, dead,
+/// ACK → success, discard after FAIL → failed; removal otherwise forgets it. `updated_at` moves
+/// with push, fetch, ACK and FAIL (not with a promotion).
+pub async fn tracking_follows_job_states<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    push(
+        s,
+        &[
+            tracked("tr-sched-001", "tq0").at(T0 + HOUR),
+            tracked("tr-flow-0001", "tq1"),
+            spec("tr-true-0001")
+                .queue("tq2")
+                .retry(-1)
+                .custom(r#"{"track":true}"#),
+            tracked("tr-disc-0001", "tq3").retry(0),
+            tracked("tr-kill-0001", "tq4"),
+            tracked("tr-del-00001", "tq5"),
+            tracked("tr-rmq-00001", "tq6"),
+            spec("tr-exp-00001")
+                .queue("tq7")
+                .custom(r#"{"track":1,"expires_in":10}"#),
+        ],
+        T0,
+    )
+    .await;
+    assert_eq!(
+        track(s, "tr-flow-0001", T0).await,
+        Some(Tracked {
+            jid: "tr-flow-0001".to_string(),
+            state: TrackState::Enqueued,
+            percent: None,
+            desc: None,
+            updated_at: T0,
+        })
+    );
+    assert_eq!(
+        track_state(s, "tr-sched-001", T0).await,
+        Some(TrackState::Enqueued),
+        "scheduled shows as enqueued"
+    );
+
+    assert_eq!(
+        fetch_jid(s, &["tq1"], T0 + SEC).await.as_deref(),
+        Some("tr-flow-0001")
+    );
+    let t = track(s, "tr-flow-0001", T0 + SEC).await.unwrap();
+    assert_eq!((t.state, t.updated_at), (TrackState::Working, T0 + SEC));
+    fail(s, "tr-flow-0001", T0 + 2 * SEC).await;
+    let t = track(s, "tr-flow-0001", T0 + 2 * SEC).await.unwrap();
+    assert_eq!((t.state, t.updated_at), (TrackState::Failed, T0 + 2 * SEC));
+
+    run_fail(s, "tq2", "tr-true-0001", T0 + 2 * SEC).await;
+    assert_eq!(
+        track_state(s, "tr-true-0001", T0 + 2 * SEC).await,
+        Some(TrackState::Dead),
+        "track: true also tracks"
+    );
+    assert_eq!(
+        run_fail(s, "tq3", "tr-disc-0001", T0 + 2 * SEC).await,
+        FailOutcome::Discarded
+    );
+    assert_eq!(get(s, "tr-disc-0001").await, None);
+    assert_eq!(
+        track_state(s, "tr-disc-0001", T0 + 2 * SEC).await,
+        Some(TrackState::Failed),
+        "discarded after a failure"
+    );
+    run_fail(s, "tq4", "tr-kill-0001", T0 + 2 * SEC).await;
+    assert_eq!(
+        mutate(
+            s,
+            MutateOp::Kill,
+            Retry,
+            by_jids(&["tr-kill-0001"]),
+            T0 + 3 * SEC
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        track_state(s, "tr-kill-0001", T0 + 3 * SEC).await,
+        Some(TrackState::Dead)
+    );
+    run_fail(s, "tq5", "tr-del-00001", T0 + 2 * SEC).await;
+    assert_eq!(
+        mutate(
+            s,
+            MutateOp::Discard,
+            Retry,
+            by_jids(&["tr-del-00001"]),
+            T0 + 3 * SEC
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        track(s, "tr-del-00001", T0 + 3 * SEC).await,
+        None,
+        "deleted by MUTATE"
+    );
+    assert_eq!(
+        s.remove_queues(QueueSelector::Names(strings(&["tq6"])))
+            .await
+            .expect("remove_queues"),
+        1
+    );
+    assert_eq!(
+        track(s, "tr-rmq-00001", T0 + 3 * SEC).await,
+        None,
+        "removed with its queue"
+    );
+    assert_eq!(fetch_jid(s, &["tq7"], T0 + 11 * SEC).await, None);
+    assert_eq!(
+        track(s, "tr-exp-00001", T0 + 11 * SEC).await,
+        None,
+        "expired"
+    );
+
+    let next_at = must_get(s, "tr-flow-0001").await.at;
+    assert!(
+        next_at < T0 + HOUR,
+        "suite bug: the retry comes before the scheduled job"
+    );
+    promote(s, next_at).await;
+    let t = track(s, "tr-flow-0001", next_at).await.unwrap();
+    assert_eq!(
+        (t.state, t.updated_at),
+        (TrackState::Enqueued, T0 + 2 * SEC),
+        "a promotion is no update"
+    );
+    run_ok(s, "tq1", "tr-flow-0001", next_at + SEC).await;
+    let t = track(s, "tr-flow-0001", next_at + SEC).await.unwrap();
+    assert_eq!(
+        (t.state, t.updated_at),
+        (TrackState::Success, next_at + SEC)
+    );
+    c.watch_tracked(&[
+        "tr-sched-001",
+        "tr-flow-0001",
+        "tr-true-0001",
+        "tr-disc-0001",
+        "tr-kill-0001",
+        "tr-del-00001",
+    ]);
+    c.finish(next_at + SEC).await;
+}
+
+/// TRACK SET stores percent and desc (each kept when not given) and extends a working job's
+/// reservation, never shortening it and at most a day ahead; the extension is durable and the
+/// reaper honours it.
+pub async fn track_set_keeps_progress_and_extends_reservation<H: Harness>() {
+    let mut c = Ctx::<H>::new().await;
+    c.watch_tracked(&["ts-work-0001", "ts-wait-0001"]);
+    let s = c.s();
+    push(
+        s,
+        &[
+            tracked("ts-work-0001", "tsq").reserve_for(60),
+            tracked("ts-wait-0001", "tsw"),
+        ],
+        T0,
+    )
+    .await;
+    assert_eq!(
+        fetch_jid(s, &["tsq"], T0).await.as_deref(),
+        Some("ts-work-0001")
+    );
+    assert!(
+        track_set(
+            s,
+            "ts-work-0001",
+            Some(10),
+            Some("loading"),
+            None,
+            T0 + 10 * SEC
+        )
+        .await
+    );
+    assert_eq!(
+        track(s, "ts-work-0001", T0 + 10 * SEC).await,
+        Some(Tracked {
+            jid: "ts-work-0001".to_string(),
+            state: TrackState::Working,
+            percent: Some(10),
+            desc: Some("loading".to_string()),
+            updated_at: T0 + 10 * SEC,
+        })
+    );
+    assert!(track_set(s, "ts-work-0001", Some(50), None, None, T0 + 11 * SEC).await);
+    assert!(
+        track_set(
+            s,
+            "ts-work-0001",
+            None,
+            Some("halfway"),
+            None,
+            T0 + 12 * SEC
+        )
+        .await
+    );
+    let t = track(s, "ts-work-0001", T0 + 12 * SEC).await.unwrap();
+    assert_eq!(
+        (t.percent, t.desc.as_deref()),
+        (Some(50), Some("halfway")),
+        "a field not given keeps its value"
+    );
+
+    track_set(
+        s,
+        "ts-work-0001",
+        None,
+        None,
+        Some(T0 + 10 * MIN),
+        T0 + 20 * SEC,
+    )
+    .await;
+    let j = must_get(s, "ts-work-0001").await;
+    let r = j.reservation.clone().unwrap();
+    assert_eq!(
+        (r.reserved_at, r.expires_at, j.at),
+        (T0, T0 + 10 * MIN, T0 + 10 * MIN),
+        "reservation extended"
+    );
+    let t = track(s, "ts-work-0001", T0 + 20 * SEC).await.unwrap();
+    assert_eq!((t.percent, t.desc.as_deref()), (Some(50), Some("halfway")));
+    track_set(
+        s,
+        "ts-work-0001",
+        None,
+        None,
+        Some(T0 + 5 * MIN),
+        T0 + 25 * SEC,
+    )
+    .await;
+    assert_eq!(
+        must_get(s, "ts-work-0001").await.at,
+        T0 + 10 * MIN,
+        "never shortened"
+    );
+
+    assert!(
+        track_set(
+            s,
+            "ts-wait-0001",
+            Some(5),
+            None,
+            Some(T0 + HOUR),
+            T0 + 25 * SEC
+        )
+        .await,
+        "an enqueued tracked job stores its progress"
+    );
+    let w = must_get(s, "ts-wait-0001").await;
+    assert_eq!(
+        (w.state, w.reservation),
+        (Enqueued, None),
+        "no reservation to extend"
+    );
+
+    c.reopen().await;
+    let s = c.s();
+    assert_eq!(must_get(s, "ts-work-0001").await.at, T0 + 10 * MIN);
+    assert_eq!(reap(s, T0 + 61 * SEC).await, 0);
+    assert_eq!(reap(s, T0 + 10 * MIN - SEC).await, 0);
+    assert_eq!(state_of(s, "ts-work-0001").await, Some(Working));
+
+    let now = T0 + 10 * MIN - SEC;
+    track_set(s, "ts-work-0001", None, None, Some(T0 + 3 * DAY), now).await;
+    assert_eq!(
+        must_get(s, "ts-work-0001").await.at,
+        now + DAY,
+        "capped at a day after now"
+    );
+    assert_eq!(reap(s, now + DAY - SEC).await, 0);
+    assert_eq!(reap(s, now + DAY).await, 1);
+    assert_eq!(
+        track(s, "ts-work-0001", now + DAY).await,
+        Some(Tracked {
+            jid: "ts-work-0001".to_string(),
+            state: TrackState::Failed,
+            percent: Some(50),
+            desc: Some("halfway".to_string()),
+            updated_at: now + DAY,
+        }),
+        "the reaper's FAIL is an update; progress is kept"
+    );
+    c.finish(now + DAY).await;
+}
+
+/// Tracking data outlives its job by TRACK_RETENTION after the last update (TRACK GET says
+/// nothing from then on) and the sweep purges it; while the job exists it is kept.
+pub async fn track_data_purged_after_retention<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    push(
+        s,
+        &[
+            tracked("tp-ack-00001", "tpa"),
+            tracked("tp-disc-0001", "tpb").retry(0),
+            tracked("tp-wait-0001", "tpc"),
+        ],
+        T0,
+    )
+    .await;
+    run_ok(s, "tpa", "tp-ack-00001", T0 + SEC).await;
+    run_fail(s, "tpb", "tp-disc-0001", T0 + 2 * SEC).await;
+    let end = T0 + SEC + TRACK_RETENTION;
+    assert_eq!(
+        track_state(s, "tp-ack-00001", end - 1).await,
+        Some(TrackState::Success)
+    );
+    assert_eq!(track(s, "tp-ack-00001", end).await, None, "past retention");
+    assert_eq!(
+        track_state(s, "tp-disc-0001", end).await,
+        Some(TrackState::Failed)
+    );
+    assert_eq!(track(s, "tp-disc-0001", end + SEC).await, None);
+
+    let late = T0 + 2 * HOUR;
+    assert_eq!(
+        track_state(s, "tp-wait-0001", late).await,
+        Some(TrackState::Enqueued),
+        "kept while the job exists"
+    );
+    s.sweep_expired(late, 1000).await.expect("sweep");
+    assert_eq!(
+        track(s, "tp-ack-00001", T0 + 2 * SEC).await,
+        None,
+        "purged by the sweep (asked with an earlier clock)"
+    );
+    assert_eq!(track(s, "tp-disc-0001", T0 + 2 * SEC).await, None, "purged");
+    assert_eq!(
+        track(s, "tp-wait-0001", late)
+            .await
+            .map(|t| (t.state, t.updated_at)),
+        Some((TrackState::Enqueued, T0))
+    );
+    c.watch_tracked(&["tp-ack-00001", "tp-wait-0001"]);
+    c.finish(late).await;
+}
+
+/// Jobs without `custom.track` = 1 have no tracking data; TRACK SET stores nothing for them
+/// (or for unknown jids) but still extends a working job's reservation.
+pub async fn untracked_job_has_no_tracking<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    push(
+        s,
+        &[
+            spec("un-plain-001").queue("uqa").reserve_for(60),
+            spec("un-zero-0001").queue("uqb").custom(r#"{"track":0}"#),
+            spec("un-two-00001").queue("uqb").custom(r#"{"track":2}"#),
+        ],
+        T0,
+    )
+    .await;
+    for jid in [
+        "un-plain-001",
+        "un-zero-0001",
+        "un-two-00001",
+        "un-known-001",
+    ] {
+        assert_eq!(track(s, jid, T0).await, None, "{jid}");
+    }
+    assert!(!track_set(s, "un-zero-0001", Some(10), Some("x"), None, T0).await);
+    assert!(!track_set(s, "un-known-001", Some(10), Some("x"), None, T0).await);
+    assert_eq!(track(s, "un-zero-0001", T0).await, None);
+    assert_eq!(
+        fetch_jid(s, &["uqa"], T0).await.as_deref(),
+        Some("un-plain-001")
+    );
+    assert!(
+        !track_set(
+            s,
+            "un-plain-001",
+            Some(20),
+            None,
+            Some(T0 + 5 * MIN),
+            T0 + 10 * SEC
+        )
+        .await
+    );
+    assert_eq!(track(s, "un-plain-001", T0 + 10 * SEC).await, None);
+    let j = must_get(s, "un-plain-001").await;
+    assert_eq!(
+        (j.at, j.reservation.map(|r| r.expires_at)),
+        (T0 + 5 * MIN, Some(T0 + 5 * MIN)),
+        "the reservation of an untracked job is extended too"
+    );
+    c.finish(T0 + 10 * SEC).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Throttles
+// ---------------------------------------------------------------------------------------------
+
+fn throttle(queue: &str, limit: ThrottleLimit, timeout: Option<Millis>) -> Throttle {
+    Throttle {
+        queue: queue.to_string(),
+        limit,
+        timeout,
+    }
+}
+
+async fn fetch_as<S: Store>(s: &S, queues: &[&str], wid: &str, now: Millis) -> Option<String> {
+    s.fetch(strings(queues), wid.to_string(), now)
+        .await
+        .expect("fetch")
+        .map(|j| j.jid)
+}
+
+/// A concurrency throttle: at most `n` working jobs of the queue across workers; ACK or FAIL
+/// frees a slot; other queues are not limited; throttles are configuration (not kept by a
+/// reopen) and replaced as a whole.
+pub async fn throttle_concurrency_limits_fetch<H: Harness>() {
+    let mut c = Ctx::<H>::new().await;
+    let s = c.s();
+    s.set_throttles(vec![throttle("thq", ThrottleLimit::Concurrency(2), None)]);
+    push(
+        s,
+        &[
+            spec("thc-job-0001").queue("thq"),
+            spec("thc-job-0002").queue("thq"),
+            spec("thc-job-0003").queue("thq"),
+            spec("thc-job-0004").queue("thq"),
+            spec("thc-job-0005").queue("thq"),
+            spec("thc-free-001").queue("free"),
+        ],
+        T0,
+    )
+    .await;
+    assert_eq!(
+        fetch_as(s, &["thq"], "wid-a", T0).await.as_deref(),
+        Some("thc-job-0001")
+    );
+    assert_eq!(
+        fetch_as(s, &["thq"], "wid-b", T0).await.as_deref(),
+        Some("thc-job-0002")
+    );
+    assert_eq!(
+        fetch_as(s, &["thq"], "wid-c", T0).await,
+        None,
+        "limit reached"
+    );
+    assert_eq!(fetch_as(s, &["thq"], "wid-a", T0).await, None);
+    assert_eq!(
+        fetch_as(s, &["free"], "wid-a", T0).await.as_deref(),
+        Some("thc-free-001"),
+        "other queues are not throttled"
+    );
+    assert_eq!(ack(s, "thc-job-0001", T0 + SEC).await, AckOutcome::Acked);
+    assert_eq!(
+        fetch_as(s, &["thq"], "wid-c", T0 + SEC).await.as_deref(),
+        Some("thc-job-0003")
+    );
+    fail(s, "thc-job-0002", T0 + 2 * SEC).await;
+    assert_eq!(
+        fetch_as(s, &["thq"], "wid-c", T0 + 2 * SEC)
+            .await
+            .as_deref(),
+        Some("thc-job-0004")
+    );
+    assert_eq!(fetch_as(s, &["thq"], "wid-d", T0 + 2 * SEC).await, None);
+    assert_eq!(
+        jids(s, Enqueued, Some("thq")).await,
+        vec!["thc-job-0005"],
+        "a throttled queue keeps its jobs"
+    );
+    s.set_throttles(vec![]);
+    assert_eq!(
+        fetch_as(s, &["thq"], "wid-d", T0 + 3 * SEC)
+            .await
+            .as_deref(),
+        Some("thc-job-0005"),
+        "throttles replaced by none"
+    );
+    push(s, &[spec("thc-job-0006").queue("thq")], T0 + 3 * SEC).await;
+    s.set_throttles(vec![throttle("thq", ThrottleLimit::Concurrency(1), None)]);
+    assert_eq!(fetch_as(s, &["thq"], "wid-d", T0 + 3 * SEC).await, None);
+    c.reopen().await;
+    assert_eq!(
+        fetch_as(c.s(), &["thq"], "wid-d", T0 + 4 * SEC)
+            .await
+            .as_deref(),
+        Some("thc-job-0006"),
+        "throttles are not persisted"
+    );
+    c.finish(T0 + 4 * SEC).await;
+}
+
+/// A per-worker throttle limits each wid separately.
+pub async fn throttle_per_worker_limits_fetch<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    s.set_throttles(vec![throttle("pwq", ThrottleLimit::PerWorker(1), None)]);
+    push(
+        s,
+        &[
+            spec("thw-job-0001").queue("pwq"),
+            spec("thw-job-0002").queue("pwq"),
+            spec("thw-job-0003").queue("pwq"),
+            spec("thw-job-0004").queue("pwq"),
+            spec("thw-oth-0001").queue("oth"),
+            spec("thw-oth-0002").queue("oth"),
+        ],
+        T0,
+    )
+    .await;
+    assert_eq!(
+        fetch_as(s, &["pwq"], "wid-a", T0).await.as_deref(),
+        Some("thw-job-0001")
+    );
+    assert_eq!(
+        fetch_as(s, &["pwq"], "wid-a", T0).await,
+        None,
+        "wid-a is at its limit"
+    );
+    assert_eq!(
+        fetch_as(s, &["pwq"], "wid-b", T0).await.as_deref(),
+        Some("thw-job-0002")
+    );
+    assert_eq!(fetch_as(s, &["pwq"], "wid-b", T0).await, None);
+    assert_eq!(
+        fetch_as(s, &["oth"], "wid-a", T0).await.as_deref(),
+        Some("thw-oth-0001")
+    );
+    assert_eq!(
+        fetch_as(s, &["oth"], "wid-a", T0).await.as_deref(),
+        Some("thw-oth-0002"),
+        "jobs of other queues do not count"
+    );
+    assert_eq!(fetch_as(s, &["pwq"], "wid-a", T0).await, None);
+    assert_eq!(ack(s, "thw-job-0001", T0 + SEC).await, AckOutcome::Acked);
+    assert_eq!(
+        fetch_as(s, &["pwq"], "wid-a", T0 + SEC).await.as_deref(),
+        Some("thw-job-0003")
+    );
+    assert_eq!(fetch_as(s, &["pwq"], "wid-b", T0 + SEC).await, None);
+    assert_eq!(
+        fetch_as(s, &["pwq"], "wid-c", T0 + SEC).await.as_deref(),
+        Some("thw-job-0004")
+    );
+    c.finish(T0 + SEC).await;
+}
+
+/// With a timeout, a working job holds its slot only that long after its FETCH; it keeps its
+/// reservation.
+pub async fn throttle_timeout_reclaims_slot<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    s.set_throttles(vec![throttle(
+        "ttq",
+        ThrottleLimit::Concurrency(1),
+        Some(60 * SEC),
+    )]);
+    push(
+        s,
+        &[
+            spec("tht-job-0001").queue("ttq"),
+            spec("tht-job-0002").queue("ttq"),
+            spec("tht-job-0003").queue("ttq"),
+        ],
+        T0,
+    )
+    .await;
+    assert_eq!(
+        fetch_as(s, &["ttq"], "wid-a", T0).await.as_deref(),
+        Some("tht-job-0001")
+    );
+    assert_eq!(fetch_as(s, &["ttq"], "wid-b", T0 + 59 * SEC).await, None);
+    assert_eq!(
+        fetch_as(s, &["ttq"], "wid-b", T0 + 60 * SEC)
+            .await
+            .as_deref(),
+        Some("tht-job-0002"),
+        "fetched 60 s ago: the slot is reclaimed"
+    );
+    assert_eq!(fetch_as(s, &["ttq"], "wid-c", T0 + 61 * SEC).await, None);
+    let j = must_get(s, "tht-job-0001").await;
+    assert_eq!(j.state, Working, "the job keeps its reservation");
+    assert_eq!(j.reservation.map(|r| r.reserved_at), Some(T0));
+    c.finish(T0 + 61 * SEC).await;
+}
+
+/// A throttled queue counts as empty: the FETCH goes on to the next queue it names.
+pub async fn throttled_queue_falls_through_to_next_queue<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    s.set_throttles(vec![throttle("hot", ThrottleLimit::Concurrency(1), None)]);
+    push(
+        s,
+        &[
+            spec("thf-hot-0001").queue("hot"),
+            spec("thf-hot-0002").queue("hot"),
+            spec("thf-cold-001").queue("cold"),
+        ],
+        T0,
+    )
+    .await;
+    let qs = ["hot", "cold"];
+    assert_eq!(
+        fetch_as(s, &qs, "wid-a", T0).await.as_deref(),
+        Some("thf-hot-0001")
+    );
+    assert_eq!(
+        fetch_as(s, &qs, "wid-a", T0).await.as_deref(),
+        Some("thf-cold-001")
+    );
+    assert_eq!(fetch_as(s, &qs, "wid-a", T0).await, None);
+    assert_eq!(ack(s, "thf-hot-0001", T0 + SEC).await, AckOutcome::Acked);
+    assert_eq!(
+        fetch_as(s, &qs, "wid-a", T0 + SEC).await.as_deref(),
+        Some("thf-hot-0002")
+    );
+    c.finish(T0 + SEC).await;
+}
+
+/// FLUSH forgets batches and tracking data too.
+pub async fn flush_forgets_batches_and_tracking<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    let bid = "bid-flush-001";
+    batch_new(s, both_callbacks(bid), T0).await;
+    push(
+        s,
+        &[spec("fl-track-001")
+            .queue("fq")
+            .custom(&format!(r#"{{"bid":{},"track":1}}"#, js(bid)))],
+        T0,
+    )
+    .await;
+    commit(s, bid, T0).await;
+    assert!(track(s, "fl-track-001", T0).await.is_some());
+    s.flush().await.expect("flush");
+    assert_eq!(try_status(s, bid, T0).await, None);
+    assert_eq!(track(s, "fl-track-001", T0).await, None);
+    assert_eq!(
+        s.batch_open(bid.into(), T0).await.expect("open"),
+        Err(no_batch(bid))
+    );
+    assert_eq!(
+        push_results(s, &[member("fl-mem-00001", bid)], T0).await[0],
+        Err(PushError::NoSuchBatch(bid.to_string()))
+    );
+    batch_new(s, both_callbacks(bid), T0 + SEC).await;
+    assert_eq!(
+        counts(s, bid, T0 + SEC).await,
+        (0, 0, 0, "", ""),
+        "the bid is free again"
+    );
+    c.watch_batches(&[bid]);
+    c.watch_tracked(&["fl-track-001"]);
+    c.finish(T0 + SEC).await;
 }

@@ -78,9 +78,12 @@ pub enum CronFire {
 /// How long an uncommitted batch waits for its `BATCH COMMIT` (from `BATCH NEW` or
 /// `BATCH OPEN`) before it expires and never fires (Faktory: 30 minutes).
 pub const BATCH_COMMIT_DEADLINE: Millis = 30 * 60 * 1000;
-/// How long a batch is kept after its last callback succeeded (or its success callback, if any,
-/// was ACKed). A batch that never succeeds is kept for [`StoreConfig::dead_retention`] after its
-/// last change.
+/// How long a batch is kept after it succeeded (its success callback was ACKed or, without one,
+/// its success condition held). A batch that has not succeeded is kept for
+/// [`StoreConfig::dead_retention`] after its last change (a member job's push, finish, a
+/// callback, a child's progress, OPEN, COMMIT). An uncommitted batch past its deadline is
+/// dropped by the sweep and its parent stops waiting for it. A member job removed otherwise
+/// than by ACK, FAIL or expiry (MUTATE delete, QUEUE REMOVE, dead-job purge) stays pending.
 pub const BATCH_RETENTION: Millis = 7 * 24 * 3600 * 1000;
 /// How long tracking data outlives its job (Faktory keeps it ~30 minutes after the last update,
 /// even for a job still waiting in its queue; Werk keeps it while the job exists and then this

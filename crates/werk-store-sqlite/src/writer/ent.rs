@@ -488,18 +488,35 @@ impl Writer {
 
     /// Drops uncommitted batches past their deadline, batches past their retention and
     /// tracking data of finished jobs past [`TRACK_RETENTION`]; at most `limit` of each.
-    pub(super) fn sweep_ent(&mut self, now: Millis, limit: usize) -> Result<(), Error> {
+    pub(super) fn sweep_ent(
+        &mut self,
+        now: Millis,
+        limit: usize,
+        ctx: &mut Batch,
+    ) -> Result<(), Error> {
         let limit = limit as i64;
-        self.conn
+        // An uncommitted batch past its deadline never fires; a parent stops waiting for it.
+        let expired: Vec<Option<String>> = self
+            .conn
             .prepare_cached(
                 "DELETE FROM batches WHERE bid IN (SELECT bid FROM batches
-                 WHERE deadline IS NOT NULL AND deadline <= ?1 LIMIT ?2)",
+                 WHERE deadline IS NOT NULL AND deadline <= ?1 LIMIT ?2) RETURNING parent",
             )?
-            .execute(params![now, limit])?;
+            .query_map(params![now, limit], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for parent in expired.into_iter().flatten() {
+            self.conn
+                .prepare_cached(
+                    "UPDATE batches SET children = children - 1, updated_at = ?2 WHERE bid = ?1",
+                )?
+                .execute(params![parent, now])?;
+            self.evaluate(&parent, now, ctx)?;
+        }
         self.conn
             .prepare_cached(
                 "DELETE FROM batches WHERE bid IN (SELECT bid FROM batches
-                 WHERE updated_at <= ?1 AND (success_st = 2 OR updated_at <= ?2) LIMIT ?3)",
+                 WHERE (success_st = 2 AND updated_at <= ?1)
+                    OR (success_st <> 2 AND updated_at <= ?2) LIMIT ?3)",
             )?
             .execute(params![
                 now.saturating_sub(BATCH_RETENTION),
