@@ -100,6 +100,14 @@ fn callback(raw: &RawValue, which: &str, now: Millis) -> Result<Job, String> {
     if job.args.is_none() {
         job.args = RawValue::from_string("[]".to_string()).ok();
     }
+    // Callback jobs are not members of any batch (Faktory's never carry `custom.bid`).
+    if let Some(custom) = job.custom.as_ref().filter(|c| c.get().contains("\"bid\"")) {
+        let mut map: std::collections::BTreeMap<String, Box<RawValue>> =
+            serde_json::from_str(custom.get())
+                .map_err(|e| format!("invalid {which} callback: custom: {e}"))?;
+        map.remove("bid");
+        job.custom = serde_json::value::to_raw_value(&map).ok();
+    }
     job.validate_for_push(now)
         .map(|(job, _)| job)
         .map_err(|e| format!("invalid {which} callback: {e}"))
@@ -373,6 +381,13 @@ mod tests {
         assert_eq!(cb.queue, "default");
         assert!(cb.jid.len() >= 8);
         assert_eq!(cb.args.as_ref().unwrap().get(), "[]");
+        let b = decode_new_batch(
+            r#"{"success":{"jobtype":"T","custom":{"bid":"b-other","keep":[1, 2]}}}"#,
+            now,
+        )
+        .unwrap();
+        let custom = b.success.unwrap().custom.unwrap();
+        assert_eq!(custom.get(), r#"{"keep":[1, 2]}"#);
         let e = decode_new_batch(r#"{"success":{"jid":"x","jobtype":"T","args":[]}}"#, now)
             .unwrap_err();
         assert!(e.contains("invalid success callback"), "{e}");
