@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use rand::Rng;
 use serde_json::value::RawValue;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
@@ -26,10 +27,36 @@ use werk_store::{
     AckOutcome, FailReply, MutateFilter, Mutation, NewJob, QueueSelector, Store, StoreError,
 };
 
+use crate::metrics::{ConnJobs, INVALID_COMMAND};
 use crate::workers::Hello as WorkerHello;
 use crate::Shared;
 
-type Conn = Framed<TcpStream, LineCodec>;
+type Conn<T> = Framed<T, LineCodec>;
+
+/// A byte stream a client connection runs over: plain TCP or TLS over TCP.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The TCP socket underneath, if any: a blocked FETCH peeks at it to notice a client that
+    /// hung up. Without one, a FETCH waits out its timeout.
+    fn tcp(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
+impl Transport for TcpStream {
+    fn tcp(&self) -> Option<&TcpStream> {
+        Some(self)
+    }
+}
+
+/// Peeking at the socket under TLS sees encrypted records, which is as good: any data means
+/// the client is alive, end-of-stream or a reset that it is gone. (A client that sends TLS
+/// close_notify before closing looks alive until its FETCH times out, like a plaintext client
+/// that pipelines a command and then closes.)
+impl Transport for tokio_rustls::server::TlsStream<TcpStream> {
+    fn tcp(&self) -> Option<&TcpStream> {
+        Some(self.get_ref().0)
+    }
+}
 
 /// What the connection knows about its client after HELLO.
 struct Client {
@@ -38,13 +65,39 @@ struct Client {
 }
 
 /// Serves one accepted connection until it closes.
-pub async fn serve<S: Store>(shared: Arc<Shared<S>>, stream: TcpStream, peer: SocketAddr) {
-    let _ = stream.set_nodelay(true);
+pub async fn serve<S: Store, T: Transport>(shared: Arc<Shared<S>>, stream: T, peer: SocketAddr) {
+    let deadline = Instant::now() + shared.config.handshake_timeout;
+    serve_until(shared, stream, peer, deadline).await
+}
+
+/// Serves one accepted TCP connection over TLS. The TLS handshake and HELLO share one
+/// handshake timeout, as in Faktory; a client that does not speak TLS (a plaintext client on a
+/// TLS port) is disconnected.
+pub async fn serve_tls<S: Store>(
+    shared: Arc<Shared<S>>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
+    let deadline = Instant::now() + shared.config.handshake_timeout;
+    match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => serve_until(shared, tls, peer, deadline).await,
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+    }
+}
+
+async fn serve_until<S: Store, T: Transport>(
+    shared: Arc<Shared<S>>,
+    stream: T,
+    peer: SocketAddr,
+    deadline: Instant,
+) {
     let mut framed = Framed::new(stream, LineCodec::new(shared.config.max_line));
     let id = shared.counters.next_conn_id.fetch_add(1, Ordering::Relaxed);
     let token = CancellationToken::new();
-    let client = match tokio::time::timeout(
-        shared.config.handshake_timeout,
+    let client = match tokio::time::timeout_at(
+        deadline,
         handshake(&shared, &mut framed, id, &token),
     )
     .await
@@ -71,9 +124,9 @@ pub async fn serve<S: Store>(shared: Arc<Shared<S>>, stream: TcpStream, peer: So
 }
 
 /// HI → HELLO → password check → `+OK`. `None` means the connection is to be closed.
-async fn handshake<S: Store>(
+async fn handshake<S: Store, T: Transport>(
     shared: &Shared<S>,
-    framed: &mut Conn,
+    framed: &mut Conn<T>,
     id: u64,
     token: &CancellationToken,
 ) -> Option<Client> {
@@ -124,13 +177,14 @@ async fn handshake<S: Store>(
     Some(client)
 }
 
-async fn command_loop<S: Store>(
+async fn command_loop<S: Store, T: Transport>(
     shared: &Shared<S>,
-    framed: &mut Conn,
+    framed: &mut Conn<T>,
     client: &Client,
     token: &CancellationToken,
     peer: SocketAddr,
 ) {
+    let mut jobs = ConnJobs::default();
     loop {
         let next = tokio::select! {
             biased;
@@ -164,14 +218,19 @@ async fn command_loop<S: Store>(
             return;
         }
         shared.counters.commands.fetch_add(1, Ordering::Relaxed);
-        let reply = match parse_command(&line) {
+        let started = std::time::Instant::now();
+        let parsed = parse_command(&line);
+        let verb = parsed.as_ref().map_or(INVALID_COMMAND, Command::verb);
+        let reply = match parsed {
             Err(e) => Reply::from(e),
             Ok(Command::End) => return,
             Ok(Command::Fetch(queues)) => {
-                fetch(shared, client, queues, peer_closed(framed.get_ref())).await
+                let closed = peer_closed(framed.get_ref().tcp());
+                fetch(shared, client, queues, closed, &mut jobs).await
             }
-            Ok(cmd) => dispatch(shared, client, cmd).await,
+            Ok(cmd) => dispatch(shared, client, cmd, &mut jobs).await,
         };
+        shared.metrics.observe_command(verb, started.elapsed());
         if framed.send(reply).await.is_err() {
             return;
         }
@@ -182,7 +241,12 @@ fn store_error(e: StoreError) -> Reply {
     Reply::error(e.to_string())
 }
 
-async fn dispatch<S: Store>(shared: &Shared<S>, client: &Client, cmd: Command) -> Reply {
+async fn dispatch<S: Store>(
+    shared: &Shared<S>,
+    client: &Client,
+    cmd: Command,
+    jobs: &mut ConnJobs,
+) -> Reply {
     let store = &shared.store;
     match cmd {
         Command::End => Reply::Ok,
@@ -194,15 +258,20 @@ async fn dispatch<S: Store>(shared: &Shared<S>, client: &Client, cmd: Command) -
         },
         Command::Push(text) => push(shared, &text).await,
         Command::PushB(text) => pushb(shared, &text).await,
-        Command::Fetch(queues) => fetch(shared, client, queues, std::future::pending()).await,
+        Command::Fetch(queues) => fetch(shared, client, queues, std::future::pending(), jobs).await,
         Command::Ack(args) => match store.ack(args.jid.clone(), now_millis()).await {
-            Ok(AckOutcome::Acked) => Reply::Ok,
+            Ok(AckOutcome::Acked) => {
+                jobs.take(&shared.metrics, &args.jid).processed();
+                Reply::Ok
+            }
             Ok(AckOutcome::AckedLate(was)) => {
+                jobs.take(&shared.metrics, &args.jid).processed();
                 tracing::info!(jid = %args.jid, was = %was, "late ACK: the job was done after its reservation ended; removed");
                 Reply::Ok
             }
             Ok(AckOutcome::NotWorking) => {
                 // Faktory answers OK too (already acknowledged, or never pushed).
+                jobs.take(&shared.metrics, &args.jid);
                 tracing::debug!(jid = %args.jid, "ACK for a job that is not stored");
                 Reply::Ok
             }
@@ -211,8 +280,14 @@ async fn dispatch<S: Store>(shared: &Shared<S>, client: &Client, cmd: Command) -
         Command::Fail(args) => {
             let info = FailInfo::new(&args.errtype, &args.message, args.backtrace);
             match store.fail(args.jid.clone(), info, now_millis()).await {
-                Ok(FailReply::Failed(_)) => Reply::Ok,
-                Ok(FailReply::NotWorking) => Reply::error(format!("Job not found {}", args.jid)),
+                Ok(FailReply::Failed(_)) => {
+                    jobs.take(&shared.metrics, &args.jid).failed();
+                    Reply::Ok
+                }
+                Ok(FailReply::NotWorking) => {
+                    jobs.take(&shared.metrics, &args.jid);
+                    Reply::error(format!("Job not found {}", args.jid))
+                }
                 Err(e) => store_error(e),
             }
         }
@@ -300,9 +375,13 @@ async fn push<S: Store>(shared: &Shared<S>, text: &str) -> Reply {
         Ok(v) => v,
         Err(e) => return push_error(&e),
     };
+    let counters = shared.metrics.job(&job.queue, &job.jobtype);
     match shared.store.push(vec![NewJob { job, at }], now).await {
         Ok(mut results) => match results.pop() {
-            Some(Ok(())) => Reply::Ok,
+            Some(Ok(())) => {
+                counters.pushed();
+                Reply::Ok
+            }
             Some(Err(e)) => push_error(&e),
             None => Reply::error("internal error: no push result"),
         },
@@ -350,7 +429,8 @@ async fn pushb<S: Store>(shared: &Shared<S>, text: &str) -> Reply {
         let jid = job.jid.clone();
         match job.validate_for_push(now) {
             Ok((job, at)) => {
-                valid_slots.push(outcome.len());
+                let counters = shared.metrics.job(&job.queue, &job.jobtype);
+                valid_slots.push((outcome.len(), counters));
                 valid.push(NewJob { job, at });
                 outcome.push((jid, None));
             }
@@ -360,9 +440,10 @@ async fn pushb<S: Store>(shared: &Shared<S>, text: &str) -> Reply {
     if !valid.is_empty() {
         match shared.store.push(valid, now).await {
             Ok(results) => {
-                for (slot, result) in valid_slots.into_iter().zip(results) {
-                    if let Err(e) = result {
-                        outcome[slot].1 = Some(pushb_error(&e));
+                for ((slot, counters), result) in valid_slots.into_iter().zip(results) {
+                    match result {
+                        Ok(()) => counters.pushed(),
+                        Err(e) => outcome[slot].1 = Some(pushb_error(&e)),
                     }
                 }
             }
@@ -391,7 +472,10 @@ async fn pushb<S: Store>(shared: &Shared<S>, text: &str) -> Reply {
 
 /// Resolves when the peer has closed its side (or reset the connection). If it sends more
 /// data instead (a pipelining client), it stays pending: that client is alive.
-async fn peer_closed(stream: &TcpStream) {
+async fn peer_closed(stream: Option<&TcpStream>) {
+    let Some(stream) = stream else {
+        return std::future::pending().await;
+    };
     let mut probe = [0u8; 1];
     match stream.peek(&mut probe).await {
         Ok(0) | Err(_) => {}
@@ -407,6 +491,7 @@ async fn fetch<S: Store>(
     client: &Client,
     queues: Vec<String>,
     closed: impl std::future::Future<Output = ()>,
+    jobs: &mut ConnJobs,
 ) -> Reply {
     let mut closed = std::pin::pin!(closed);
     let deadline = Instant::now() + shared.config.fetch_timeout;
@@ -430,7 +515,10 @@ async fn fetch<S: Store>(
             .fetch_early(queues.clone(), client.wid.clone(), now_millis())
             .await
         {
-            Ok(Some(job)) => return Reply::bulk(job.payload),
+            Ok(Some(job)) => {
+                jobs.fetched(&shared.metrics, job.jid, &job.queue, &job.jobtype);
+                return Reply::bulk(job.payload);
+            }
             Ok(None) => {}
             Err(e) => return store_error(e),
         }

@@ -99,7 +99,7 @@ pub async fn run<S: Store>(
                         "cron tick missed (server down or stalled); skipped as configured"
                     );
                     last.insert(entry.id.clone(), tick);
-                } else if fire(&*shared.store, entry, tick, now, missed).await {
+                } else if fire(&*shared.store, &shared.metrics, entry, tick, now, missed).await {
                     last.insert(entry.id.clone(), tick);
                 }
             }
@@ -127,6 +127,7 @@ pub async fn run<S: Store>(
 /// Fires one tick; false if it must be tried again (the store failed).
 async fn fire<S: Store>(
     store: &S,
+    metrics: &crate::metrics::Metrics,
     entry: &CronEntry,
     tick: Millis,
     now: Millis,
@@ -134,11 +135,13 @@ async fn fire<S: Store>(
 ) -> bool {
     let job = entry.make_job(new_jid(), tick);
     let jid = job.jid.clone();
+    let counters = metrics.job(&job.queue, &job.jobtype);
     match store
         .fire_cron(entry.id.clone(), tick, NewJob { job, at: None }, now)
         .await
     {
         Ok(CronFire::Fired) => {
+            counters.pushed();
             tracing::info!(
                 entry = %entry.id, file = %entry.file, index = entry.index,
                 jobtype = %entry.job.jobtype, queue = %entry.job.queue, %jid,

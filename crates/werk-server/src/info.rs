@@ -37,10 +37,15 @@ pub fn rss_mb() -> u64 {
 }
 
 pub async fn info<S: Store>(shared: &Shared<S>) -> Reply {
-    let stats = match shared.store.stats().await {
-        Ok(s) => s,
-        Err(e) => return Reply::error(e.to_string()),
-    };
+    match info_json(shared).await {
+        Ok(body) => Reply::bulk(body.to_string()),
+        Err(e) => Reply::error(e.to_string()),
+    }
+}
+
+/// INFO's JSON (also the web UI's `/stats`).
+pub async fn info_json<S: Store>(shared: &Shared<S>) -> Result<Value, werk_store::StoreError> {
+    let stats = shared.store.stats().await?;
     let now = chrono::Utc::now();
     let queues: Map<String, Value> = stats
         .queues
@@ -83,5 +88,5 @@ pub async fn info<S: Store>(shared: &Shared<S>) -> Reply {
             "used_memory_mb": rss_mb(),
         },
     });
-    Reply::bulk(body.to_string())
+    Ok(body)
 }

@@ -8,6 +8,7 @@
 //! * [`ent`]: the Enterprise commands (`BATCH`, `TRACK`).
 //! * [`workers`]: the in-memory registry of worker processes.
 //! * [`signals`]: wake-ups for blocked FETCHes.
+//! * [`tls`]: the optional TLS certificate of the configuration directory.
 //!
 //! Shutdown: [`Server::run`] stops accepting when its token is cancelled, lets commands in
 //! flight finish (their commits complete), answers any further command with
@@ -17,8 +18,10 @@ pub mod conn;
 pub mod cron;
 pub mod ent;
 pub mod info;
+pub mod metrics;
 pub mod signals;
 pub mod tasks;
+pub mod tls;
 pub mod workers;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +36,7 @@ use werk_core::cron::CronConfig;
 use werk_store::Store;
 
 pub use signals::QueueSignals;
+pub use tokio_rustls;
 pub use workers::Workers;
 
 /// Server settings.
@@ -93,6 +97,8 @@ pub struct Shared<S: Store> {
     pub workers: Workers,
     pub signals: Arc<QueueSignals>,
     pub counters: Counters,
+    /// Prometheus metrics ([`metrics::render`]).
+    pub metrics: metrics::Metrics,
     pub started: Instant,
     pub shutdown: CancellationToken,
 }
@@ -107,6 +113,7 @@ impl<S: Store> Shared<S> {
 pub struct Server<S: Store> {
     shared: Arc<Shared<S>>,
     cron: Option<(watch::Receiver<Arc<CronConfig>>, cron::CronOptions)>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl<S: Store> Server<S> {
@@ -119,10 +126,12 @@ impl<S: Store> Server<S> {
                 workers: Workers::default(),
                 signals,
                 counters: Counters::default(),
+                metrics: metrics::Metrics::new(),
                 started: Instant::now(),
                 shutdown: CancellationToken::new(),
             }),
             cron: None,
+            tls: None,
         }
     }
 
@@ -134,6 +143,13 @@ impl<S: Store> Server<S> {
         options: cron::CronOptions,
     ) -> Server<S> {
         self.cron = Some((schedule, options));
+        self
+    }
+
+    /// Serves TLS only (see [`tls::load`]); the TLS handshake runs in each connection's task,
+    /// within the handshake timeout.
+    pub fn with_tls(mut self, acceptor: tokio_rustls::TlsAcceptor) -> Server<S> {
+        self.tls = Some(acceptor);
         self
     }
 
@@ -154,8 +170,12 @@ impl<S: Store> Server<S> {
                 _ = stop.cancelled() => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
                         let shared = shared.clone();
-                        tracker.spawn(async move { conn::serve(shared, stream, peer).await });
+                        match self.tls.clone() {
+                            None => tracker.spawn(conn::serve(shared, stream, peer)),
+                            Some(tls) => tracker.spawn(conn::serve_tls(shared, tls, stream, peer)),
+                        };
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: keep serving the others.

@@ -10,11 +10,13 @@
 //! * Jobs live only on disk: memory holds the page cache (bounded) and per-queue counters.
 //! * A lock file keeps a second process from opening the same data directory.
 
+mod metrics;
 mod reader;
 mod schema;
 mod syncer;
 mod writer;
 
+pub use metrics::SqliteMetrics;
 pub use syncer::Durability;
 
 use std::fs::File;
@@ -29,8 +31,8 @@ use tokio::sync::oneshot;
 use werk_core::{FailInfo, JobState, Millis, PushError};
 use werk_store::{
     AckOutcome, BatchError, BatchStatus, CronFire, DayStats, FailReply, Listener, Mutation,
-    NewBatch, NewJob, QueueSelector, Stats, Store, StoreConfig, StoreError, StoredJob, Throttle,
-    TrackUpdate, Tracked,
+    NewBatch, NewJob, Page, PageQuery, QueueSelector, Stats, Store, StoreConfig, StoreError,
+    StoredJob, Throttle, TrackUpdate, Tracked,
 };
 
 use reader::Reader;
@@ -122,6 +124,7 @@ pub struct SqliteStore {
     reader: Arc<Reader>,
     published: Arc<Mutex<Mem>>,
     throttles: Arc<Mutex<Vec<Throttle>>>,
+    metrics: SqliteMetrics,
     _lock: File,
 }
 
@@ -229,8 +232,14 @@ impl SqliteStore {
         let mut wal = path.clone().into_os_string();
         wal.push("-wal");
         let (tx, rx) = mpsc::channel();
-        let syncer = syncer::Syncer::start(options.durability, Path::new(&wal), tx.clone())
-            .map_err(|e| OpenError::Dir(dir.to_path_buf(), e))?;
+        let metrics = SqliteMetrics::default();
+        let syncer = syncer::Syncer::start(
+            options.durability,
+            Path::new(&wal),
+            tx.clone(),
+            metrics.clone(),
+        )
+        .map_err(|e| OpenError::Dir(dir.to_path_buf(), e))?;
         let throttles = Arc::new(Mutex::new(Vec::new()));
         let writer = Writer {
             throttles: throttles.clone(),
@@ -241,6 +250,7 @@ impl SqliteStore {
             mem,
             published: published.clone(),
             degraded: false,
+            metrics: metrics.clone(),
         };
         std::thread::Builder::new()
             .name("werk-store-writer".into())
@@ -253,6 +263,7 @@ impl SqliteStore {
             reader: Arc::new(Reader::new(read_conn)),
             published,
             throttles,
+            metrics,
             _lock: lock,
         })
     }
@@ -293,6 +304,11 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
+    /// The store's Prometheus metrics (commit and fsync histograms).
+    pub fn metrics(&self) -> &SqliteMetrics {
+        &self.metrics
+    }
+
     /// The integrity check running in the background (see [`SqliteOptions::blocking_check_limit`]),
     /// if any: resolves with the damage it found, or is dropped (closed) when the database
     /// passed. Taken once.
@@ -516,6 +532,14 @@ impl Store for SqliteStore {
     ) -> Result<Vec<StoredJob>, StoreError> {
         self.read(move |r| r.list(state, queue.as_deref(), offset, limit))
             .await
+    }
+
+    async fn page(&self, q: PageQuery) -> Result<Page, StoreError> {
+        self.read(move |r| r.page(&q)).await
+    }
+
+    async fn delete_jobs(&self, state: JobState, jids: Vec<String>) -> Result<u64, StoreError> {
+        self.count(Op::DeleteJobs { state, jids }, 0).await
     }
 
     async fn fire_cron(

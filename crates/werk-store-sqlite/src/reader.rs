@@ -7,8 +7,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use werk_core::time::local_days_back;
 use werk_core::{JobState, Millis};
 use werk_store::{
-    BatchStatus, CallbackState, DayStats, Reservation, StoredJob, TrackState, Tracked,
-    TRACK_RETENTION,
+    BatchStatus, CallbackState, Cursor, DayStats, Page, PageQuery, Reservation, StoredJob,
+    TrackState, Tracked, TRACK_RETENTION,
 };
 
 use crate::Error;
@@ -98,6 +98,66 @@ impl Reader {
             }
         };
         Ok(rows)
+    }
+
+    /// Keyset paging over one state (see [`werk_store::Store::page`]): the state's index is
+    /// walked from the cursor on, so a page costs the same wherever it is.
+    pub fn page(&self, q: &PageQuery) -> Result<Page, Error> {
+        use rusqlite::types::Value;
+        let mut cond = String::from("state = ?1");
+        let mut args: Vec<Value> = vec![q.state.code().into()];
+        if q.state != JobState::Enqueued {
+            cond.push_str(" AND state <> 1");
+        }
+        let mut add = |clause: &str, v: Value, cond: &mut String| {
+            args.push(v);
+            cond.push_str(&clause.replace('?', &format!("?{}", args.len())));
+        };
+        let f = &q.filter;
+        if let Some(queue) = &f.queue {
+            add(" AND queue = ?", queue.clone().into(), &mut cond);
+        }
+        if let Some(jobtype) = &f.jobtype {
+            add(" AND jobtype = ?", jobtype.clone().into(), &mut cond);
+        }
+        if let Some(jid) = &f.jid {
+            add(" AND jid = ?", jid.clone().into(), &mut cond);
+        }
+        if let Some(text) = f.text.as_ref().filter(|t| !t.is_empty()) {
+            let escaped = text
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            add(
+                " AND payload LIKE ? ESCAPE '\\'",
+                format!("%{escaped}%").into(),
+                &mut cond,
+            );
+        }
+        if let Some(after) = q.after {
+            add(" AND (score, id) > (?", after.score.into(), &mut cond);
+            add(", ?)", after.id.into(), &mut cond);
+        }
+        let limit = q.limit.min(10_000) as i64;
+        // One row more than asked tells whether a next page exists.
+        add(" ORDER BY score, id LIMIT ?", (limit + 1).into(), &mut cond);
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!("SELECT {COLUMNS}, id FROM jobs WHERE {cond}"))?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+            let cursor = Cursor {
+                score: r.get(8)?,
+                id: r.get(9)?,
+            };
+            Ok((cursor, stored(r)?))
+        })?;
+        let mut jobs = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+        let next = if jobs.len() as i64 > limit {
+            jobs.truncate(limit as usize);
+            jobs.last().map(|(c, _)| *c)
+        } else {
+            None
+        };
+        Ok(Page { jobs, next })
     }
 
     pub fn latency(&self, queues: &[String], now: Millis) -> Result<Vec<f64>, Error> {

@@ -30,6 +30,7 @@ use tokio::sync::oneshot;
 use werk_store::StoreError;
 
 use crate::writer::{Msg, Resp};
+use crate::SqliteMetrics;
 
 /// One answer held back until the flush.
 pub(crate) type Answer = (oneshot::Sender<Result<Resp, StoreError>>, Resp);
@@ -58,7 +59,12 @@ pub(crate) enum Syncer {
 impl Syncer {
     /// Starts the flushing thread for the WAL file at `wal` (which must exist); it tells the
     /// writer (`writer`) each time a flush is done.
-    pub fn start(durability: Durability, wal: &Path, writer: Sender<Msg>) -> io::Result<Syncer> {
+    pub fn start(
+        durability: Durability,
+        wal: &Path,
+        writer: Sender<Msg>,
+        metrics: SqliteMetrics,
+    ) -> io::Result<Syncer> {
         match durability {
             Durability::None => Ok(Syncer::None),
             Durability::Fsync => {
@@ -66,7 +72,7 @@ impl Syncer {
                 let (tx, rx) = mpsc::channel();
                 let thread = std::thread::Builder::new()
                     .name("werk-store-sync".into())
-                    .spawn(move || run(file, rx, writer))?;
+                    .spawn(move || run(file, rx, writer, metrics))?;
                 Ok(Syncer::Fsync {
                     tx: Some(tx),
                     thread: Some(thread),
@@ -113,13 +119,18 @@ impl Drop for Syncer {
     }
 }
 
-fn run(mut file: WalFile, rx: Receiver<Vec<Answer>>, writer: Sender<Msg>) {
+fn run(mut file: WalFile, rx: Receiver<Vec<Answer>>, writer: Sender<Msg>, metrics: SqliteMetrics) {
     while let Ok(mut pending) = rx.recv() {
         // Everything committed by now shares this flush.
         while let Ok(more) = rx.try_recv() {
             pending.extend(more);
         }
-        if let Err(e) = file.sync() {
+        let started = std::time::Instant::now();
+        let synced = file.sync();
+        metrics
+            .fsync_duration
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(e) = synced {
             let msg = format!(
                 "fdatasync of {} failed: {e}. The kernel may have dropped data it had accepted, \
                  so werk stops without answering the requests waiting for this flush; restart it \

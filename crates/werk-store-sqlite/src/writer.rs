@@ -88,6 +88,10 @@ pub(crate) enum Op {
     TrackSet {
         update: TrackUpdate,
     },
+    DeleteJobs {
+        state: JobState,
+        jids: Vec<String>,
+    },
 }
 
 /// A job ready to insert: everything that does not need the database (the state it enters,
@@ -334,6 +338,7 @@ pub(crate) struct Writer {
     pub syncer: Syncer,
     /// The throttles FETCH obeys ([`werk_store::Store::set_throttles`]).
     pub throttles: Arc<Mutex<Vec<Throttle>>>,
+    pub metrics: crate::SqliteMetrics,
 }
 
 /// The `uniq` column: the lock key, prefixed `start:` or `success:` by when it is released.
@@ -490,11 +495,15 @@ impl Writer {
     /// Commits the open transaction and hands its answers to the syncer; returns whether a
     /// flush is now running.
     fn commit(&mut self, o: Open) -> bool {
+        let started = std::time::Instant::now();
         let done = self
             .persist(&o.ctx, &o.saved)
             .and_then(|()| Ok(self.conn.prepare_cached("COMMIT")?.execute([])?));
         match done {
             Ok(_) => {
+                let m = &self.metrics;
+                m.commit_duration.observe(started.elapsed().as_secs_f64());
+                m.commit_requests.observe(o.reqs.len() as f64);
                 self.degraded = false;
                 let answers = o
                     .reqs
@@ -620,6 +629,7 @@ impl Writer {
             Op::BatchOpen { bid } => Resp::Batch(self.batch_open(bid, now)?),
             Op::BatchCommit { bid } => Resp::Batch(self.batch_commit(bid, now, ctx)?),
             Op::TrackSet { update } => Resp::Bool(self.track_set(update, now)?),
+            Op::DeleteJobs { state, jids } => Resp::Count(self.delete_jobs(*state, jids, ctx)?),
         })
     }
 
@@ -1213,6 +1223,31 @@ impl Writer {
                 Ok(moved)
             }
         }
+    }
+
+    /// Deletes the jobs with these jids that are in `state` (never working ones).
+    fn delete_jobs(
+        &mut self,
+        state: JobState,
+        jids: &[String],
+        ctx: &mut Batch,
+    ) -> Result<u64, Error> {
+        if state == JobState::Working || jids.is_empty() {
+            return Ok(0);
+        }
+        let list = serde_json::to_string(jids).unwrap_or_else(|_| "[]".into());
+        let cond = "state = ?1 AND jid IN (SELECT value FROM json_each(?2))";
+        let args = [state_code(state).into(), list.clone().into()];
+        self.forget_tracking(cond, &args)?;
+        let queues: Vec<String> = self
+            .conn
+            .prepare_cached(&format!("DELETE FROM jobs WHERE {cond} RETURNING queue"))?
+            .query_map(params![state_code(state), list], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for q in &queues {
+            self.count(state, q, -1, ctx);
+        }
+        Ok(queues.len() as u64)
     }
 
     fn selected(&self, sel: &QueueSelector) -> Vec<String> {

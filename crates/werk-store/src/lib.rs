@@ -221,6 +221,64 @@ pub struct Throttle {
     pub timeout: Option<Millis>,
 }
 
+/// A position in a state's order, for keyset paging: the job's order key (`score`: enqueue
+/// sequence number for enqueued jobs, else [`StoredJob::at`]) and a backend-specific tie-breaker
+/// (a row id). Opaque to callers; [`std::fmt::Display`] / [`std::str::FromStr`] give a URL-safe
+/// form (`"<score>.<id>"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Cursor {
+    pub score: i64,
+    pub id: i64,
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.score, self.id)
+    }
+}
+
+impl std::str::FromStr for Cursor {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Cursor, String> {
+        let (a, b) = s.split_once('.').ok_or_else(|| format!("bad cursor {s:?}"))?;
+        Ok(Cursor {
+            score: a.parse().map_err(|_| format!("bad cursor {s:?}"))?,
+            id: b.parse().map_err(|_| format!("bad cursor {s:?}"))?,
+        })
+    }
+}
+
+/// What a page shows: every given field must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    /// Exactly this queue.
+    pub queue: Option<String>,
+    /// Exactly this jobtype.
+    pub jobtype: Option<String>,
+    /// Exactly this jid.
+    pub jid: Option<String>,
+    /// An ASCII-case-insensitive substring of the job's stored JSON (args, custom, the error
+    /// message and backtrace, ...).
+    pub text: Option<String>,
+}
+
+/// One page of one state's jobs ([`Store::page`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageQuery {
+    pub state: JobState,
+    pub filter: JobFilter,
+    /// Start after this position (`None`: from the first job).
+    pub after: Option<Cursor>,
+    pub limit: u64,
+}
+
+/// A page of jobs and the cursor of the next page (`None`: this is the last page).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub jobs: Vec<(Cursor, StoredJob)>,
+    pub next: Option<Cursor>,
+}
+
 /// The outcome of an ACK.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AckOutcome {
@@ -489,6 +547,21 @@ pub trait Store: Send + Sync + 'static {
         offset: u64,
         limit: u64,
     ) -> impl Future<Output = Result<Vec<StoredJob>>> + Send;
+
+    /// A page of one state's jobs matching `filter`, in the state's order — enqueued jobs in
+    /// enqueue order (across queues: the global enqueue sequence), the sets by their time —
+    /// with ties broken by the backend's row order, after `after`. Keyset paging: the cost does
+    /// not grow with the page number, and a page stays correct while jobs move.
+    fn page(&self, q: PageQuery) -> impl Future<Output = Result<Page>> + Send;
+
+    /// Deletes the jobs with these jids that are in `state` (enqueued, scheduled, retry or
+    /// dead; working jobs are never deleted this way): → gone, as MUTATE discard does for the
+    /// sets. Returns how many.
+    fn delete_jobs(
+        &self,
+        state: JobState,
+        jids: Vec<String>,
+    ) -> impl Future<Output = Result<u64>> + Send;
 
     /// Cron: one tick of one entry. In one commit: if `entry` has not fired for `tick` or a
     /// later tick, push `job` (as [`Store::push`] would) and record `tick` as the entry's last

@@ -2,6 +2,7 @@
 
 mod bench;
 mod cron_cmd;
+mod settings;
 mod throttles;
 mod torture;
 
@@ -22,9 +23,13 @@ use werk_store_sqlite::{Durability, SqliteOptions, SqliteStore};
 #[command(
     name = "werk",
     version,
+    disable_version_flag = true,
     about = "A Faktory-compatible job server that never loses a job"
 )]
 struct Cli {
+    /// Print the version and exit.
+    #[arg(short = 'v', short_alias = 'V', long = "version", action = clap::ArgAction::Version)]
+    version: Option<bool>,
     #[command(subcommand)]
     command: Commands,
 }
@@ -45,24 +50,38 @@ enum Commands {
 
 #[derive(Args)]
 struct ServeArgs {
-    /// Address for the Faktory protocol (`:7419` = all interfaces).
-    #[arg(short = 'b', long = "bind", default_value = "127.0.0.1:7419")]
-    bind: String,
-    /// Address for the web UI (`:0` disables it). The web UI is not part of this version yet.
-    #[arg(short = 'w', long = "web-bind", default_value = "127.0.0.1:7420")]
-    web_bind: String,
+    /// Address for the Faktory protocol (`:7419` = all interfaces) [default: `[faktory] binding`
+    /// of conf.d, else 127.0.0.1:7419].
+    #[arg(short = 'b', long = "bind", value_name = "ADDR")]
+    bind: Option<String>,
+    /// Address for the web UI (`:0` disables it) [default: `[web] binding` of conf.d, else
+    /// 127.0.0.1:7420].
+    #[arg(short = 'w', long = "web-bind", value_name = "ADDR")]
+    web_bind: Option<String>,
+    /// development, staging or production; outside development a password is required (unless
+    /// FAKTORY_SKIP_PASSWORD=1).
+    #[arg(short = 'e', long = "environment", env = "FAKTORY_ENV", value_enum, default_value_t = Environment::Development)]
+    environment: Environment,
+    /// Log line format on stderr: `text`, or `json` (one JSON object per line).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Print the version and exit.
+    #[arg(short = 'v', long = "version")]
+    version: bool,
     /// Directory of the embedded store.
     #[arg(short = 'd', long = "data-dir", default_value = "./werk-data")]
     data_dir: PathBuf,
-    /// Configuration directory: cron entries and throttles are read from its conf.d/*.toml (default: the
-    /// data directory). SIGHUP re-reads them.
+    /// Configuration directory (default: the data directory): `[faktory]`, `[web]`, cron
+    /// entries and throttles are read from its conf.d/*.toml (SIGHUP re-reads cron entries and
+    /// throttles); public.cert.pem and private.key.pem there turn TLS on.
     #[arg(short = 'c', long = "config-dir")]
     config_dir: Option<PathBuf>,
     /// A cron tick found later than this (seconds) was missed (the server was down) and is
     /// fired or skipped as its entry's `missed` setting says.
     #[arg(long, default_value_t = 10)]
     cron_late_secs: u64,
-    /// File holding the password clients must use (overrides FAKTORY_PASSWORD).
+    /// File holding the password clients must use (overrides FAKTORY_PASSWORD, which
+    /// overrides `[faktory] password` of conf.d).
     #[arg(long = "password-file")]
     password_file: Option<PathBuf>,
     /// Log level: error, warn, info, debug, trace (or a tracing filter).
@@ -110,6 +129,19 @@ struct ServeArgs {
     time_scale: f64,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Environment {
+    Development,
+    Staging,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum DurabilityArg {
     Fsync,
@@ -140,8 +172,9 @@ fn parse_bind(s: &str) -> Result<SocketAddr> {
 }
 
 /// The password: --password-file, else FAKTORY_PASSWORD (a value starting with `/` names a
-/// file, as with Docker secrets). Trailing whitespace is trimmed.
-fn password(args: &ServeArgs) -> Result<Option<String>> {
+/// file, as with Docker secrets), else `[faktory] password` of conf.d (`from_conf`). Trailing
+/// whitespace is trimmed.
+fn password(args: &ServeArgs, from_conf: Option<String>) -> Result<Option<String>> {
     let from_file = |p: &std::path::Path| -> Result<String> {
         let text = std::fs::read_to_string(p)
             .with_context(|| format!("cannot read password file {}", p.display()))?;
@@ -153,7 +186,7 @@ fn password(args: &ServeArgs) -> Result<Option<String>> {
         match std::env::var("FAKTORY_PASSWORD") {
             Ok(v) if v.starts_with('/') => Some(from_file(std::path::Path::new(&v))?),
             Ok(v) if !v.trim_end().is_empty() => Some(v.trim_end().to_string()),
-            _ => None,
+            _ => from_conf,
         }
     };
     if pw.as_deref() == Some("") {
@@ -163,20 +196,61 @@ fn password(args: &ServeArgs) -> Result<Option<String>> {
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
+    if args.version {
+        println!("werk {}", env!("CARGO_PKG_VERSION"));
+        return Ok(());
+    }
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
         .with_context(|| format!("invalid log level {:?}", args.log_level))?;
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().with_ansi(false).init(),
+    }
     raise_fd_limit();
-    let bind = parse_bind(&args.bind)?;
-    let password = password(&args)?;
     let config_dir = args
         .config_dir
         .clone()
         .unwrap_or_else(|| args.data_dir.clone());
+    let conf = settings::parse(&cron_cmd::read_conf_d(&config_dir)?).map_err(anyhow::Error::msg)?;
+    let bind = parse_bind(
+        args.bind
+            .as_deref()
+            .or(conf.faktory_binding.as_deref())
+            .unwrap_or("127.0.0.1:7419"),
+    )?;
+    let password = password(&args, conf.faktory_password.clone())?;
+    if password.is_none() && args.environment != Environment::Development {
+        let skip = std::env::var("FAKTORY_SKIP_PASSWORD")
+            .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
+        if !skip {
+            bail!(
+                "a password is required in {:?}: give --password-file, FAKTORY_PASSWORD or \
+                 [faktory] password in conf.d (or set FAKTORY_SKIP_PASSWORD=1 to run without one)",
+                format!("{:?}", args.environment).to_lowercase()
+            );
+        }
+        tracing::warn!(environment = ?args.environment, "no password (FAKTORY_SKIP_PASSWORD)");
+    }
+    let tls = werk_server::tls::load(&config_dir).map_err(anyhow::Error::msg)?;
+    let web_bind = args
+        .web_bind
+        .as_deref()
+        .or(conf.web_binding.as_deref())
+        .unwrap_or("127.0.0.1:7420");
+    let web = settings::WebSettings {
+        bind: if web_bind == ":0" {
+            None
+        } else {
+            Some(parse_bind(web_bind).context("web UI address")?)
+        },
+        password: conf.web_password.clone().or_else(|| password.clone()),
+        tls: tls.clone(),
+    };
     let (schedule, throttles) = load_config(&config_dir)?;
     let config = Config {
         password,
@@ -212,22 +286,36 @@ fn serve(args: ServeArgs) -> Result<()> {
         };
         let store = SqliteStore::open_with(&args.data_dir, store_config, signals.clone(), options)
             .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?;
+        let store_metrics = store.metrics().clone();
         if !throttles.is_empty() {
             tracing::info!(queues = throttles.len(), "throttles loaded");
         }
-        store.set_throttles(throttles);
+        store.set_throttles(throttles.clone());
+        let (throttles_tx, throttles_rx) = tokio::sync::watch::channel(Arc::new(throttles));
         let store = Arc::new(store);
         let listener = tokio::net::TcpListener::bind(bind)
             .await
             .with_context(|| format!("cannot listen on {bind}"))?;
         let local = listener.local_addr()?;
-        if args.web_bind != ":0" {
-            tracing::info!(web_bind = %args.web_bind, "the web UI is not part of this version yet");
-        }
+        let web_listener = match web.bind {
+            Some(web_bind) => {
+                let l = tokio::net::TcpListener::bind(web_bind)
+                    .await
+                    .with_context(|| format!("cannot listen on {web_bind} (web UI)"))?;
+                let addr = l.local_addr()?;
+                let scheme = if web.tls.is_some() { "https" } else { "http" };
+                tracing::info!(addr = %addr, "web UI on {scheme}://{addr}");
+                writeln!(std::io::stdout().lock(), "werk web UI on {scheme}://{addr}")?;
+                Some(l)
+            }
+            None => None,
+        };
         tracing::info!(
             addr = %local,
             data_dir = %args.data_dir.display(),
             auth = config.password.is_some(),
+            tls = tls.is_some(),
+            environment = ?args.environment,
             "werk is serving"
         );
         {
@@ -252,14 +340,33 @@ fn serve(args: ServeArgs) -> Result<()> {
             tracing::info!(entries = schedule.entries.len(), "cron entries loaded");
         }
         let (schedule_tx, schedule_rx) = tokio::sync::watch::channel(Arc::new(schedule));
-        tokio::spawn(reload_on_sighup(config_dir, schedule_tx, store.clone()));
+        let web_cron = schedule_rx.clone();
+        tokio::spawn(reload_on_sighup(
+            config_dir,
+            schedule_tx,
+            throttles_tx,
+            store.clone(),
+        ));
         let cron_options = werk_server::cron::CronOptions {
             late: Duration::from_secs(args.cron_late_secs),
         };
-        Server::new(store, signals, config)
-            .with_cron(schedule_rx, cron_options)
-            .run(listener, stop)
-            .await;
+        let mut server = Server::new(store, signals, config).with_cron(schedule_rx, cron_options);
+        server.shared().metrics.register_extra(|r| store_metrics.register(r));
+        if let Some(tls) = tls {
+            server = server.with_tls(tls);
+        }
+        if let Some(l) = web_listener {
+            let app = Arc::new(werk_web::App {
+                shared: server.shared().clone(),
+                opts: werk_web::WebOptions {
+                    password: web.password.clone(),
+                    cron: Some(web_cron),
+                    throttles: Some(throttles_rx),
+                },
+            });
+            tokio::spawn(werk_web::serve(l, app, web.tls.clone(), stop.clone()));
+        }
+        server.run(listener, stop).await;
         if let Some(found) = damage.lock().unwrap_or_else(|p| p.into_inner()).take() {
             return Err(found).context("stopped serving");
         }
@@ -297,6 +404,7 @@ fn load_config(dir: &Path) -> Result<(werk_core::cron::CronConfig, Vec<werk_stor
 async fn reload_on_sighup(
     dir: PathBuf,
     schedule: tokio::sync::watch::Sender<Arc<werk_core::cron::CronConfig>>,
+    throttles_tx: tokio::sync::watch::Sender<Arc<Vec<werk_store::Throttle>>>,
     store: Arc<SqliteStore>,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
@@ -316,7 +424,8 @@ async fn reload_on_sighup(
                     throttles = throttles.len(),
                     "SIGHUP: configuration reloaded"
                 );
-                store.set_throttles(throttles);
+                store.set_throttles(throttles.clone());
+                let _ = throttles_tx.send(Arc::new(throttles));
                 let _ = schedule.send(Arc::new(cfg));
             }
             Ok(Err(e)) => tracing::error!(

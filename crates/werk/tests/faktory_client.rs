@@ -340,7 +340,7 @@ async fn queue_control_from_the_crate() {
 
     c.queue_remove(&["qc2"]).await.unwrap();
     let st = c.current_info().await.unwrap();
-    assert!(st.data.queues.get("qc2").is_none());
+    assert!(!st.data.queues.contains_key("qc2"));
     assert!(!timeout(T, w.run_one(0, &["qc2"])).await.unwrap().unwrap());
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     drop(c);

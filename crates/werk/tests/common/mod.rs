@@ -39,6 +39,9 @@ pub struct ServerOpts {
     /// `FAKTORY_PASSWORD` when `password_via_env` is set).
     pub password: Option<String>,
     pub password_via_env: bool,
+    /// Serve the web UI on a free loopback port (`-w 127.0.0.1:0` instead of `-w :0`); its
+    /// URL is then in [`Server::web_url`].
+    pub web: bool,
 }
 
 impl ServerOpts {
@@ -64,6 +67,11 @@ impl ServerOpts {
         self.password = Some(pw.to_string());
         self
     }
+    /// Also serve the web UI (on `127.0.0.1:0`).
+    pub fn web(mut self) -> Self {
+        self.web = true;
+        self
+    }
     pub fn password_env(mut self, pw: &str) -> Self {
         self.password = Some(pw.to_string());
         self.password_via_env = true;
@@ -84,6 +92,8 @@ pub struct Server {
     pub log_path: PathBuf,
     pub password: Option<String>,
     pub opts: ServerOpts,
+    /// `http://127.0.0.1:PORT` of the web UI (servers started with [`ServerOpts::web`]).
+    pub web_url: Option<String>,
     /// Keeps an owned temporary directory alive (servers made with [`Server::start`]).
     _tmp: Option<tempfile::TempDir>,
 }
@@ -121,7 +131,9 @@ impl Server {
 
         let mut cmd = Command::new(WERK);
         cmd.arg("serve")
-            .args(["-b", "127.0.0.1:0", "-w", ":0", "-d"])
+            .args(["-b", "127.0.0.1:0", "-w"])
+            .arg(if opts.web { "127.0.0.1:0" } else { ":0" })
+            .arg("-d")
             .arg(&data_dir)
             .args(&opts.args)
             .env_remove("FAKTORY_PASSWORD")
@@ -162,8 +174,14 @@ impl Server {
         });
 
         let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let mut web_url = None;
         let line = loop {
             match rx.recv_timeout(Duration::from_millis(50)) {
+                // With the web UI on, its line comes first.
+                Ok(l) if opts.web && web_url.is_none() && l.starts_with("werk web UI on ") => {
+                    web_url = Some(l["werk web UI on ".len()..].trim_end().to_string());
+                    continue;
+                }
                 Ok(l) => break l,
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -194,6 +212,10 @@ impl Server {
                 );
             }
         };
+        assert!(
+            !opts.web || web_url.is_some(),
+            "werk did not print its web UI line before {line:?}"
+        );
         let line = line.trim_end_matches(['\r', '\n']);
         let rest = line
             .strip_prefix("werk listening on ")
@@ -220,6 +242,7 @@ impl Server {
             log_path,
             password: opts.password.clone(),
             opts,
+            web_url,
             _tmp: None,
         }
     }
