@@ -371,11 +371,7 @@ impl Job {
     /// Any earlier `key` is still there after it; JSON readers take the last duplicate, so
     /// callers only add keys the client does not set (such as `_pbid`).
     pub fn add_custom(&mut self, key: &str, value: &serde_json::Value) {
-        let pair = format!(
-            "{}:{}",
-            serde_json::Value::String(key.to_string()),
-            value
-        );
+        let pair = format!("{}:{}", serde_json::Value::String(key.to_string()), value);
         let text = match &self.custom {
             Some(raw) if !is_empty_object(raw.get().trim()) => {
                 let rest = raw.get().trim_start();

@@ -92,8 +92,7 @@ pub fn new_bid() -> String {
 /// A callback job from `BATCH NEW`, with the defaults clients leave out (jid, args, queue)
 /// filled in and validated as a PUSH would be.
 fn callback(raw: &RawValue, which: &str, now: Millis) -> Result<Job, String> {
-    let mut job =
-        Job::decode(raw.get()).map_err(|e| format!("invalid {which} callback: {e}"))?;
+    let mut job = Job::decode(raw.get()).map_err(|e| format!("invalid {which} callback: {e}"))?;
     if job.jid.is_empty() {
         job.jid = new_bid().replacen("b-", "cb-", 1);
     }
@@ -128,8 +127,7 @@ struct NewBatchJson {
 
 /// Decodes `BATCH NEW`'s JSON into a batch with a fresh bid.
 pub fn decode_new_batch(text: &str, now: Millis) -> Result<NewBatch, String> {
-    let b: NewBatchJson =
-        serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+    let b: NewBatchJson = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
     if b.success.is_none() && b.complete.is_none() {
         return Err("a batch needs a success or complete callback job".into());
     }
@@ -210,9 +208,9 @@ pub fn decode_track_set(text: &str) -> Result<TrackUpdate, String> {
     };
     let reserve_until = match t.reserve_until.filter(|s| !s.is_empty()) {
         None => None,
-        Some(s) => Some(
-            parse_rfc3339(&s).map_err(|e| format!("invalid reserve_until {s:?}: {e}"))?,
-        ),
+        Some(s) => {
+            Some(parse_rfc3339(&s).map_err(|e| format!("invalid reserve_until {s:?}: {e}"))?)
+        }
     };
     Ok(TrackUpdate {
         jid,
@@ -331,7 +329,10 @@ mod tests {
             parse_batch(r#"NEW {"a": 1}"#),
             Ok(BatchCommand::New(r#"{"a": 1}"#.into()))
         );
-        assert_eq!(parse_batch("open b-1"), Ok(BatchCommand::Open("b-1".into())));
+        assert_eq!(
+            parse_batch("open b-1"),
+            Ok(BatchCommand::Open("b-1".into()))
+        );
         assert_eq!(
             parse_batch("COMMIT  b-1 "),
             Ok(BatchCommand::Commit("b-1".into()))
@@ -343,7 +344,9 @@ mod tests {
         assert!(parse_batch("").unwrap_err().contains("sub-command"));
         assert!(parse_batch("NEW").unwrap_err().contains("JSON"));
         assert!(parse_batch("OPEN").unwrap_err().contains("batch id"));
-        assert!(parse_batch("OPEN a b").unwrap_err().contains("one batch id"));
+        assert!(parse_batch("OPEN a b")
+            .unwrap_err()
+            .contains("one batch id"));
         assert!(parse_batch("CHILD a b").unwrap_err().contains("CHILD"));
         assert_eq!(parse_track("GET j1"), Ok(TrackCommand::Get("j1".into())));
         assert_eq!(
@@ -370,7 +373,9 @@ mod tests {
         let now = 1_700_000_000_000;
         let e = decode_new_batch(r#"{"description":"d"}"#, now).unwrap_err();
         assert!(e.contains("callback"), "{e}");
-        assert!(decode_new_batch("{", now).unwrap_err().contains("invalid JSON"));
+        assert!(decode_new_batch("{", now)
+            .unwrap_err()
+            .contains("invalid JSON"));
         let b = decode_new_batch(
             r#"{"bid":"","description":"","parent_bid":"","complete":{"jobtype":"Done"}}"#,
             now,
@@ -422,7 +427,9 @@ mod tests {
         assert_eq!(u.percent, Some(12));
         assert_eq!(u.desc, None);
         assert_eq!(u.reserve_until, Some(1_704_067_200_000));
-        assert!(decode_track_set(r#"{"percent":1}"#).unwrap_err().contains("jid"));
+        assert!(decode_track_set(r#"{"percent":1}"#)
+            .unwrap_err()
+            .contains("jid"));
         assert!(decode_track_set(r#"{"jid":"j","percent":101}"#).is_err());
         assert!(decode_track_set(r#"{"jid":"j","reserve_until":"soon"}"#).is_err());
     }

@@ -568,7 +568,13 @@ impl Store for SqliteStore {
         batch: NewBatch,
         now: Millis,
     ) -> Result<Result<(), BatchError>, StoreError> {
-        self.batch_op(Op::BatchNew { batch: Box::new(batch) }, now).await
+        self.batch_op(
+            Op::BatchNew {
+                batch: Box::new(batch),
+            },
+            now,
+        )
+        .await
     }
 
     async fn batch_open(

@@ -215,7 +215,9 @@ impl Reader {
         let conn = self.conn();
         type Row = (Option<i64>, Option<String>, Millis, Option<String>);
         let row: Option<Row> = conn
-            .prepare_cached("SELECT percent, descr, updated_at, final FROM tracking WHERE jid = ?1")?
+            .prepare_cached(
+                "SELECT percent, descr, updated_at, final FROM tracking WHERE jid = ?1",
+            )?
             .query_row([jid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .optional()?;
         let Some((percent, desc, updated_at, last)) = row else {

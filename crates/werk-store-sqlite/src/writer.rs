@@ -991,7 +991,9 @@ impl Writer {
     ) -> Result<FailReply, Error> {
         let row: Option<Row> = self
             .conn
-            .prepare_cached(&format!("SELECT {ROW} FROM jobs WHERE jid = ?1 AND state = 2"))?
+            .prepare_cached(&format!(
+                "SELECT {ROW} FROM jobs WHERE jid = ?1 AND state = 2"
+            ))?
             .query_row([jid], Row::read)
             .optional()?;
         match row {
@@ -1100,10 +1102,7 @@ impl Writer {
     }
 
     fn sweep(&mut self, now: Millis, limit: usize, ctx: &mut Batch) -> Result<u64, Error> {
-        self.forget_tracking(
-            "expires <= ?1 AND state = 1",
-            &[now.into()],
-        )?;
+        self.forget_tracking("expires <= ?1 AND state = 1", &[now.into()])?;
         let gone: Vec<(String, Option<String>)> = self
             .conn
             .prepare_cached(

@@ -240,7 +240,9 @@ impl std::fmt::Display for Cursor {
 impl std::str::FromStr for Cursor {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Cursor, String> {
-        let (a, b) = s.split_once('.').ok_or_else(|| format!("bad cursor {s:?}"))?;
+        let (a, b) = s
+            .split_once('.')
+            .ok_or_else(|| format!("bad cursor {s:?}"))?;
         Ok(Cursor {
             score: a.parse().map_err(|_| format!("bad cursor {s:?}"))?,
             id: b.parse().map_err(|_| format!("bad cursor {s:?}"))?,

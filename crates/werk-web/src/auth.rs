@@ -17,8 +17,7 @@ pub fn prefix_from(headers: &HeaderMap) -> String {
     };
     let v = v.trim().trim_end_matches('/');
     let ok = v.starts_with('/')
-        && v
-            .bytes()
+        && v.bytes()
             .all(|c| c.is_ascii_alphanumeric() || b"/-._~".contains(&c));
     if ok {
         v.to_string()
@@ -144,39 +143,83 @@ mod tests {
 
     #[test]
     fn basic_auth() {
-        let b = |s: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(s));
+        let b = |s: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(s)
+            )
+        };
         assert!(authorized(&headers(&[("authorization", &b("x:pw"))]), "pw"));
         assert!(authorized(&headers(&[("authorization", &b(":pw"))]), "pw"));
-        assert!(authorized(&headers(&[("authorization", &b("u:p:w"))]), "p:w"));
-        assert!(!authorized(&headers(&[("authorization", &b("x:pW"))]), "pw"));
-        assert!(!authorized(&headers(&[("authorization", &b("x:pw2"))]), "pw"));
+        assert!(authorized(
+            &headers(&[("authorization", &b("u:p:w"))]),
+            "p:w"
+        ));
+        assert!(!authorized(
+            &headers(&[("authorization", &b("x:pW"))]),
+            "pw"
+        ));
+        assert!(!authorized(
+            &headers(&[("authorization", &b("x:pw2"))]),
+            "pw"
+        ));
         assert!(!authorized(&headers(&[("authorization", &b("pw"))]), "pw"));
-        assert!(!authorized(&headers(&[("authorization", "Bearer pw")]), "pw"));
+        assert!(!authorized(
+            &headers(&[("authorization", "Bearer pw")]),
+            "pw"
+        ));
         assert!(!authorized(&headers(&[]), "pw"));
     }
 
     #[test]
     fn cross_origin_posts() {
         let post = Method::POST;
-        assert!(!cross_origin(&Method::GET, &headers(&[("sec-fetch-site", "cross-site")])));
-        assert!(cross_origin(&post, &headers(&[("sec-fetch-site", "cross-site")])));
-        assert!(cross_origin(&post, &headers(&[("sec-fetch-site", "same-site")])));
-        assert!(!cross_origin(&post, &headers(&[("sec-fetch-site", "same-origin")])));
-        assert!(!cross_origin(&post, &headers(&[("sec-fetch-site", "none")])));
+        assert!(!cross_origin(
+            &Method::GET,
+            &headers(&[("sec-fetch-site", "cross-site")])
+        ));
         assert!(cross_origin(
             &post,
-            &headers(&[("origin", "http://evil.example"), ("host", "127.0.0.1:7420")])
+            &headers(&[("sec-fetch-site", "cross-site")])
+        ));
+        assert!(cross_origin(
+            &post,
+            &headers(&[("sec-fetch-site", "same-site")])
         ));
         assert!(!cross_origin(
             &post,
-            &headers(&[("origin", "http://127.0.0.1:7420"), ("host", "127.0.0.1:7420")])
+            &headers(&[("sec-fetch-site", "same-origin")])
         ));
-        assert!(!cross_origin(&post, &headers(&[("host", "127.0.0.1:7420")])));
+        assert!(!cross_origin(
+            &post,
+            &headers(&[("sec-fetch-site", "none")])
+        ));
+        assert!(cross_origin(
+            &post,
+            &headers(&[
+                ("origin", "http://evil.example"),
+                ("host", "127.0.0.1:7420")
+            ])
+        ));
+        assert!(!cross_origin(
+            &post,
+            &headers(&[
+                ("origin", "http://127.0.0.1:7420"),
+                ("host", "127.0.0.1:7420")
+            ])
+        ));
+        assert!(!cross_origin(
+            &post,
+            &headers(&[("host", "127.0.0.1:7420")])
+        ));
     }
 
     #[test]
     fn prefixes() {
-        assert_eq!(prefix_from(&headers(&[("x-script-name", "/werk/")])), "/werk");
+        assert_eq!(
+            prefix_from(&headers(&[("x-script-name", "/werk/")])),
+            "/werk"
+        );
         assert_eq!(prefix_from(&headers(&[("x-script-name", "werk")])), "");
         assert_eq!(prefix_from(&headers(&[("x-script-name", "/a\"b")])), "");
         let req = Request::builder()

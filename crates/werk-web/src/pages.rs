@@ -72,7 +72,11 @@ pub struct Chrome {
     pub version: &'static str,
 }
 
-async fn chrome<S: Store>(app: &App<S>, prefix: &Prefix, tab: &'static str) -> Result<Chrome, WebError> {
+async fn chrome<S: Store>(
+    app: &App<S>,
+    prefix: &Prefix,
+    tab: &'static str,
+) -> Result<Chrome, WebError> {
     let st = app.shared.store.stats().await?;
     Ok(Chrome {
         prefix: prefix.0.clone(),
@@ -129,7 +133,9 @@ fn row(j: &StoredJob, args_max: usize) -> JobRow {
     let parsed = Job::from_stored(&j.payload).ok();
     let (args, error, retry_count, enqueued_at, jobtype) = match &parsed {
         Some(job) => (
-            job.args.as_ref().map_or(String::new(), |a| truncate(a.get(), args_max)),
+            job.args
+                .as_ref()
+                .map_or(String::new(), |a| truncate(a.get(), args_max)),
             job.failure
                 .as_ref()
                 .map(|f| {
@@ -161,7 +167,11 @@ fn row(j: &StoredJob, args_max: usize) -> JobRow {
         enqueued_at,
         error: truncate(&error, 300),
         retry_count,
-        wid: j.reservation.as_ref().map(|r| r.wid.clone()).unwrap_or_default(),
+        wid: j
+            .reservation
+            .as_ref()
+            .map(|r| r.wid.clone())
+            .unwrap_or_default(),
     }
 }
 
@@ -197,7 +207,9 @@ impl ListQuery {
 
     /// The query string of the next page (same filter, after `next`).
     fn next_link(&self, next: Option<Cursor>) -> String {
-        let Some(next) = next else { return String::new() };
+        let Some(next) = next else {
+            return String::new();
+        };
         let mut s = form_urlencoded::Serializer::new(String::new());
         for (k, v) in [
             ("queue", &self.queue),
@@ -250,7 +262,10 @@ impl Form {
         Form(form_urlencoded::parse(body).into_owned().collect())
     }
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
     fn all(&self, key: &str) -> Vec<String> {
         self.0
@@ -347,7 +362,12 @@ pub async fn dashboard<S: Store>(
         ),
         (
             "Uptime",
-            format!("{}d {}h {}m", uptime / 86_400, uptime / 3600 % 24, uptime / 60 % 60),
+            format!(
+                "{}d {}h {}m",
+                uptime / 86_400,
+                uptime / 3600 % 24,
+                uptime / 60 % 60
+            ),
         ),
         (
             "Connections",
@@ -390,7 +410,11 @@ pub async fn health<S: Store>(State(app): AppState<S>) -> Page {
 
 pub async fn metrics<S: Store>(State(app): AppState<S>) -> Page {
     let body = werk_server::metrics::render(&app.shared).await;
-    Ok(([(header::CONTENT_TYPE, werk_server::metrics::CONTENT_TYPE)], body).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, werk_server::metrics::CONTENT_TYPE)],
+        body,
+    )
+        .into_response())
 }
 
 pub async fn static_file(Path(file): Path<String>) -> Response {
@@ -618,7 +642,11 @@ fn set_of_job(path: &str) -> Option<(&'static str, JobState, &'static str)> {
 
 fn actions(state: JobState) -> Vec<(&'static str, &'static str)> {
     match state {
-        JobState::Retry => vec![("retry", "Retry now"), ("delete", "Delete"), ("kill", "Kill")],
+        JobState::Retry => vec![
+            ("retry", "Retry now"),
+            ("delete", "Delete"),
+            ("kill", "Kill"),
+        ],
         JobState::Scheduled => vec![
             ("add_to_queue", "Add to queue"),
             ("delete", "Delete"),
@@ -799,10 +827,7 @@ pub async fn job_page<S: Store>(
         ));
         fields.push((
             "Reserve for",
-            format!(
-                "{} s",
-                werk_core::job::reservation_seconds(j.reserve_for)
-            ),
+            format!("{} s", werk_core::job::reservation_seconds(j.reserve_for)),
         ));
         if let Some(custom) = &j.custom {
             fields.push(("Custom", truncate(custom.get(), DETAIL_ARGS)));
@@ -842,7 +867,14 @@ pub async fn job_action<S: Store>(
         return Ok(StatusCode::NOT_FOUND.into_response());
     };
     let form = Form::parse(&body);
-    if !apply(&app, state, form.get("action").unwrap_or(""), Some(vec![jid])).await? {
+    if !apply(
+        &app,
+        state,
+        form.get("action").unwrap_or(""),
+        Some(vec![jid]),
+    )
+    .await?
+    {
         return bad_request("unknown action for this page");
     }
     Ok(back(&prefix, &format!("/{path}")))
@@ -868,10 +900,7 @@ struct CronTpl {
     entries: Vec<CronRow>,
 }
 
-pub async fn cron<S: Store>(
-    State(app): AppState<S>,
-    Extension(prefix): Extension<Prefix>,
-) -> Page {
+pub async fn cron<S: Store>(State(app): AppState<S>, Extension(prefix): Extension<Prefix>) -> Page {
     let c = chrome(&app, &prefix, "cron").await?;
     let config = app.opts.cron.as_ref().map(|rx| rx.borrow().clone());
     let mut entries = Vec::new();
@@ -921,11 +950,19 @@ pub async fn batches<S: Store>(
     Query(q): Query<HashMap<String, String>>,
 ) -> Page {
     let c = chrome(&app, &prefix, "batches").await?;
-    let bid = q.get("bid").map(|s| s.trim().to_string()).unwrap_or_default();
+    let bid = q
+        .get("bid")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
     let mut status = None;
     let mut missing = false;
     if !bid.is_empty() {
-        match app.shared.store.batch_status(bid.clone(), now_millis()).await? {
+        match app
+            .shared
+            .store
+            .batch_status(bid.clone(), now_millis())
+            .await?
+        {
             Some(s) => {
                 let st = |c: werk_store::CallbackState| match c {
                     werk_store::CallbackState::Pending => "not fired",
@@ -1007,9 +1044,9 @@ pub async fn throttles<S: Store>(
                 ThrottleLimit::Concurrency(n) => format!("{n} concurrent"),
                 ThrottleLimit::PerWorker(n) => format!("{n} per worker"),
             },
-            timeout: t
-                .timeout
-                .map_or("while working".into(), |ms: Millis| format!("{} s", ms / 1000)),
+            timeout: t.timeout.map_or("while working".into(), |ms: Millis| {
+                format!("{} s", ms / 1000)
+            }),
             size: st
                 .queues
                 .iter()

@@ -351,7 +351,10 @@ fn serve(args: ServeArgs) -> Result<()> {
             late: Duration::from_secs(args.cron_late_secs),
         };
         let mut server = Server::new(store, signals, config).with_cron(schedule_rx, cron_options);
-        server.shared().metrics.register_extra(|r| store_metrics.register(r));
+        server
+            .shared()
+            .metrics
+            .register_extra(|r| store_metrics.register(r));
         if let Some(tls) = tls {
             server = server.with_tls(tls);
         }

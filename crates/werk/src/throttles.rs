@@ -82,7 +82,10 @@ pub fn parse_throttles(files: &[(String, String)]) -> Result<Vec<Throttle>, Stri
                         _ => f64::NAN,
                     };
                     if !(secs.is_finite() && secs > 0.0) {
-                        return Err(at("timeout", format!("{v} is not a positive number of seconds")));
+                        return Err(at(
+                            "timeout",
+                            format!("{v} is not a positive number of seconds"),
+                        ));
                     }
                     Some((secs * 1000.0).min(1e15) as i64)
                 }
@@ -135,19 +138,40 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(parse("[[cron]]\nschedule = \"* * * * *\"\n").unwrap(), vec![]);
+        assert_eq!(
+            parse("[[cron]]\nschedule = \"* * * * *\"\n").unwrap(),
+            vec![]
+        );
     }
 
     #[test]
     fn errors_name_file_queue_and_field() {
         for (text, want) in [
-            ("[throttles]\nq = { concurrency = 0 }", "queue \"q\", field `concurrency`"),
+            (
+                "[throttles]\nq = { concurrency = 0 }",
+                "queue \"q\", field `concurrency`",
+            ),
             ("[throttles]\nq = { worker = \"5\" }", "field `worker`"),
-            ("[throttles]\nq = { timeout = 5 }", "field `concurrency`: missing"),
-            ("[throttles]\nq = { concurrency = 1, worker = 1 }", "not both"),
-            ("[throttles]\nq = { concurrency = 1, timeout = -1 }", "field `timeout`"),
-            ("[throttles]\nq = { concurrency = 1, limit = 2 }", "field `limit`: unknown key"),
-            ("[throttles]\n\"a b\" = { concurrency = 1 }", "not a valid queue name"),
+            (
+                "[throttles]\nq = { timeout = 5 }",
+                "field `concurrency`: missing",
+            ),
+            (
+                "[throttles]\nq = { concurrency = 1, worker = 1 }",
+                "not both",
+            ),
+            (
+                "[throttles]\nq = { concurrency = 1, timeout = -1 }",
+                "field `timeout`",
+            ),
+            (
+                "[throttles]\nq = { concurrency = 1, limit = 2 }",
+                "field `limit`: unknown key",
+            ),
+            (
+                "[throttles]\n\"a b\" = { concurrency = 1 }",
+                "not a valid queue name",
+            ),
             ("[throttles]\nq = 5", "expected a table"),
             ("throttles = 5", "must be a table"),
             ("[throttles\n", "conf.d/throttles.toml"),
@@ -161,6 +185,9 @@ mod tests {
             ("b.toml".into(), "[throttles]\nq = { worker = 2 }".into()),
         ])
         .unwrap_err();
-        assert!(twice.contains("b.toml") && twice.contains("twice"), "{twice}");
+        assert!(
+            twice.contains("b.toml") && twice.contains("twice"),
+            "{twice}"
+        );
     }
 }

@@ -900,7 +900,9 @@ fn every_page_renders_with_a_small_data_set() {
     let m = web.get("/metrics");
     assert_eq!(m.status, 200, "{m:?}");
     assert!(
-        m.header("content-type").unwrap_or("").starts_with("text/plain"),
+        m.header("content-type")
+            .unwrap_or("")
+            .starts_with("text/plain"),
         "{m:?}"
     );
     for needle in [
@@ -911,7 +913,11 @@ fn every_page_renders_with_a_small_data_set() {
         "werk_store_fsync_duration_seconds_count",
         "werk_queue_size{queue=",
     ] {
-        assert!(m.body.contains(needle), "/metrics lacks {needle:?}:\n{}", m.body);
+        assert!(
+            m.body.contains(needle),
+            "/metrics lacks {needle:?}:\n{}",
+            m.body
+        );
     }
 
     // Queues.
@@ -1522,4 +1528,40 @@ fn twenty_thousand_scheduled_jobs_page_and_search() {
         rare.len(),
         N / 100 / 25,
     );
+}
+
+/// Slow and silent clients: connections that never finish their headers neither block other
+/// users nor stay open forever (closed after the 10 s header timeout).
+#[test]
+fn stalled_clients_do_not_block_others_and_are_closed() {
+    use std::io::{Read, Write};
+    let s = Server::start(web_opts());
+    let web = Web::new(&s);
+    let mut stalled: Vec<std::net::TcpStream> = (0..40)
+        .map(|_| {
+            let mut c = std::net::TcpStream::connect(&web.host).unwrap();
+            c.write_all(b"GET /queues HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .unwrap();
+            c
+        })
+        .collect();
+    // Others are served at once.
+    let t = std::time::Instant::now();
+    assert_eq!(web.get("/queues").status, 200);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    // After the header timeout every stalled connection has been answered or closed.
+    std::thread::sleep(Duration::from_secs(11));
+    for c in &mut stalled {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = Vec::new();
+        match c.read_to_end(&mut buf) {
+            Ok(_) => {}
+            Err(e) => assert!(
+                e.kind() != std::io::ErrorKind::WouldBlock
+                    && e.kind() != std::io::ErrorKind::TimedOut,
+                "a stalled connection is still open: {e}"
+            ),
+        }
+    }
+    assert_eq!(web.get("/health").status, 200);
 }
