@@ -633,3 +633,40 @@ fn json_logs_are_json_lines() {
     );
     assert!(messages.len() >= 2, "messages: {messages:?}");
 }
+
+/// With the certificate in the config directory the web UI serves HTTPS (same certificate),
+/// and a plain-HTTP request to it gets no page.
+#[test]
+fn web_ui_serves_https_with_the_same_certificate() {
+    use std::io::{Read, Write};
+    let pki = pki();
+    let (s, _tmp) = tls_server(&pki, ServerOpts::new().web());
+    let url = s.web_url.clone().expect("web UI address");
+    let host = url
+        .strip_prefix("https://")
+        .unwrap_or_else(|| panic!("web UI is not HTTPS: {url}"))
+        .trim_end_matches('/')
+        .to_string();
+    let name = faktory_rustls::pki_types::ServerName::try_from("localhost")
+        .unwrap()
+        .to_owned();
+    let conn = faktory_rustls::ClientConnection::new(Arc::new(client_config(&pki)), name).unwrap();
+    let tcp = TcpStream::connect(&host).unwrap();
+    tcp.set_read_timeout(Some(T)).unwrap();
+    let mut tls = faktory_rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    let _ = tls.read_to_string(&mut body);
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(body.contains("\"werk_version\""), "{body}");
+    // Plain HTTP on the HTTPS port: no page.
+    let mut plain = TcpStream::connect(&host).unwrap();
+    plain.set_read_timeout(Some(T)).unwrap();
+    plain
+        .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = plain.read_to_end(&mut got);
+    assert!(!String::from_utf8_lossy(&got).contains("werk_version"));
+}
