@@ -7,9 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${N:-1000000}"
 cargo build --release -q -p werk
+BIN="${CARGO_TARGET_DIR:-target}/release/werk"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/werk-web.XXXXXX")
 trap 'kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null; rm -rf "$WORK"' EXIT
-./target/release/werk serve -d "$WORK/data" -b 127.0.0.1:0 -w 127.0.0.1:0 \
+"$BIN" serve -d "$WORK/data" -b 127.0.0.1:0 -w 127.0.0.1:0 \
   --scan-interval-ms 3600000 >"$WORK/out" 2>"$WORK/log" &
 PID=$!
 for _ in $(seq 100); do grep -q "werk listening" "$WORK/out" 2>/dev/null && break; sleep 0.1; done
@@ -28,7 +29,6 @@ measure() {
 measure "retries, first page" "/retries"
 next=$(grep -o 'id="next-page" href="[^"]*"' "$WORK/page" | sed 's/.*href="//; s/"$//; s/&amp;/\&/g' || true)
 measure "retries, second page (keyset cursor)" "/retries$next"
-last=$(curl -s "$WEB/stats" >/dev/null; echo)
 mid_score=$(( $(date +%s%3N) ))
 measure "retries, deep page (cursor near the end)" "/retries?after=$mid_score.0"
 measure "retries, jobtype = ChargeCard" "/retries?jobtype=ChargeCard"

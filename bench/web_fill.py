@@ -27,6 +27,9 @@ def main():
     chunk = 1000
     types = ["ImageResize", "SendEmail", "ChargeCard", "SyncInventory", "BuildReport"]
     for start in range(0, n, chunk):
+        # A worker process that stops beating is dropped (--heartbeat-timeout-secs).
+        s.sendall(b'BEAT {"wid":"web-fill"}\r\n')
+        reply()
         jobs = [
             {
                 "jid": "fill-%09d" % i,
