@@ -601,6 +601,15 @@ impl Store for SqliteStore {
         self.read(move |r| r.batch_status(&bid, now)).await
     }
 
+    async fn list_batches(
+        &self,
+        after: Option<(Millis, String)>,
+        limit: u64,
+        now: Millis,
+    ) -> Result<Vec<BatchStatus>, StoreError> {
+        self.read(move |r| r.list_batches(after, limit, now)).await
+    }
+
     async fn track_set(&self, update: TrackUpdate, now: Millis) -> Result<bool, StoreError> {
         match self.call(Op::TrackSet { update }, now).await? {
             Resp::Bool(b) => Ok(b),

@@ -19,6 +19,33 @@ pub(crate) struct Reader {
 
 const COLUMNS: &str = "jid, state, queue, jobtype, ts, reserved_at, wid, payload, score";
 
+/// What [`batch_row`] reads from `batches`.
+const BATCH_COLUMNS: &str = "bid, parent, description, created_at, committed, total, pending,
+    failed, complete_job IS NOT NULL, success_job IS NOT NULL, complete_st, success_st";
+/// Listed batches: committed, or still before their commit deadline (`?2` = now).
+const BATCH_LIVE: &str = "(committed = 1 OR deadline IS NULL OR deadline > ?2)";
+
+fn batch_row(r: &Row<'_>) -> rusqlite::Result<BatchStatus> {
+    let st = |defined: bool, code: i64| match (defined, code) {
+        (true, 1) => CallbackState::Enqueued,
+        (true, 2) => CallbackState::Succeeded,
+        _ => CallbackState::Pending,
+    };
+    let n = |v: i64| u64::try_from(v).unwrap_or(0);
+    Ok(BatchStatus {
+        bid: r.get(0)?,
+        parent_bid: r.get(1)?,
+        description: r.get(2)?,
+        created_at: r.get(3)?,
+        committed: r.get(4)?,
+        total: n(r.get(5)?),
+        pending: n(r.get(6)?),
+        failed: n(r.get(7)?),
+        complete_st: st(r.get(8)?, r.get(10)?),
+        success_st: st(r.get(9)?, r.get(11)?),
+    })
+}
+
 fn stored(r: &Row<'_>) -> rusqlite::Result<StoredJob> {
     let state = JobState::from_code(r.get(1)?).unwrap_or(JobState::Dead);
     let ts: i64 = r.get(4)?;
@@ -175,40 +202,38 @@ impl Reader {
 
     pub fn batch_status(&self, bid: &str, now: Millis) -> Result<Option<BatchStatus>, Error> {
         let conn = self.conn();
-        let row = conn
-            .prepare_cached(
-                "SELECT bid, parent, description, created_at, committed, deadline, total, pending,
-                        failed, complete_job IS NOT NULL, success_job IS NOT NULL, complete_st,
-                        success_st
-                 FROM batches WHERE bid = ?1",
-            )?
-            .query_row([bid], |r| {
-                let committed: bool = r.get(4)?;
-                let deadline: Option<Millis> = r.get(5)?;
-                let st = |defined: bool, code: i64| match (defined, code) {
-                    (true, 1) => CallbackState::Enqueued,
-                    (true, 2) => CallbackState::Succeeded,
-                    _ => CallbackState::Pending,
-                };
-                let n = |v: i64| u64::try_from(v).unwrap_or(0);
-                let live = committed || deadline.is_none_or(|d| d > now);
-                Ok(live.then(|| -> rusqlite::Result<BatchStatus> {
-                    Ok(BatchStatus {
-                        bid: r.get(0)?,
-                        parent_bid: r.get(1)?,
-                        description: r.get(2)?,
-                        created_at: r.get(3)?,
-                        committed,
-                        total: n(r.get(6)?),
-                        pending: n(r.get(7)?),
-                        failed: n(r.get(8)?),
-                        complete_st: st(r.get(9)?, r.get(11)?),
-                        success_st: st(r.get(10)?, r.get(12)?),
-                    })
-                }))
-            })
-            .optional()?;
-        Ok(row.flatten().transpose()?)
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {BATCH_COLUMNS} FROM batches WHERE bid = ?1 AND {BATCH_LIVE}"
+        ))?;
+        Ok(stmt.query_row(params![bid, now], batch_row).optional()?)
+    }
+
+    pub fn list_batches(
+        &self,
+        after: Option<(Millis, String)>,
+        limit: u64,
+        now: Millis,
+    ) -> Result<Vec<BatchStatus>, Error> {
+        let conn = self.conn();
+        let limit = limit.min(10_000) as i64;
+        let rows = match after {
+            None => conn
+                .prepare_cached(&format!(
+                    "SELECT {BATCH_COLUMNS} FROM batches WHERE {BATCH_LIVE}
+                     ORDER BY created_at DESC, bid DESC LIMIT ?1"
+                ))?
+                .query_map(params![limit, now], batch_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?,
+            Some((t, bid)) => conn
+                .prepare_cached(&format!(
+                    "SELECT {BATCH_COLUMNS} FROM batches WHERE {BATCH_LIVE}
+                     AND (created_at, bid) < (?3, ?4)
+                     ORDER BY created_at DESC, bid DESC LIMIT ?1"
+                ))?
+                .query_map(params![limit, now, t, bid], batch_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?,
+        };
+        Ok(rows)
     }
 
     pub fn track_get(&self, jid: &str, now: Millis) -> Result<Option<Tracked>, Error> {

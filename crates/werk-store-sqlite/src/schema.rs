@@ -48,6 +48,7 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
         "CREATE INDEX IF NOT EXISTS batches_deadline ON batches (deadline)
              WHERE deadline IS NOT NULL;
          CREATE INDEX IF NOT EXISTS batches_updated ON batches (updated_at);
+         CREATE INDEX IF NOT EXISTS batches_created ON batches (created_at, bid);
          CREATE INDEX IF NOT EXISTS tracking_done ON tracking (updated_at)
              WHERE final IS NOT NULL;",
     )?;

@@ -181,6 +181,7 @@ macro_rules! conformance_tests {
             child_batch_holds_parent_callbacks,
             batch_counts_survive_reopen,
             uncommitted_batch_expires,
+            list_batches_newest_first_in_pages,
             late_ack_and_reaper_count_for_batches,
             expired_member_job_counts_as_failed,
             finished_batches_are_purged_after_retention,
@@ -5543,6 +5544,22 @@ mod reference {
         std::future::ready(v)
     }
 
+    /// `BATCH STATUS` of a live batch.
+    fn batch_status_of(d: &Data, bid: &str, now: Millis) -> Option<BatchStatus> {
+        d.live_batch(bid, now).map(|b| BatchStatus {
+            bid: bid.to_string(),
+            parent_bid: b.parent.clone(),
+            description: b.description.clone(),
+            created_at: b.created_at,
+            committed: b.committed,
+            total: b.total,
+            pending: b.pending,
+            failed: b.failed,
+            complete_st: b.complete_st,
+            success_st: b.success_st,
+        })
+    }
+
     impl Store for RefStore {
         fn push(
             &self,
@@ -6121,19 +6138,30 @@ mod reference {
             bid: String,
             now: Millis,
         ) -> impl Future<Output = Result<Option<BatchStatus>>> + Send {
+            ready(self.with(|d, _| batch_status_of(d, &bid, now)))
+        }
+
+        fn list_batches(
+            &self,
+            after: Option<(Millis, String)>,
+            limit: u64,
+            now: Millis,
+        ) -> impl Future<Output = Result<Vec<BatchStatus>>> + Send {
             ready(self.with(|d, _| {
-                d.live_batch(&bid, now).map(|b| BatchStatus {
-                    bid: bid.clone(),
-                    parent_bid: b.parent.clone(),
-                    description: b.description.clone(),
-                    created_at: b.created_at,
-                    committed: b.committed,
-                    total: b.total,
-                    pending: b.pending,
-                    failed: b.failed,
-                    complete_st: b.complete_st,
-                    success_st: b.success_st,
-                })
+                let bids: Vec<String> = d.batches.keys().cloned().collect();
+                let mut all: Vec<BatchStatus> = bids
+                    .iter()
+                    .filter_map(|bid| batch_status_of(d, bid, now))
+                    .collect();
+                all.sort_by(|a, b| (b.created_at, &b.bid).cmp(&(a.created_at, &a.bid)));
+                all.into_iter()
+                    .filter(|s| {
+                        after
+                            .as_ref()
+                            .is_none_or(|(t, bid)| (s.created_at, &s.bid) < (*t, bid))
+                    })
+                    .take(limit as usize)
+                    .collect()
             }))
         }
 
@@ -7514,6 +7542,68 @@ pub async fn batch_counts_survive_reopen<H: Harness>() {
 
 /// An uncommitted batch expires BATCH_COMMIT_DEADLINE after its NEW or latest OPEN: then it is
 /// unknown to STATUS, OPEN, COMMIT and PUSH, and never fires. A committed batch does not expire.
+/// `list_batches`: newest first (created_at, then bid, descending), keyset pages that neither
+/// skip nor repeat, expired uncommitted batches left out.
+pub async fn list_batches_newest_first_in_pages<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    // Two batches share a creation time: the bid breaks the tie.
+    let made = [
+        ("bid-list-a", T0),
+        ("bid-list-b", T0 + SEC),
+        ("bid-list-c", T0 + SEC),
+        ("bid-list-d", T0 + 2 * SEC),
+        ("bid-list-e", T0 + 3 * SEC),
+    ];
+    for (bid, t) in made {
+        batch_new(s, both_callbacks(bid), t).await;
+        if bid != "bid-list-e" {
+            commit(s, bid, t).await;
+        }
+    }
+    let now = T0 + 10 * SEC;
+    let want = [
+        "bid-list-e",
+        "bid-list-d",
+        "bid-list-c",
+        "bid-list-b",
+        "bid-list-a",
+    ];
+    let all = s.list_batches(None, 100, now).await.expect("list");
+    let bids: Vec<&str> = all.iter().map(|b| b.bid.as_str()).collect();
+    assert_eq!(bids, want);
+    assert_eq!(all[0], try_status(s, "bid-list-e", now).await.unwrap());
+    for size in [1, 2, 3] {
+        let mut seen = Vec::new();
+        let mut after = None;
+        for _ in 0..10 {
+            let page = s
+                .list_batches(after.clone(), size, now)
+                .await
+                .expect("list");
+            assert!(page.len() as u64 <= size);
+            if page.is_empty() {
+                break;
+            }
+            let last = page.last().unwrap();
+            after = Some((last.created_at, last.bid.clone()));
+            seen.extend(page.into_iter().map(|b| b.bid));
+        }
+        assert_eq!(seen, want, "pages of {size}");
+    }
+    // The uncommitted one expires and is no longer listed.
+    let late = T0 + 3 * SEC + BATCH_COMMIT_DEADLINE + SEC;
+    let bids: Vec<String> = s
+        .list_batches(None, 100, late)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|b| b.bid)
+        .collect();
+    assert_eq!(bids, &want[1..]);
+    c.finish(now).await;
+}
+
 pub async fn uncommitted_batch_expires<H: Harness>() {
     let c = Ctx::<H>::new().await;
     let s = c.s();

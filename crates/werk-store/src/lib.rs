@@ -629,6 +629,16 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> impl Future<Output = Result<Option<BatchStatus>>> + Send;
 
+    /// Batches, newest first (by `created_at`, then bid, both descending), strictly after
+    /// `after` (the `(created_at, bid)` of the previous page's last batch), at most `limit`.
+    /// Uncommitted batches past their deadline are not listed.
+    fn list_batches(
+        &self,
+        after: Option<(Millis, String)>,
+        limit: u64,
+        now: Millis,
+    ) -> impl Future<Output = Result<Vec<BatchStatus>>> + Send;
+
     /// TRACK SET: stores `percent` / `desc` of a tracked job (pushed with `custom.track` = 1;
     /// ignored for others) and extends a working job's reservation to `reserve_until` (tracked
     /// or not; capped at now + 24 h, never shortened). Returns whether anything was stored.

@@ -935,6 +935,27 @@ pub async fn cron<S: Store>(State(app): AppState<S>, Extension(prefix): Extensio
     html(CronTpl { c, entries })
 }
 
+pub struct BatchRow {
+    pub bid: String,
+    pub parent: String,
+    pub description: String,
+    pub created_at: String,
+    pub committed: bool,
+    pub total: u64,
+    pub pending: u64,
+    pub failed: u64,
+    pub complete: &'static str,
+    pub success: &'static str,
+}
+
+fn callback_state(c: werk_store::CallbackState) -> &'static str {
+    match c {
+        werk_store::CallbackState::Pending => "not fired",
+        werk_store::CallbackState::Enqueued => "enqueued",
+        werk_store::CallbackState::Succeeded => "succeeded",
+    }
+}
+
 #[derive(Template)]
 #[template(path = "batches.html")]
 struct BatchesTpl {
@@ -942,6 +963,8 @@ struct BatchesTpl {
     bid: String,
     status: Option<Vec<(&'static str, String)>>,
     missing: bool,
+    batches: Vec<BatchRow>,
+    next: String,
 }
 
 pub async fn batches<S: Store>(
@@ -954,6 +977,42 @@ pub async fn batches<S: Store>(
         .get("bid")
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
+    let after = q.get("after").and_then(|a| {
+        let (t, bid) = a.split_once('.')?;
+        Some((t.parse::<Millis>().ok()?, bid.to_string()))
+    });
+    let list = app
+        .shared
+        .store
+        .list_batches(after, PAGE_SIZE, now_millis())
+        .await?;
+    let next = match list.last() {
+        Some(b) if list.len() as u64 == PAGE_SIZE => {
+            let cursor = format!("{}.{}", b.created_at, b.bid);
+            format!(
+                "?{}",
+                form_urlencoded::Serializer::new(String::new())
+                    .append_pair("after", &cursor)
+                    .finish()
+            )
+        }
+        _ => String::new(),
+    };
+    let batches = list
+        .into_iter()
+        .map(|b| BatchRow {
+            parent: b.parent_bid.unwrap_or_default(),
+            description: b.description.unwrap_or_default(),
+            created_at: format_millis(b.created_at),
+            committed: b.committed,
+            total: b.total,
+            pending: b.pending,
+            failed: b.failed,
+            complete: callback_state(b.complete_st),
+            success: callback_state(b.success_st),
+            bid: b.bid,
+        })
+        .collect();
     let mut status = None;
     let mut missing = false;
     if !bid.is_empty() {
@@ -964,11 +1023,7 @@ pub async fn batches<S: Store>(
             .await?
         {
             Some(s) => {
-                let st = |c: werk_store::CallbackState| match c {
-                    werk_store::CallbackState::Pending => "not fired",
-                    werk_store::CallbackState::Enqueued => "enqueued",
-                    werk_store::CallbackState::Succeeded => "succeeded",
-                };
+                let st = callback_state;
                 status = Some(vec![
                     ("Batch", s.bid.clone()),
                     ("Parent", s.parent_bid.clone().unwrap_or_else(|| "–".into())),
@@ -990,6 +1045,8 @@ pub async fn batches<S: Store>(
         bid,
         status,
         missing,
+        batches,
+        next,
     })
 }
 

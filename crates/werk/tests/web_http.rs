@@ -1046,6 +1046,10 @@ fn every_page_renders_with_a_small_data_set() {
     let html = web.page(&format!("/batches?bid={}", enc(&bid)));
     let b = element(&html, "batch");
     assert!(b.contains(&bid) && b.contains("web test"), "{b}");
+    // The list, newest first, shows it too.
+    let list = element(&html, "batches");
+    assert_eq!(attr_values(list, "data-bid"), vec![bid.clone()], "{list}");
+    assert!(row(list, "data-bid", &bid).contains("web test"), "{list}");
     let html = web.page("/throttles");
     let t = element(&html, "throttles");
     assert!(row(t, "data-queue", "slow").contains("2 concurrent"), "{t}");
