@@ -485,6 +485,7 @@ struct QueueTpl {
     next: String,
     q: ListQuery,
     filtered: bool,
+    show_queue_filter: bool,
 }
 
 pub async fn queue<S: Store>(
@@ -507,6 +508,7 @@ pub async fn queue<S: Store>(
         jobs,
         next,
         filtered: q.filtered(),
+        show_queue_filter: false,
         q,
     })
 }
@@ -667,6 +669,7 @@ struct SetTpl {
     next: String,
     q: ListQuery,
     filtered: bool,
+    show_queue_filter: bool,
     actions: Vec<(&'static str, &'static str)>,
     when_label: &'static str,
     show_error: bool,
@@ -697,6 +700,7 @@ pub async fn set_list<S: Store>(
         jobs,
         next,
         filtered: q.filtered(),
+        show_queue_filter: true,
         q,
         actions: actions(state),
         when_label: match state {

@@ -1407,6 +1407,13 @@ fn set_search_and_paging() {
         search("queue=high&jobtype=ImportCsv"),
         expect(&|i| i >= 15 && i % 3 == 0)
     );
+    // The search form offers the queue field on the sets and keeps its value.
+    let html = web.page("/retries?queue=high");
+    assert!(
+        html.contains(r#"<input name="queue" placeholder="queue" value="high">"#),
+        "{}",
+        abbrev_page(&html)
+    );
     // No match.
     let html = web.page("/retries?jobtype=Nope");
     assert!(jids(&html).is_empty());
