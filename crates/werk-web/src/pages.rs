@@ -681,8 +681,7 @@ pub async fn set_list<S: Store>(
     uri: Uri,
     Query(q): Query<ListQuery>,
 ) -> Page {
-    let path = strip(&prefix, uri.path());
-    let Some((path, state, title)) = set_of(&path) else {
+    let Some((path, state, title)) = set_of(uri.path()) else {
         return Ok(StatusCode::NOT_FOUND.into_response());
     };
     let c = chrome(&app, &prefix, path).await?;
@@ -710,11 +709,6 @@ pub async fn set_list<S: Store>(
         },
         show_error: state != JobState::Scheduled,
     })
-}
-
-/// The request path without the proxy prefix.
-fn strip(prefix: &Prefix, path: &str) -> String {
-    path.strip_prefix(&prefix.0).unwrap_or(path).to_string()
 }
 
 /// Applies a set action to `jids` (`None`: every job of the set).
@@ -764,8 +758,7 @@ pub async fn set_action<S: Store>(
     uri: Uri,
     body: Bytes,
 ) -> Page {
-    let path = strip(&prefix, uri.path());
-    let Some((path, state, _)) = set_of(&path) else {
+    let Some((path, state, _)) = set_of(uri.path()) else {
         return Ok(StatusCode::NOT_FOUND.into_response());
     };
     let form = Form::parse(&body);
@@ -799,8 +792,7 @@ pub async fn job_page<S: Store>(
     uri: Uri,
     Path(jid): Path<String>,
 ) -> Page {
-    let path = strip(&prefix, uri.path());
-    let Some((path, state, title)) = set_of_job(&path) else {
+    let Some((path, state, title)) = set_of_job(uri.path()) else {
         return Ok(StatusCode::NOT_FOUND.into_response());
     };
     let stored = app.shared.store.get(jid).await?;
@@ -866,8 +858,7 @@ pub async fn job_action<S: Store>(
     Path(jid): Path<String>,
     body: Bytes,
 ) -> Page {
-    let path = strip(&prefix, uri.path());
-    let Some((path, state, _)) = set_of_job(&path) else {
+    let Some((path, state, _)) = set_of_job(uri.path()) else {
         return Ok(StatusCode::NOT_FOUND.into_response());
     };
     let form = Form::parse(&body);
