@@ -10,6 +10,7 @@
 //! * Jobs live only on disk: memory holds the page cache (bounded) and per-queue counters.
 //! * A lock file keeps a second process from opening the same data directory.
 
+mod checkpoint;
 mod metrics;
 mod reader;
 mod schema;
@@ -22,7 +23,7 @@ pub use syncer::Durability;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 
@@ -125,6 +126,8 @@ pub struct SqliteStore {
     published: Arc<Mutex<Mem>>,
     throttles: Arc<Mutex<Vec<Throttle>>>,
     metrics: SqliteMetrics,
+    /// Joined on drop, before the directory lock is released.
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     _lock: File,
 }
 
@@ -215,20 +218,43 @@ impl SqliteStore {
         if !marker.exists() {
             write_marker(&marker, dir).map_err(|e| OpenError::Dir(dir.to_path_buf(), e))?;
         }
-        let mem = Mem::load(&conn).map_err(db_err)?;
+        let mut mem = Mem::load(&conn).map_err(db_err)?;
+        let fixed = mem.verify(&conn).map_err(db_err)?;
+        if !fixed.is_empty() {
+            tracing::warn!(
+                corrected = %fixed.join(", "),
+                "stored queue and set sizes did not match the stored jobs; rebuilt them"
+            );
+            mem.store(&conn).map_err(db_err)?;
+        }
         let published = Arc::new(Mutex::new(mem.clone()));
-        let read_conn = Connection::open_with_flags(
-            &path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(db_err)?;
-        read_conn
-            .busy_timeout(std::time::Duration::from_secs(10))
+        let mut readers = Vec::with_capacity(reader::POOL);
+        for _ in 0..reader::POOL {
+            let read_conn = Connection::open_with_flags(
+                &path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
             .map_err(db_err)?;
+            read_conn
+                .busy_timeout(std::time::Duration::from_secs(10))
+                .map_err(db_err)?;
+            readers.push(read_conn);
+        }
         // The writer's commits only write the WAL; the syncer flushes it before answering.
-
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(db_err)?;
+        // No automatic checkpoints inside COMMIT: the WAL hook (which replaces SQLite's
+        // automatic checkpointing) records the WAL's size, and the checkpoint thread copies it.
+        let wal_pages = Arc::new(AtomicI64::new(0));
+        let mut conn = conn;
+        {
+            let pages = wal_pages.clone();
+            conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, n: std::ffi::c_int| {
+                pages.store(i64::from(n), Ordering::Relaxed);
+                Ok(())
+            }))
+            .map_err(db_err)?;
+        }
         let mut wal = path.clone().into_os_string();
         wal.push("-wal");
         let (tx, rx) = mpsc::channel();
@@ -241,7 +267,13 @@ impl SqliteStore {
         )
         .map_err(|e| OpenError::Dir(dir.to_path_buf(), e))?;
         let throttles = Arc::new(Mutex::new(Vec::new()));
+        let checkpointer =
+            checkpoint::Checkpointer::start(&path, wal_pages.clone(), metrics.clone())
+                .map_err(db_err)?;
         let writer = Writer {
+            txn_seq: 0,
+            wal_pages,
+            checkpointer,
             throttles: throttles.clone(),
             syncer,
             conn,
@@ -252,15 +284,16 @@ impl SqliteStore {
             degraded: false,
             metrics: metrics.clone(),
         };
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("werk-store-writer".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || fatal_on_panic("writer", || writer.run(rx)))
             .map_err(|e| OpenError::Dir(dir.to_path_buf(), e))?;
         Ok(SqliteStore {
             background_check: Mutex::new(background_check),
             tx: Mutex::new(Some(tx)),
             closed: AtomicBool::new(false),
-            reader: Arc::new(Reader::new(read_conn)),
+            reader: Arc::new(Reader::new(readers)),
+            writer: Mutex::new(Some(writer)),
             published,
             throttles,
             metrics,
@@ -309,6 +342,15 @@ impl SqliteStore {
         &self.metrics
     }
 
+    /// Makes the writer thread panic, to test that the process then stops (see
+    /// [`fatal_on_panic`]). Not for anything else.
+    #[doc(hidden)]
+    pub fn panic_writer(&self) {
+        if let Some(tx) = self.tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            let _ = tx.send(Msg::Panic);
+        }
+    }
+
     /// The integrity check running in the background (see [`SqliteOptions::blocking_check_limit`]),
     /// if any: resolves with the damage it found, or is dropped (closed) when the database
     /// passed. Taken once.
@@ -317,6 +359,26 @@ impl SqliteStore {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take()
+    }
+}
+
+/// Runs a store thread's body; a panic in it stops the process (after logging it), so that a
+/// supervisor restarts werk and start-up recovers from what is on disk — rather than leaving a
+/// process that answers every request with an error.
+pub(crate) fn fatal_on_panic(thread: &str, body: impl FnOnce()) {
+    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_string());
+        let msg = format!(
+            "the store's {thread} thread panicked ({what}); werk stops so that it can be \
+             restarted and recover from what is on disk"
+        );
+        tracing::error!("{msg}");
+        eprintln!("werk: {msg}");
+        std::process::abort();
     }
 }
 
@@ -640,11 +702,18 @@ impl Store for SqliteStore {
 impl Drop for SqliteStore {
     /// A store dropped without [`Store::close`] still stops its writer (the syncer holds a
     /// sender of the writer's channel, so the channel alone would never close).
+    /// The writer thread is joined (its last commit flushed, the WAL checkpointed) before the
+    /// directory lock is released, so a new store opened on the same directory never runs
+    /// beside it.
     fn drop(&mut self) {
         let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(tx) = tx {
             let (done, _) = oneshot::channel();
             let _ = tx.send(Msg::Close(done));
+        }
+        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(writer) = writer {
+            let _ = writer.join();
         }
     }
 }

@@ -14,6 +14,8 @@ pub struct SqliteMetrics {
     pub(crate) commit_requests: Histogram,
     /// fdatasync of the WAL (the syncer thread; empty with `Durability::None`).
     pub(crate) fsync_duration: Histogram,
+    /// One WAL checkpoint (the checkpoint thread).
+    pub(crate) checkpoint_duration: Histogram,
 }
 
 impl Default for SqliteMetrics {
@@ -24,6 +26,7 @@ impl Default for SqliteMetrics {
             // 1 to 1024 (MAX_BATCH), doubling.
             commit_requests: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
             fsync_duration: Histogram::new(exponential_buckets(10e-6, 2.0, 21)),
+            checkpoint_duration: Histogram::new(exponential_buckets(10e-6, 2.0, 21)),
         }
     }
 }
@@ -47,6 +50,12 @@ impl SqliteMetrics {
             "Time of one fdatasync of the WAL, shared by every batch committed before it started",
             Unit::Seconds,
             self.fsync_duration.clone(),
+        );
+        registry.register_with_unit(
+            "werk_store_checkpoint_duration",
+            "Time of one WAL checkpoint (copying committed pages into the database file and syncing it), on its own thread",
+            Unit::Seconds,
+            self.checkpoint_duration.clone(),
         );
     }
 }

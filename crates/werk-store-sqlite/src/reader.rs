@@ -1,7 +1,10 @@
-//! Reads on a separate read-only connection; WAL lets them run beside the writer and see the
-//! last commit.
+//! Reads on a small pool of read-only connections; WAL lets them run beside the writer and
+//! each other. Every read is one read transaction, so a read of several statements (TRACK GET,
+//! a page and its cursor) sees one commit.
 
-use std::sync::Mutex;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use werk_core::time::local_days_back;
@@ -13,8 +16,35 @@ use werk_store::{
 
 use crate::Error;
 
+/// Read connections: web UI scans, INFO's latencies and TRACK GET do not queue behind each
+/// other (the two cores of a small server, plus slack for a slow scan).
+pub(crate) const POOL: usize = 4;
+
 pub(crate) struct Reader {
-    conn: Mutex<Connection>,
+    conns: Vec<Mutex<Connection>>,
+    next: AtomicUsize,
+}
+
+/// A pooled connection inside a read transaction, ended when dropped.
+pub(crate) struct ReadTxn<'a> {
+    conn: MutexGuard<'a, Connection>,
+}
+
+impl Deref for ReadTxn<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl Drop for ReadTxn<'_> {
+    fn drop(&mut self) {
+        // Ends the read transaction (a read-only one: nothing to lose); an error leaves the
+        // connection in autocommit, which the next BEGIN needs.
+        if !self.conn.is_autocommit() && self.conn.execute_batch("COMMIT").is_err() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
 }
 
 const COLUMNS: &str = "jid, state, queue, jobtype, ts, reserved_at, wid, payload, score";
@@ -70,18 +100,31 @@ fn stored(r: &Row<'_>) -> rusqlite::Result<StoredJob> {
 }
 
 impl Reader {
-    pub fn new(conn: Connection) -> Reader {
+    pub fn new(conns: Vec<Connection>) -> Reader {
+        assert!(!conns.is_empty(), "at least one read connection");
         Reader {
-            conn: Mutex::new(conn),
+            conns: conns.into_iter().map(Mutex::new).collect(),
+            next: AtomicUsize::new(0),
         }
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    /// A free connection (else waits for one, round robin) with a read transaction begun.
+    fn conn(&self) -> Result<ReadTxn<'_>, Error> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = self.conns.len();
+        let free = (0..n).find_map(|i| self.conns[(start + i) % n].try_lock().ok());
+        let conn = match free {
+            Some(c) => c,
+            None => self.conns[start % n]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        };
+        conn.prepare_cached("BEGIN")?.execute([])?;
+        Ok(ReadTxn { conn })
     }
 
     pub fn get(&self, jid: &str) -> Result<Option<StoredJob>, Error> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt =
             conn.prepare_cached(&format!("SELECT {COLUMNS} FROM jobs WHERE jid = ?1"))?;
         Ok(stmt.query_row([jid], stored).optional()?)
@@ -94,7 +137,7 @@ impl Reader {
         offset: u64,
         limit: u64,
     ) -> Result<Vec<StoredJob>, Error> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let (limit, offset) = (
             limit.min(i64::MAX as u64) as i64,
             offset.min(i64::MAX as u64) as i64,
@@ -168,7 +211,7 @@ impl Reader {
         let limit = q.limit.min(10_000) as i64;
         // One row more than asked tells whether a next page exists.
         add(" ORDER BY score, id LIMIT ?", (limit + 1).into(), &mut cond);
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn.prepare(&format!("SELECT {COLUMNS}, id FROM jobs WHERE {cond}"))?;
         let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
             let cursor = Cursor {
@@ -188,7 +231,7 @@ impl Reader {
     }
 
     pub fn latency(&self, queues: &[String], now: Millis) -> Result<Vec<f64>, Error> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn.prepare_cached(
             "SELECT ts FROM jobs WHERE state = 1 AND queue = ?1 ORDER BY score LIMIT 1",
         )?;
@@ -201,7 +244,7 @@ impl Reader {
     }
 
     pub fn batch_status(&self, bid: &str, now: Millis) -> Result<Option<BatchStatus>, Error> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {BATCH_COLUMNS} FROM batches WHERE bid = ?1 AND {BATCH_LIVE}"
         ))?;
@@ -214,7 +257,7 @@ impl Reader {
         limit: u64,
         now: Millis,
     ) -> Result<Vec<BatchStatus>, Error> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let limit = limit.min(10_000) as i64;
         let rows = match after {
             None => conn
@@ -237,7 +280,7 @@ impl Reader {
     }
 
     pub fn track_get(&self, jid: &str, now: Millis) -> Result<Option<Tracked>, Error> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         type Row = (Option<i64>, Option<String>, Millis, Option<String>);
         let row: Option<Row> = conn
             .prepare_cached(
@@ -274,7 +317,7 @@ impl Reader {
     }
 
     pub fn cron_last_fired(&self, entries: &[String]) -> Result<Vec<Option<Millis>>, Error> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn.prepare_cached("SELECT tick FROM cron_fires WHERE entry = ?1")?;
         let mut out = Vec::with_capacity(entries.len());
         for e in entries {
@@ -284,7 +327,7 @@ impl Reader {
     }
 
     pub fn history(&self, days: u32, today: Millis) -> Result<Vec<DayStats>, Error> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt =
             conn.prepare_cached("SELECT processed, failures FROM history WHERE day = ?1")?;
         let mut out = Vec::with_capacity(days as usize);
@@ -300,5 +343,51 @@ impl Reader {
             });
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{mpsc, Arc};
+    use std::time::Duration;
+
+    use rusqlite::{Connection, OpenFlags};
+
+    use super::Reader;
+
+    fn count(c: &Connection) -> i64 {
+        c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_read_sees_one_commit_and_reads_do_not_wait_for_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let w = Connection::open(&path).unwrap();
+        w.execute_batch(
+            "PRAGMA journal_mode=WAL; CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1);",
+        )
+        .unwrap();
+        let ro = || Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let reader = Arc::new(Reader::new(vec![ro(), ro()]));
+        let first = reader.conn().unwrap();
+        assert_eq!(count(&first), 1);
+        w.execute("INSERT INTO t VALUES (2)", []).unwrap();
+        assert_eq!(count(&first), 1, "one read sees one commit");
+        // A second read while the first is open gets a connection of its own (and the new
+        // commit) instead of waiting for the first.
+        let (tx, rx) = mpsc::channel();
+        let r = reader.clone();
+        std::thread::spawn(move || {
+            let second = r.conn().unwrap();
+            let _ = tx.send(count(&second));
+        });
+        let seen = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("a second read waited for the first");
+        assert_eq!(seen, 2);
+        drop(first);
+        assert_eq!(count(&reader.conn().unwrap()), 2);
     }
 }

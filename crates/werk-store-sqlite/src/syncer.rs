@@ -72,7 +72,9 @@ impl Syncer {
                 let (tx, rx) = mpsc::channel();
                 let thread = std::thread::Builder::new()
                     .name("werk-store-sync".into())
-                    .spawn(move || run(file, rx, writer, metrics))?;
+                    .spawn(move || {
+                        crate::fatal_on_panic("syncer", || run(file, rx, writer, metrics))
+                    })?;
                 Ok(Syncer::Fsync {
                     tx: Some(tx),
                     thread: Some(thread),

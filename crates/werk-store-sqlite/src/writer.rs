@@ -9,6 +9,7 @@
 //! itself.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
 
@@ -92,6 +93,13 @@ pub(crate) enum Op {
         state: JobState,
         jids: Vec<String>,
     },
+    /// Reserves again a job whose FETCH was answered before a commit that then failed (see
+    /// [`Writer::abort`]); nothing if the job is no longer enqueued.
+    Reserve {
+        jid: String,
+        wid: String,
+        expires: Millis,
+    },
 }
 
 /// A job ready to insert: everything that does not need the database (the state it enters,
@@ -169,6 +177,8 @@ pub(crate) enum Msg {
     /// The syncer finished a flush.
     Synced,
     Close(oneshot::Sender<()>),
+    /// Makes the writer thread panic (tests of what a panic does: [`crate::SqliteStore::panic_writer`]).
+    Panic,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -255,6 +265,100 @@ impl Mem {
         }
     }
 
+    fn scalars(&self) -> [i64; 8] {
+        Mem::COUNTERS.map(|name| self.counter(name))
+    }
+
+    fn set_scalars(&mut self, values: [i64; 8]) {
+        for (name, v) in Mem::COUNTERS.into_iter().zip(values) {
+            if let Some(slot) = self.counter_mut(name) {
+                *slot = v;
+            }
+        }
+    }
+
+    /// Recounts the queues' and sets' sizes from the jobs themselves (through their indexes)
+    /// and corrects the mirror where the stored counts drifted; returns what was corrected.
+    /// FETCH trusts a queue's size, so a drifted size would strand its jobs for good.
+    pub fn verify(&mut self, conn: &Connection) -> rusqlite::Result<Vec<String>> {
+        let mut fixed = Vec::new();
+        let mut actual: BTreeMap<String, i64> = BTreeMap::new();
+        let mut stmt =
+            conn.prepare("SELECT queue, count(*) FROM jobs WHERE state = 1 GROUP BY queue")?;
+        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+            let (name, n) = row?;
+            actual.insert(name, n);
+        }
+        for (name, q) in self.queues.iter_mut() {
+            let n = actual.remove(name).unwrap_or(0);
+            if q.size != n {
+                fixed.push(format!("queue {name:?}: {} -> {n}", q.size));
+                q.size = n;
+            }
+        }
+        for (name, n) in actual {
+            fixed.push(format!("queue {name:?}: missing -> {n}"));
+            self.queues.insert(
+                name,
+                QueueMem {
+                    size: n,
+                    paused: false,
+                },
+            );
+        }
+        let mut sets = [0i64; 5];
+        let mut stmt =
+            conn.prepare("SELECT state, count(*) FROM jobs WHERE state <> 1 GROUP BY state")?;
+        for row in stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))? {
+            let (code, n) = row?;
+            if let Some(slot) = usize::try_from(code).ok().and_then(|c| sets.get_mut(c)) {
+                *slot = n;
+            }
+        }
+        let codes = [
+            (JobState::Scheduled, "scheduled"),
+            (JobState::Working, "working"),
+            (JobState::Retry, "retries"),
+            (JobState::Dead, "dead"),
+        ];
+        for (state, name) in codes {
+            let n = sets[state.code() as usize];
+            let slot = self.counter_mut(name).expect("a counter");
+            if *slot != n {
+                fixed.push(format!("{name}: {} -> {n}", *slot));
+                *slot = n;
+            }
+        }
+        // The enqueue sequence must stay ahead of every queued job's score (FIFO order).
+        let max: Option<i64> =
+            conn.query_row("SELECT max(score) FROM jobs WHERE state = 1", [], |r| r.get(0))?;
+        if let Some(max) = max.filter(|&m| m >= self.seq) {
+            fixed.push(format!("seq: {} -> {}", self.seq, max + 1));
+            self.seq = max + 1;
+        }
+        Ok(fixed)
+    }
+
+    /// Writes the whole mirror's sizes and counters (after [`Mem::verify`] corrected them).
+    pub fn store(&self, conn: &Connection) -> rusqlite::Result<()> {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute("DELETE FROM queues", [])?;
+        for (name, q) in &self.queues {
+            tx.execute(
+                "INSERT INTO queues (name, size, paused) VALUES (?1, ?2, ?3)",
+                params![name, q.size, q.paused],
+            )?;
+        }
+        for name in Mem::COUNTERS {
+            tx.execute(
+                "INSERT INTO counters (name, value) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                params![name, self.counter(name)],
+            )?;
+        }
+        tx.commit()
+    }
+
     /// Loads the mirror from the database.
     pub fn load(conn: &Connection) -> rusqlite::Result<Mem> {
         let mut mem = Mem::default();
@@ -284,21 +388,62 @@ impl Mem {
 
 /// What one batch changed, to persist before its commit and announce after it.
 #[derive(Default)]
-struct Batch {
+pub(crate) struct Batch {
     queues: BTreeSet<String>,
     history: BTreeMap<String, (i64, i64)>,
     notify: Vec<String>,
+    /// How to undo the current request's changes to the mirror and to this batch, should the
+    /// request fail (its SQL is undone by `ROLLBACK TO` its savepoint).
+    undo: Undo,
+    /// Set by a FETCH that took a job enqueued within the open transaction (see
+    /// [`Writer::apply_round`]).
+    fresh: bool,
+}
+
+/// The state before the current request, for [`Writer::undo`].
+#[derive(Default)]
+struct Undo {
+    /// [`Mem::COUNTERS`] before the request.
+    scalars: [i64; 8],
+    /// Queues as they were before the request first touched them (`None`: did not exist).
+    queues: Vec<(String, Option<QueueMem>)>,
+    /// Taken by FLUSH, which replaces the whole mirror.
+    whole: Option<Box<(Mem, BTreeSet<String>, BTreeMap<String, (i64, i64)>)>>,
+    /// `Batch::history` before the request first counted a processed job.
+    history: Option<BTreeMap<String, (i64, i64)>>,
+    /// `Batch::notify`'s length before the request.
+    notify: usize,
+}
+
+/// A FETCH answered before its commit: if that commit fails, its reservation is made again
+/// (see [`Writer::abort`]), so the job is not handed to a second worker.
+struct Answered {
+    jid: String,
+    wid: String,
+    now: Millis,
+    expires: Millis,
 }
 
 /// The open transaction: requests applied but not yet committed.
 #[derive(Default)]
 struct Open {
+    /// Requests to answer at (or after) the commit, with their results.
     reqs: Vec<Request>,
-    /// `None` once answered (early FETCH).
-    results: Vec<Option<Resp>>,
+    results: Vec<Resp>,
+    /// FETCHes already answered.
+    answered: Vec<Answered>,
     ctx: Batch,
     /// The mirror before the transaction began.
     saved: Mem,
+}
+
+/// How a request failed.
+enum Failure {
+    /// Only this request was undone (rolled back to its savepoint); the transaction goes on.
+    Request(Error),
+    /// The whole transaction is gone (SQLite rolls back by itself on some errors, such as a
+    /// full disk, or the savepoint could not be handled).
+    Transaction(Error),
 }
 
 /// A stored job as the writer reads it to move it.
@@ -308,6 +453,15 @@ struct Row {
     payload: String,
     /// The `batch` column.
     batch: Option<String>,
+    track: bool,
+}
+
+/// An enqueued job [`Writer::reserve_row`] reserves.
+struct Reserved<'a> {
+    id: i64,
+    jid: &'a str,
+    queue: &'a str,
+    uniq: Option<&'a str>,
     track: bool,
 }
 
@@ -339,6 +493,13 @@ pub(crate) struct Writer {
     /// The throttles FETCH obeys ([`werk_store::Store::set_throttles`]).
     pub throttles: Arc<Mutex<Vec<Throttle>>>,
     pub metrics: crate::SqliteMetrics,
+    /// `Mem::seq` when the open transaction began: a queued job whose score is at least this
+    /// was enqueued within it.
+    pub txn_seq: i64,
+    /// Pages in the WAL after the last commit (set by the connection's WAL hook).
+    pub wal_pages: Arc<AtomicI64>,
+    /// Checkpoints the WAL on its own thread and connection.
+    pub checkpointer: crate::checkpoint::Checkpointer,
 }
 
 /// The `uniq` column: the lock key, prefixed `start:` or `success:` by when it is released.
@@ -386,6 +547,7 @@ impl Writer {
                 Msg::Req(r) => incoming.push(r),
                 Msg::Synced => flushing = false,
                 Msg::Close(done) => closing = Some(done),
+                Msg::Panic => panic!("panic requested by SqliteStore::panic_writer"),
             };
             match rx.recv() {
                 Ok(msg) => handle(msg, &mut incoming),
@@ -416,7 +578,7 @@ impl Writer {
         while let Ok(msg) = rx.try_recv() {
             match msg {
                 Msg::Req(r) => self.run_single(r),
-                Msg::Synced => {}
+                Msg::Synced | Msg::Panic => {}
                 Msg::Close(done) => {
                     let _ = done.send(());
                 }
@@ -424,24 +586,31 @@ impl Writer {
         }
         // Flush and answer everything committed before the final checkpoint.
         self.syncer.finish();
-        if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
-            tracing::warn!(error = %e, "checkpoint at close failed");
+        self.checkpointer.finish();
+        if let Err(e) = crate::checkpoint::checkpoint(&self.conn, "TRUNCATE") {
+            crate::checkpoint::fatal_or_retry(&e, "the checkpoint at close");
         }
         if let Some(done) = closing {
             let _ = done.send(());
         }
     }
 
-    /// Applies requests into the open transaction (beginning one if needed), then publishes the
-    /// new sizes, wakes waiting FETCHes and answers early FETCHes.
+    /// Applies requests into the open transaction (beginning one if needed), each under its own
+    /// savepoint: a request that fails is undone alone and answered with its error, the others
+    /// stay applied.
     ///
     /// An early FETCH ([`werk_store::Store::fetch_early`]) is answered once applied, before the
-    /// commit and its fsync: the state machine allows it because a crash (or a failed commit)
-    /// before then only leaves the job enqueued, to be delivered again — at-least-once, never
-    /// lost. Workers so skip one fsync per job; PUSH, ACK, FAIL and every other change are
-    /// answered after the fsync. After a failed commit (a full disk, say) FETCH waits for its
-    /// commit again until one succeeds, so it is refused instead of handing out a job it cannot
-    /// reserve.
+    /// commit and its fsync, when the job it took was enqueued by an earlier, committed
+    /// transaction: the state machine allows it because a crash (or a failed commit) before
+    /// then only leaves the job enqueued, to be delivered again — at-least-once, never lost.
+    /// Workers so skip one fsync per job. A job enqueued within the open transaction (a PUSH
+    /// or promotion not yet committed) is answered right after the commit instead: handing it
+    /// out earlier could start a job whose PUSH then fails. PUSH, ACK, FAIL and every other
+    /// change are answered after the fsync. After a failed commit (a full disk, say) FETCH
+    /// waits for its commit until one succeeds, so it is refused instead of handing out a job
+    /// it cannot reserve.
+    ///
+    /// Sizes are published and waiting FETCHes woken only after the commit ([`Writer::commit`]).
     fn apply_round(&mut self, open: &mut Option<Open>, incoming: Vec<Request>) {
         if open.is_none() {
             if let Err(e) = self
@@ -449,52 +618,127 @@ impl Writer {
                 .prepare_cached("BEGIN IMMEDIATE")
                 .and_then(|mut s| s.execute([]))
             {
-                self.abort(None, incoming, e.into());
+                self.abort(None, incoming, Vec::new(), e.into());
                 return;
             }
+            self.txn_seq = self.mem.seq;
             *open = Some(Open {
                 saved: self.mem.clone(),
                 ..Open::default()
             });
         }
         let Some(mut o) = open.take() else { return };
-        let first_new = o.reqs.len();
         let mut incoming = incoming.into_iter();
-        while let Some(req) = incoming.next() {
-            match self.apply(&req.op, req.now, &mut o.ctx) {
+        while let Some(mut req) = incoming.next() {
+            match self.apply_one(&req, &mut o.ctx) {
                 Ok(resp) => {
+                    if req.early && !self.degraded && !o.ctx.fresh {
+                        if let Resp::Fetch(Some(job)) = &resp {
+                            if let Some(r) = &job.reservation {
+                                o.answered.push(Answered {
+                                    jid: job.jid.clone(),
+                                    wid: r.wid.clone(),
+                                    now: r.reserved_at,
+                                    expires: r.expires_at,
+                                });
+                            }
+                        }
+                        if let Some(reply) = req.reply.take() {
+                            let _ = reply.send(Ok(resp));
+                        }
+                        continue;
+                    }
                     o.reqs.push(req);
-                    o.results.push(Some(resp));
+                    o.results.push(resp);
                 }
-                Err(e) => {
+                Err(Failure::Request(e)) => {
+                    let err = e.into_store_error();
+                    tracing::error!(error = %err, "store request failed; it changed nothing");
+                    if let Some(reply) = req.reply.take() {
+                        let _ = reply.send(Err(err));
+                    }
+                }
+                Err(Failure::Transaction(e)) => {
                     let mut all = o.reqs;
                     all.push(req);
                     all.extend(incoming);
-                    self.abort(Some(o.saved), all, e);
+                    self.abort(Some(o.saved), all, o.answered, e);
                     return;
-                }
-            }
-        }
-        self.publish();
-        for queue in o.ctx.notify.drain(..) {
-            self.listener.enqueued(&queue);
-        }
-        if !self.degraded {
-            for i in first_new..o.reqs.len() {
-                if o.reqs[i].early {
-                    if let (Some(reply), Some(resp)) = (o.reqs[i].reply.take(), o.results[i].take())
-                    {
-                        let _ = reply.send(Ok(resp));
-                    }
                 }
             }
         }
         *open = Some(o);
     }
 
-    /// Commits the open transaction and hands its answers to the syncer; returns whether a
-    /// flush is now running.
-    fn commit(&mut self, o: Open) -> bool {
+    /// Applies one request under a savepoint; on failure undoes it alone.
+    fn apply_one(&mut self, req: &Request, ctx: &mut Batch) -> Result<Resp, Failure> {
+        ctx.undo = Undo {
+            scalars: self.mem.scalars(),
+            notify: ctx.notify.len(),
+            ..Undo::default()
+        };
+        ctx.fresh = false;
+        let stmt = |w: &Writer, sql: &str| -> Result<(), Error> {
+            w.conn.prepare_cached(sql)?.execute([])?;
+            Ok(())
+        };
+        stmt(self, "SAVEPOINT req").map_err(Failure::Transaction)?;
+        match self.apply(&req.op, req.now, ctx) {
+            Ok(resp) => {
+                stmt(self, "RELEASE req").map_err(Failure::Transaction)?;
+                Ok(resp)
+            }
+            Err(e) => {
+                if self.conn.is_autocommit() {
+                    return Err(Failure::Transaction(e));
+                }
+                if stmt(self, "ROLLBACK TO req")
+                    .and_then(|()| stmt(self, "RELEASE req"))
+                    .is_err()
+                {
+                    return Err(Failure::Transaction(e));
+                }
+                self.undo(ctx);
+                Err(Failure::Request(e))
+            }
+        }
+    }
+
+    /// Restores the mirror and the batch as they were before the current request.
+    fn undo(&mut self, ctx: &mut Batch) {
+        let u = std::mem::take(&mut ctx.undo);
+        if let Some(whole) = u.whole {
+            let (mem, queues, history) = *whole;
+            self.mem = mem;
+            ctx.queues = queues;
+            ctx.history = history;
+        }
+        for (name, q) in u.queues.into_iter().rev() {
+            match q {
+                Some(q) => self.mem.queues.insert(name, q),
+                None => self.mem.queues.remove(&name),
+            };
+        }
+        if let Some(h) = u.history {
+            ctx.history = h;
+        }
+        self.mem.set_scalars(u.scalars);
+        ctx.notify.truncate(u.notify);
+    }
+
+    /// Notes a queue's state before the current request first changes it (for [`Writer::undo`]).
+    fn touch_queue(&self, name: &str, ctx: &mut Batch) {
+        if ctx.undo.whole.is_none() && !ctx.undo.queues.iter().any(|(n, _)| n == name) {
+            ctx.undo
+                .queues
+                .push((name.to_string(), self.mem.queues.get(name).copied()));
+        }
+    }
+
+    /// Commits the open transaction, then publishes the new sizes, wakes waiting FETCHes,
+    /// answers the early FETCHes held for this commit and hands every other answer to the
+    /// syncer; returns whether a flush is now running.
+    fn commit(&mut self, mut o: Open) -> bool {
         let started = std::time::Instant::now();
         let done = self
             .persist(&o.ctx, &o.saved)
@@ -503,34 +747,57 @@ impl Writer {
             Ok(_) => {
                 let m = &self.metrics;
                 m.commit_duration.observe(started.elapsed().as_secs_f64());
-                m.commit_requests.observe(o.reqs.len() as f64);
+                m.commit_requests
+                    .observe((o.reqs.len() + o.answered.len()) as f64);
                 self.degraded = false;
-                let answers = o
-                    .reqs
-                    .into_iter()
-                    .zip(o.results)
-                    .filter_map(|(req, res)| Some((req.reply?, res?)))
-                    .collect();
-                self.syncer.answer(answers)
+                self.publish();
+                for queue in o.ctx.notify.drain(..) {
+                    self.listener.enqueued(&queue);
+                }
+                let mut answers = Vec::with_capacity(o.reqs.len());
+                for (req, res) in o.reqs.into_iter().zip(o.results) {
+                    let Some(reply) = req.reply else { continue };
+                    if req.early {
+                        let _ = reply.send(Ok(res));
+                    } else {
+                        answers.push((reply, res));
+                    }
+                }
+                let flushing = self.syncer.answer(answers);
+                if self.wal_pages.load(Ordering::Relaxed) >= crate::checkpoint::PASSIVE_PAGES {
+                    self.checkpointer.nudge();
+                }
+                flushing
             }
             Err(e) => {
-                self.abort(Some(o.saved), o.reqs, e);
+                self.abort(Some(o.saved), o.reqs, o.answered, e);
                 false
             }
         }
     }
 
-    /// A database error: rolls back the open transaction (restoring the mirror from `saved`)
-    /// and replays its requests one per transaction, so only the failing one fails.
-    fn abort(&mut self, saved: Option<Mem>, mut reqs: Vec<Request>, e: Error) {
+    /// The open transaction is lost (a failed COMMIT, or SQLite rolled it back itself): rolls
+    /// it back (restoring the mirror from `saved`), reserves again the jobs of FETCHes already
+    /// answered, and replays the other requests one per transaction, so only a failing one
+    /// fails.
+    fn abort(&mut self, saved: Option<Mem>, mut reqs: Vec<Request>, answered: Vec<Answered>, e: Error) {
         let _ = self.conn.execute_batch("ROLLBACK");
         if let Some(saved) = saved {
             self.mem = saved;
         }
         self.degraded = true;
-        self.publish();
-        // A FETCH already answered is not replayed: its reservation was rolled back, so the job
-        // is still enqueued and will simply be delivered again.
+        for a in answered {
+            self.run_single(Request {
+                op: Op::Reserve {
+                    jid: a.jid,
+                    wid: a.wid,
+                    expires: a.expires,
+                },
+                now: a.now,
+                reply: None,
+                early: false,
+            });
+        }
         reqs.retain(|r| r.reply.is_some());
         if reqs.len() <= 1 {
             let err = e.into_store_error();
@@ -630,6 +897,10 @@ impl Writer {
             Op::BatchCommit { bid } => Resp::Batch(self.batch_commit(bid, now, ctx)?),
             Op::TrackSet { update } => Resp::Bool(self.track_set(update, now)?),
             Op::DeleteJobs { state, jids } => Resp::Count(self.delete_jobs(*state, jids, ctx)?),
+            Op::Reserve { jid, wid, expires } => {
+                self.reserve_again(jid, wid, now, *expires, ctx)?;
+                Resp::Unit
+            }
         })
     }
 
@@ -639,6 +910,7 @@ impl Writer {
     fn count(&mut self, state: JobState, queue: &str, delta: i64, ctx: &mut Batch) {
         match state {
             JobState::Enqueued => {
+                self.touch_queue(queue, ctx);
                 let q = self.mem.queues.entry(queue.to_string()).or_default();
                 q.size += delta;
                 ctx.queues.insert(queue.to_string());
@@ -653,6 +925,9 @@ impl Writer {
     /// Counts one processed job (ACK or failure) in the totals and today's history.
     fn count_processed(&mut self, now: Millis, failed: bool, ctx: &mut Batch) {
         self.mem.processed += 1;
+        if ctx.undo.history.is_none() {
+            ctx.undo.history = Some(ctx.history.clone());
+        }
         let day = ctx.history.entry(local_day(now)).or_insert((0, 0));
         day.0 += 1;
         if failed {
@@ -742,7 +1017,12 @@ impl Writer {
         for job in jobs {
             if let Some(bid) = job.batch.as_deref().and_then(|b| b.strip_prefix("m:")) {
                 if !self.batch_accepts(bid, job.now)? {
-                    results.push(Err(PushError::NoSuchBatch(bid.to_string())));
+                    // A retry of a member push that was stored is still answered OK.
+                    let retried = matches!(self.stored_under_jid(job)?, Some((true, _)));
+                    results.push(match retried {
+                        true => Ok(()),
+                        false => Err(PushError::NoSuchBatch(bid.to_string())),
+                    });
                     continue;
                 }
             }
@@ -757,13 +1037,18 @@ impl Writer {
                     .prepare_cached("SELECT 1 FROM jobs WHERE jid = ?1")?
                     .query_row([&job.jid], |r| r.get(0))
                     .optional()?;
-                let held: Option<i64> = self
+                let held: Option<(i64, String)> = self
                     .conn
-                    .prepare_cached("SELECT until FROM unique_locks WHERE key = ?1")?
-                    .query_row([&u.key], |r| r.get(0))
+                    .prepare_cached("SELECT until, jid FROM unique_locks WHERE key = ?1")?
+                    .query_row([&u.key], |r| Ok((r.get(0)?, r.get(1)?)))
                     .optional()?;
-                if taken.is_none() && held.is_some_and(|until| until > job.now) {
-                    results.push(Err(PushError::NotUnique));
+                if let Some((_, holder)) = held.filter(|h| taken.is_none() && h.0 > job.now) {
+                    // The lock this very job took (same jid, same identity: a retried push of
+                    // a job already fetched or gone) is no reason to refuse it: nothing changes.
+                    results.push(match holder == job.jid {
+                        true => Ok(()),
+                        false => Err(PushError::NotUnique),
+                    });
                     continue;
                 }
             }
@@ -791,15 +1076,14 @@ impl Writer {
                     job.track.then_some(1)
                 ])?;
             if inserted == 0 {
-                let code: Option<i64> = self
-                    .conn
-                    .prepare_cached("SELECT state FROM jobs WHERE jid = ?1")?
-                    .query_row([&job.jid], |r| r.get(0))
-                    .optional()?;
-                results.push(Err(PushError::DuplicateJid(
-                    job.jid.clone(),
-                    describe(code.and_then(JobState::from_code)).to_string(),
-                )));
+                // A retry of the push that stored this job is answered OK and changes nothing.
+                results.push(match self.stored_under_jid(job)? {
+                    Some((true, _)) => Ok(()),
+                    other => Err(PushError::DuplicateJid(
+                        job.jid.clone(),
+                        describe(other.and_then(|(_, state)| state)).to_string(),
+                    )),
+                });
                 continue;
             }
             if let Some(u) = &job.uniq {
@@ -825,6 +1109,23 @@ impl Writer {
         Ok(results)
     }
 
+    /// The job stored under `job.jid`, if any: whether `job` is a retry of its push
+    /// ([`Job::is_retried_push_of`]) and its state.
+    fn stored_under_jid(&self, job: &Prepared) -> Result<Option<(bool, Option<JobState>)>, Error> {
+        let stored: Option<(i64, String)> = self
+            .conn
+            .prepare_cached("SELECT state, payload FROM jobs WHERE jid = ?1")?
+            .query_row([&job.jid], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        Ok(stored.map(|(code, payload)| {
+            let same = match (Job::from_stored(&job.payload), Job::from_stored(&payload)) {
+                (Ok(new), Ok(old)) => new.is_retried_push_of(&old),
+                _ => false,
+            };
+            (same, JobState::from_code(code))
+        }))
+    }
+
     fn fetch(
         &mut self,
         queues: &[String],
@@ -844,6 +1145,7 @@ impl Writer {
                 }
                 struct Head {
                     id: i64,
+                    score: i64,
                     jid: String,
                     jobtype: String,
                     payload: String,
@@ -855,8 +1157,8 @@ impl Writer {
                 let row: Option<Head> = self
                     .conn
                     .prepare_cached(
-                        "SELECT id, jid, jobtype, payload, expires, uniq, batch, track FROM jobs
-                     WHERE state = 1 AND queue = ?1 ORDER BY score LIMIT 1",
+                        "SELECT id, jid, jobtype, payload, expires, uniq, batch, track, score
+                         FROM jobs WHERE state = 1 AND queue = ?1 ORDER BY score LIMIT 1",
                     )?
                     .query_row([name], |r| {
                         Ok(Head {
@@ -868,11 +1170,13 @@ impl Writer {
                             uniq: r.get(5)?,
                             batch: r.get(6)?,
                             track: r.get::<_, Option<i64>>(7)?.is_some(),
+                            score: r.get(8)?,
                         })
                     })
                     .optional()?;
                 let Some(Head {
                     id,
+                    score,
                     jid,
                     jobtype,
                     payload,
@@ -915,20 +1219,15 @@ impl Writer {
                     self.config
                         .scaled(reservation_seconds(job.reserve_for) * 1000),
                 );
-                self.conn
-                    .prepare_cached(
-                        "UPDATE jobs SET state = 2, score = ?2, ts = ?2, reserved_at = ?3, wid = ?4
-                     WHERE id = ?1",
-                    )?
-                    .execute(params![id, expires, now, wid])?;
-                self.count(JobState::Enqueued, name, -1, ctx);
-                self.count(JobState::Working, name, 1, ctx);
-                if let Some(key) = uniq.as_deref().and_then(|u| u.strip_prefix("start:")) {
-                    self.release_lock(key, &jid)?;
-                }
-                if track {
-                    self.touch_tracking(&jid, None, now)?;
-                }
+                ctx.fresh = score >= self.txn_seq;
+                let head = Reserved {
+                    id,
+                    jid: &jid,
+                    queue: name,
+                    uniq: uniq.as_deref(),
+                    track,
+                };
+                self.reserve_row(&head, wid, now, expires, ctx)?;
                 return Ok(Some(StoredJob {
                     jid,
                     state: JobState::Working,
@@ -945,6 +1244,60 @@ impl Writer {
             }
         }
         Ok(None)
+    }
+
+    /// Moves an enqueued job to `working` under a reservation until `expires`.
+    fn reserve_row(
+        &mut self,
+        row: &Reserved<'_>,
+        wid: &str,
+        now: Millis,
+        expires: Millis,
+        ctx: &mut Batch,
+    ) -> Result<(), Error> {
+        self.conn
+            .prepare_cached(
+                "UPDATE jobs SET state = 2, score = ?2, ts = ?2, reserved_at = ?3, wid = ?4
+                 WHERE id = ?1",
+            )?
+            .execute(params![row.id, expires, now, wid])?;
+        self.count(JobState::Enqueued, row.queue, -1, ctx);
+        self.count(JobState::Working, row.queue, 1, ctx);
+        if let Some(key) = row.uniq.and_then(|u| u.strip_prefix("start:")) {
+            self.release_lock(key, row.jid)?;
+        }
+        if row.track {
+            self.touch_tracking(row.jid, None, now)?;
+        }
+        Ok(())
+    }
+
+    /// [`Op::Reserve`].
+    fn reserve_again(
+        &mut self,
+        jid: &str,
+        wid: &str,
+        now: Millis,
+        expires: Millis,
+        ctx: &mut Batch,
+    ) -> Result<(), Error> {
+        type Found = (i64, String, Option<String>, Option<i64>);
+        let found: Option<Found> = self
+            .conn
+            .prepare_cached("SELECT id, queue, uniq, track FROM jobs WHERE jid = ?1 AND state = 1")?
+            .query_row([jid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .optional()?;
+        let Some((id, queue, uniq, track)) = found else {
+            return Ok(());
+        };
+        let row = Reserved {
+            id,
+            jid,
+            queue: &queue,
+            uniq: uniq.as_deref(),
+            track: track.is_some(),
+        };
+        self.reserve_row(&row, wid, now, expires, ctx)
     }
 
     fn ack(&mut self, jid: &str, now: Millis, ctx: &mut Batch) -> Result<AckOutcome, Error> {
@@ -1262,6 +1615,7 @@ impl Writer {
 
     fn set_paused(&mut self, sel: &QueueSelector, paused: bool, ctx: &mut Batch) {
         for name in self.selected(sel) {
+            self.touch_queue(&name, ctx);
             if let Some(q) = self.mem.queues.get_mut(&name) {
                 q.paused = paused;
                 ctx.queues.insert(name);
@@ -1281,6 +1635,7 @@ impl Writer {
                 .conn
                 .prepare_cached("DELETE FROM jobs WHERE state = 1 AND queue = ?1")?
                 .execute([&name])? as u64;
+            self.touch_queue(&name, ctx);
             self.mem.queues.remove(&name);
             ctx.queues.insert(name);
         }
@@ -1322,6 +1677,13 @@ impl Writer {
             "DELETE FROM jobs; DELETE FROM queues; DELETE FROM history; DELETE FROM unique_locks;
              DELETE FROM batches; DELETE FROM tracking; DELETE FROM counters WHERE name <> 'seq';",
         )?;
+        if ctx.undo.whole.is_none() {
+            ctx.undo.whole = Some(Box::new((
+                self.mem.clone(),
+                ctx.queues.clone(),
+                ctx.history.clone(),
+            )));
+        }
         let seq = self.mem.seq;
         self.mem = Mem {
             seq,
