@@ -244,7 +244,8 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(db_err)?;
         // No automatic checkpoints inside COMMIT: the WAL hook (which replaces SQLite's
-        // automatic checkpointing) records the WAL's size, and the checkpoint thread copies it.
+        // automatic checkpointing) records the WAL's size, and the writer checkpoints after
+        // the commit (see `checkpoint`).
         let wal_pages = Arc::new(AtomicI64::new(0));
         let mut conn = conn;
         {
@@ -267,13 +268,9 @@ impl SqliteStore {
         )
         .map_err(|e| OpenError::Dir(dir.to_path_buf(), e))?;
         let throttles = Arc::new(Mutex::new(Vec::new()));
-        let checkpointer =
-            checkpoint::Checkpointer::start(&path, wal_pages.clone(), metrics.clone())
-                .map_err(db_err)?;
         let writer = Writer {
             txn_seq: 0,
             wal_pages,
-            checkpointer,
             throttles: throttles.clone(),
             syncer,
             conn,

@@ -14,7 +14,7 @@ pub struct SqliteMetrics {
     pub(crate) commit_requests: Histogram,
     /// fdatasync of the WAL (the syncer thread; empty with `Durability::None`).
     pub(crate) fsync_duration: Histogram,
-    /// One WAL checkpoint (the checkpoint thread).
+    /// One WAL checkpoint (the writer thread, after a commit).
     pub(crate) checkpoint_duration: Histogram,
 }
 
@@ -53,7 +53,7 @@ impl SqliteMetrics {
         );
         registry.register_with_unit(
             "werk_store_checkpoint_duration",
-            "Time of one WAL checkpoint (copying committed pages into the database file and syncing it), on its own thread",
+            "Time of one WAL checkpoint (copying committed pages into the database file and syncing it), run by the writer after a commit",
             Unit::Seconds,
             self.checkpoint_duration.clone(),
         );

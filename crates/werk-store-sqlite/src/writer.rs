@@ -498,8 +498,6 @@ pub(crate) struct Writer {
     pub txn_seq: i64,
     /// Pages in the WAL after the last commit (set by the connection's WAL hook).
     pub wal_pages: Arc<AtomicI64>,
-    /// Checkpoints the WAL on its own thread and connection.
-    pub checkpointer: crate::checkpoint::Checkpointer,
 }
 
 /// The `uniq` column: the lock key, prefixed `start:` or `success:` by when it is released.
@@ -586,7 +584,6 @@ impl Writer {
         }
         // Flush and answer everything committed before the final checkpoint.
         self.syncer.finish();
-        self.checkpointer.finish();
         if let Err(e) = crate::checkpoint::checkpoint(&self.conn, "TRUNCATE") {
             crate::checkpoint::fatal_or_retry(&e, "the checkpoint at close");
         }
@@ -764,15 +761,33 @@ impl Writer {
                     }
                 }
                 let flushing = self.syncer.answer(answers);
-                if self.wal_pages.load(Ordering::Relaxed) >= crate::checkpoint::PASSIVE_PAGES {
-                    self.checkpointer.nudge();
-                }
+                self.checkpoint();
                 flushing
             }
             Err(e) => {
                 self.abort(Some(o.saved), o.reqs, o.answered, e);
                 false
             }
+        }
+    }
+
+    /// Checkpoints the WAL if it has grown enough (see [`crate::checkpoint`]).
+    fn checkpoint(&mut self) {
+        let Some(mode) = crate::checkpoint::due(self.wal_pages.load(Ordering::Relaxed)) else {
+            return;
+        };
+        let started = std::time::Instant::now();
+        match crate::checkpoint::checkpoint(&self.conn, mode) {
+            Ok((busy, log, done)) => {
+                self.metrics
+                    .checkpoint_duration
+                    .observe(started.elapsed().as_secs_f64());
+                if log == done {
+                    self.wal_pages.store(0, Ordering::Relaxed);
+                }
+                tracing::debug!(mode, busy, log, done, "WAL checkpoint");
+            }
+            Err(e) => crate::checkpoint::fatal_or_retry(&e, "a WAL checkpoint"),
         }
     }
 

@@ -216,7 +216,8 @@ async fn checkpoints_keep_the_wal_bounded() {
     let db = std::fs::metadata(dir.path().join(DB_FILE)).unwrap().len();
     eprintln!("largest WAL {max_wal} bytes; database file {db} bytes");
     assert!(db > 50 << 20, "the jobs were checkpointed into the database file ({db} bytes)");
-    assert!(max_wal < 80 << 20, "the WAL stays bounded ({max_wal} bytes)");
+    // RESTART_PAGES (16 MiB) plus one commit at most; without checkpoints it reaches 100 MB.
+    assert!(max_wal < 20 << 20, "the WAL stays bounded ({max_wal} bytes)");
     store.close().await;
 }
 
