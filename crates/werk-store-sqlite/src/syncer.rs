@@ -158,8 +158,15 @@ struct WalFile {
 }
 
 impl WalFile {
+    /// Opens the WAL and fsyncs its directory: SQLite syncs the directory when it first syncs
+    /// a new WAL itself, but the syncer's own fdatasyncs bypass that, so without this the WAL's
+    /// name would not be durable (on a filesystem that does not journal directory entries)
+    /// until the first checkpoint.
     fn open(path: PathBuf) -> io::Result<WalFile> {
         let file = File::open(&path)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(dir)?.sync_all()?;
+        }
         let m = file.metadata()?;
         Ok(WalFile {
             ino: (m.dev(), m.ino()),

@@ -69,6 +69,15 @@ pub struct TortureArgs {
     /// Data directory (default: a new temporary directory, removed at the end).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Shell command run after each kill, before the restart; the run fails if it fails. The
+    /// power-loss test uses it to drop the writes a power cut would lose
+    /// (`crates/werk-powerloss`, docs/durability.md).
+    #[arg(long)]
+    after_kill: Option<String>,
+    /// Extra argument for `werk serve` (repeatable), e.g. `--serve-arg=--durability
+    /// --serve-arg=none` to show what the power-loss test catches without the fsync.
+    #[arg(long = "serve-arg", allow_hyphen_values = true)]
+    serve_args: Vec<String>,
     /// Print a line per round.
     #[arg(long)]
     verbose: bool,
@@ -176,7 +185,12 @@ struct Server {
 }
 
 impl Server {
-    fn start(exe: &PathBuf, dir: &std::path::Path, addr: SocketAddr, scale: f64) -> Result<Server> {
+    fn start(
+        exe: &PathBuf,
+        dir: &std::path::Path,
+        addr: SocketAddr,
+        args: &TortureArgs,
+    ) -> Result<Server> {
         let mut cmd = Command::new(exe);
         cmd.args(["serve", "-b", &addr.to_string(), "-w", ":0", "-d"])
             .arg(dir)
@@ -188,7 +202,8 @@ impl Server {
                 "--fetch-timeout-ms",
                 "300",
             ])
-            .args(["--time-scale", &scale.to_string(), "-l", "warn"])
+            .args(["--time-scale", &args.time_scale.to_string(), "-l", "warn"])
+            .args(&args.serve_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -428,11 +443,20 @@ pub fn run(args: TortureArgs) -> Result<()> {
             break;
         }
         let addr = *world.addr.read().unwrap();
-        let server = start_retrying(&exe, &dir, addr, args.time_scale)?;
+        let server = start_retrying(&exe, &dir, addr, &args)?;
         let run = rng.random_range(args.min_run_ms..=args.max_run_ms);
         thread::sleep(Duration::from_millis(run));
         server.kill();
         kills += 1;
+        if let Some(cmd) = &args.after_kill {
+            let st = Command::new("sh")
+                .args(["-c", cmd])
+                .status()
+                .with_context(|| format!("cannot run --after-kill {cmd:?}"))?;
+            if !st.success() {
+                bail!("--after-kill {cmd:?} failed ({st}) after kill {kills}");
+            }
+        }
         if args.verbose {
             let l = world.ledger.lock().unwrap();
             println!(
@@ -447,7 +471,7 @@ pub fn run(args: TortureArgs) -> Result<()> {
     world.producing.store(false, Ordering::Relaxed);
     world.failing.store(false, Ordering::Relaxed);
     let addr = *world.addr.read().unwrap();
-    let server = start_retrying(&exe, &dir, addr, args.time_scale)?;
+    let server = start_retrying(&exe, &dir, addr, &args)?;
     let drain_started = Instant::now();
     let mut admin = Client::connect(addr, None).context("cannot connect for the drain")?;
     let mut quiet_checks = 0;
@@ -490,7 +514,12 @@ pub fn run(args: TortureArgs) -> Result<()> {
     let deliveries: u64 = l.deliveries.values().map(|n| u64::from(*n)).sum();
     let fails: u64 = l.fails_ok.values().map(|n| u64::from(*n)).sum();
     println!(
-        "torture: rounds {kills}, kills {kills}, elapsed {:.1} s",
+        "torture: rounds {kills}, kills {kills}{}, elapsed {:.1} s",
+        if args.after_kill.is_some() {
+            format!(", after-kill commands {kills}")
+        } else {
+            String::new()
+        },
         started.elapsed().as_secs_f64()
     );
     println!(
@@ -547,11 +576,11 @@ fn start_retrying(
     exe: &PathBuf,
     dir: &std::path::Path,
     addr: SocketAddr,
-    scale: f64,
+    args: &TortureArgs,
 ) -> Result<Server> {
     let mut last = None;
     for _ in 0..50 {
-        match Server::start(exe, dir, addr, scale) {
+        match Server::start(exe, dir, addr, args) {
             Ok(s) => return Ok(s),
             Err(e) => {
                 last = Some(e);
