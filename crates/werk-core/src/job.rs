@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::retry::Failure;
-use crate::time::{format_millis, parse_rfc3339, Millis, MAX_MILLIS};
+use crate::time::{format_stamp, parse_rfc3339, Millis, MAX_MILLIS};
 
 /// Retries given to a job that does not say.
 pub const DEFAULT_RETRY: i64 = 25;
@@ -218,7 +218,7 @@ impl Job {
             return Err(PushError::ReserveFor);
         }
         if self.created_at.is_empty() {
-            self.created_at = format_millis(now);
+            self.created_at = format_stamp(now);
         }
         if self.queue.is_empty() {
             self.queue = DEFAULT_QUEUE.to_string();
@@ -419,6 +419,29 @@ impl Job {
     pub fn retry_limit(&self) -> i64 {
         self.retry.unwrap_or(DEFAULT_RETRY)
     }
+
+    /// Is this (validated) PUSH a retry of the push that stored `stored` under the same jid?
+    ///
+    /// A producer whose connection dropped (or whose server crashed) cannot know whether its
+    /// PUSH committed, and client libraries retry with the same jid. Such a push names the same
+    /// job: same jid, jobtype and queue, and args equal as JSON values (so formatting does not
+    /// matter). It is answered `+OK` and changes nothing, whatever became of the stored job
+    /// (enqueued, working, scheduled, retrying or dead). Any other job under a taken jid is a
+    /// duplicate ([`PushError::DuplicateJid`]). Other fields (`at`, `custom`, `retry`,
+    /// `created_at`, ...) are not compared: a retry may stamp them afresh, and the stored job
+    /// has moved on since (its `failure`, its `enqueued_at`).
+    pub fn is_retried_push_of(&self, stored: &Job) -> bool {
+        fn value(args: &Option<Box<RawValue>>) -> Option<serde_json::Value> {
+            args.as_ref().and_then(|a| serde_json::from_str(a.get()).ok())
+        }
+        self.jid == stored.jid
+            && self.jobtype == stored.jobtype
+            && self.queue == stored.queue
+            && match (value(&self.args), value(&stored.args)) {
+                (Some(a), Some(b)) => a == b,
+                _ => false,
+            }
+    }
 }
 
 fn is_empty_object(text: &str) -> bool {
@@ -437,15 +460,40 @@ mod tests {
     }
 
     #[test]
+    fn a_retried_push_is_the_same_jid_jobtype_queue_and_args() {
+        let stored = push(
+            r#"{"jid":"retried-1","jobtype":"T","queue":"q","args":[1,{"a":"b","c":[2]}],"custom":{"x":1}}"#,
+        )
+        .unwrap()
+        .0;
+        let again = |text: &str| push(text).unwrap().0.is_retried_push_of(&stored);
+        // Formatting, key order, other fields: still the same job.
+        assert!(again(
+            r#"{"jid":"retried-1","jobtype":"T","queue":"q","args":[ 1, {"c":[2], "a":"b"} ],"retry":3,"at":"2030-01-01T00:00:00Z"}"#
+        ));
+        // Another jobtype, queue or args, or another jid: another job.
+        assert!(!again(r#"{"jid":"retried-1","jobtype":"U","queue":"q","args":[1,{"a":"b","c":[2]}]}"#));
+        assert!(!again(r#"{"jid":"retried-1","jobtype":"T","args":[1,{"a":"b","c":[2]}]}"#));
+        assert!(!again(r#"{"jid":"retried-1","jobtype":"T","queue":"q","args":[1,{"a":"b","c":[3]}]}"#));
+        assert!(!again(r#"{"jid":"retried-1","jobtype":"T","queue":"q","args":[1]}"#));
+        assert!(!again(r#"{"jid":"retried-2","jobtype":"T","queue":"q","args":[1,{"a":"b","c":[2]}]}"#));
+        // The default queue is the same as naming it.
+        let d = push(r#"{"jid":"retried-3","jobtype":"T","args":[]}"#).unwrap().0;
+        let named = push(r#"{"jid":"retried-3","jobtype":"T","queue":"default","args":[]}"#);
+        assert!(named.unwrap().0.is_retried_push_of(&d));
+    }
+
+    #[test]
     fn fills_defaults() {
         let (job, at) = push(r#"{"jid":"0123456789","jobtype":"X","args":[]}"#).unwrap();
         assert_eq!(at, None);
         assert_eq!(job.retry, Some(25));
         assert_eq!(job.queue, "default");
-        assert_eq!(job.created_at, format_millis(NOW));
+        assert_eq!(parse_rfc3339(&job.created_at), Ok(NOW));
+        assert_eq!(job.created_at.len(), "2023-11-14T22:13:20.000000000Z".len());
         assert_eq!(
             job.to_json(),
-            r#"{"retry":25,"jid":"0123456789","queue":"default","jobtype":"X","created_at":"2023-11-14T22:13:20Z","args":[]}"#
+            r#"{"retry":25,"jid":"0123456789","queue":"default","jobtype":"X","created_at":"2023-11-14T22:13:20.000999999Z","args":[]}"#
         );
     }
 

@@ -1,6 +1,7 @@
 //! Werk's domain rules, independent of any transport or storage.
 //!
 //! * [`cron`]: `[[cron]]` configuration and when entries fire.
+//! * [`glob`]: MUTATE filters, Redis `SCAN MATCH` globs.
 //! * [`job`]: the job payload as clients send it and as workers receive it, and PUSH validation.
 //! * [`retry`]: what a failure does to a job (retry with backoff, dead, discarded).
 //! * [`time`]: timestamps as the protocol writes and reads them.
@@ -8,6 +9,7 @@
 //! * [`state`]: the job states of `shared/job-state-machine.md`.
 
 pub mod cron;
+pub mod glob;
 pub mod job;
 pub mod retry;
 pub mod state;

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::job::Job;
-use crate::time::{format_millis, parse_rfc3339, Millis, MAX_MILLIS};
+use crate::time::{format_millis, format_stamp, parse_rfc3339, Millis, MAX_MILLIS};
 
 /// The `failure` object carried by a job that has failed at least once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,7 +123,7 @@ pub fn apply_failure_with(
     let retry = job.retry_limit();
     let failure = match job.failure.take() {
         None => Failure {
-            failed_at: format_millis(now),
+            failed_at: format_stamp(now),
             next_at: String::new(),
             message: info.message.clone(),
             errtype: info.errtype.clone(),
@@ -142,7 +142,7 @@ pub fn apply_failure_with(
             // A `failure` can arrive with the PUSH, so `failed_at` may be any text; only a real
             // timestamp is kept (clients require it to parse).
             if parse_rfc3339(&f.failed_at).is_err() {
-                f.failed_at = format_millis(now);
+                f.failed_at = format_stamp(now);
             }
             f.message = info.message.clone();
             f.errtype = info.errtype.clone();
@@ -205,14 +205,14 @@ mod tests {
         assert_eq!(first, FailOutcome::Retry { next_at: 16_000 });
         let f = j.failure.clone().unwrap();
         assert_eq!((f.retry_count, f.remaining), (0, 1));
-        assert_eq!(f.failed_at, format_millis(1_000));
+        assert_eq!(parse_rfc3339(&f.failed_at), Ok(1_000));
         assert_eq!(f.next_at, format_millis(16_000));
         assert_eq!(apply_failure(&mut j, &boom(), 50_000, 0), FailOutcome::Dead);
         let f = j.failure.unwrap();
         assert_eq!((f.retry_count, f.remaining), (1, 0));
         assert_eq!(
-            f.failed_at,
-            format_millis(1_000),
+            parse_rfc3339(&f.failed_at),
+            Ok(1_000),
             "failed_at keeps the first failure"
         );
         assert!(f.next_at.is_empty());
@@ -226,7 +226,7 @@ mod tests {
             "failure":{"failed_at":"2025-01\u00e9:00.5Z","retry_count":0,"remaining":5}}"#;
         let mut j = Job::parse_for_push(text, 0).unwrap().0;
         apply_failure(&mut j, &boom(), 7_000, 0);
-        assert_eq!(j.failure.unwrap().failed_at, format_millis(7_000));
+        assert_eq!(parse_rfc3339(&j.failure.unwrap().failed_at), Ok(7_000));
 
         let text = r#"{"jid":"0123456789","jobtype":"X","args":[],"retry":5,
             "failure":{"failed_at":"2025-01-01T10:00:00.5Z","retry_count":0,"remaining":5}}"#;

@@ -27,6 +27,34 @@ pub fn format_millis(ms: Millis) -> String {
     }
 }
 
+/// Formats the time of an event that happened at `now` (milliseconds, as the caller read its
+/// clock when the request arrived) the way Faktory writes `created_at`, `enqueued_at` and
+/// `failed_at`: RFC 3339 with nine fractional digits.
+///
+/// Werk orders and schedules by milliseconds, but a client that reads its clock just before a
+/// request must never be told the request happened earlier, which truncating to `now` would
+/// do. So the sub-millisecond digits come from the wall clock read now, kept within `now`'s
+/// millisecond: the result is a real instant between the request's arrival and this call,
+/// never before the arrival, and parses back to `now` ([`parse_rfc3339`]). A `now` that is
+/// not the current time (a test's, or the clock stepped back) gets the end of its millisecond
+/// when it is past, its start when it is in the future.
+pub fn format_stamp(now: Millis) -> String {
+    format_stamp_at(now, Utc::now())
+}
+
+/// [`format_stamp`] with the wall clock given.
+pub fn format_stamp_at(now: Millis, clock: DateTime<Utc>) -> String {
+    let start = i128::from(now) * 1_000_000;
+    let clock = clock.timestamp_nanos_opt().map_or(start, i128::from);
+    let t = clock.clamp(start, start + 999_999);
+    let secs = t.div_euclid(1_000_000_000) as i64;
+    let nanos = t.rem_euclid(1_000_000_000) as u32;
+    match Utc.timestamp_opt(secs, nanos).single() {
+        Some(t) => t.to_rfc3339_opts(SecondsFormat::Nanos, true),
+        None => format_millis(now),
+    }
+}
+
 /// Formats a time with nanosecond precision (INFO's `now`).
 pub fn format_nanos(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Nanos, true)
@@ -80,6 +108,41 @@ mod tests {
         assert_eq!(format_millis(MAX_MILLIS), "9999-12-31T23:59:59.999Z");
         assert_eq!(parse_rfc3339(&format_millis(MAX_MILLIS)), Ok(MAX_MILLIS));
         assert!(parse_rfc3339(&format_millis(MAX_MILLIS + 1)).is_err());
+    }
+
+    #[test]
+    fn stamps_have_nanoseconds_within_the_millisecond() {
+        let at = |ns: i64| Utc.timestamp_nanos(ns);
+        let ms = 1_741_064_767_891;
+        // The clock within `now`'s millisecond: its digits.
+        assert_eq!(
+            format_stamp_at(ms, at(ms * 1_000_000 + 234_567)),
+            "2025-03-04T05:06:07.891234567Z"
+        );
+        // The clock already past it (the request waited): the end of that millisecond.
+        assert_eq!(
+            format_stamp_at(ms, at(ms * 1_000_000 + 5_000_000)),
+            "2025-03-04T05:06:07.891999999Z"
+        );
+        // A `now` ahead of the clock: its start.
+        assert_eq!(
+            format_stamp_at(ms, at(ms * 1_000_000 - 1)),
+            "2025-03-04T05:06:07.891000000Z"
+        );
+        assert_eq!(parse_rfc3339(&format_stamp(ms)), Ok(ms));
+    }
+
+    #[test]
+    fn a_stamp_is_never_before_the_clock_read_before_the_request() {
+        for _ in 0..1000 {
+            let before = Utc::now();
+            let now = now_millis(); // the request arrives
+            let stamp = format_stamp(now);
+            let t = DateTime::parse_from_rfc3339(&stamp).unwrap();
+            assert!(t >= before, "{stamp} is before {before:?}");
+            assert!(t <= Utc::now(), "{stamp} is in the future");
+            assert_eq!(stamp.len(), "2025-03-04T05:06:07.891234567Z".len(), "{stamp}");
+        }
     }
 
     #[test]

@@ -167,7 +167,7 @@ pub fn status_json(s: &BatchStatus) -> String {
         bid: &s.bid,
         parent_bid: s.parent_bid.as_deref(),
         description: s.description.as_deref(),
-        created_at: format_millis(s.created_at),
+        created_at: s.created_stamp.clone(),
         total: s.total,
         pending: s.pending,
         failed: s.failed,
@@ -405,6 +405,7 @@ mod tests {
             parent_bid: None,
             description: Some("d".into()),
             created_at: 0,
+            created_stamp: "1970-01-01T00:00:00.000123456Z".into(),
             committed: true,
             total: 3,
             pending: 1,
@@ -414,7 +415,7 @@ mod tests {
         };
         assert_eq!(
             status_json(&s),
-            r#"{"bid":"b-1","description":"d","created_at":"1970-01-01T00:00:00Z","total":3,"pending":1,"failed":0,"complete_st":"1","success_st":""}"#
+            r#"{"bid":"b-1","description":"d","created_at":"1970-01-01T00:00:00.000123456Z","total":3,"pending":1,"failed":0,"complete_st":"1","success_st":""}"#
         );
     }
 

@@ -99,11 +99,12 @@ async fn render_reports_jobs_commands_sizes_and_store() {
             "+OK"
         );
     }
-    // One new job, one refused (j3 is already stored): only the new one counts.
+    // One new job, one refused (jid-0003 is already stored, as another job): only the new one
+    // counts.
     let pushb = format!(
         "PUSHB [{},{}]",
         job("jid-0004", "Report", "critical"),
-        job("jid-0003", "Email", "default")
+        job("jid-0003", "Other", "default")
     );
     assert!(a.cmd(&pushb).await.contains("jid-0003"));
 

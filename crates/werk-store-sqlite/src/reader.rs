@@ -51,7 +51,8 @@ const COLUMNS: &str = "jid, state, queue, jobtype, ts, reserved_at, wid, payload
 
 /// What [`batch_row`] reads from `batches`.
 const BATCH_COLUMNS: &str = "bid, parent, description, created_at, committed, total, pending,
-    failed, complete_job IS NOT NULL, success_job IS NOT NULL, complete_st, success_st";
+    failed, complete_job IS NOT NULL, success_job IS NOT NULL, complete_st, success_st,
+    created_stamp";
 /// Listed batches: committed, or still before their commit deadline (`?2` = now).
 const BATCH_LIVE: &str = "(committed = 1 OR deadline IS NULL OR deadline > ?2)";
 
@@ -67,6 +68,10 @@ fn batch_row(r: &Row<'_>) -> rusqlite::Result<BatchStatus> {
         parent_bid: r.get(1)?,
         description: r.get(2)?,
         created_at: r.get(3)?,
+        // Batches from before the column: their millisecond.
+        created_stamp: r
+            .get::<_, Option<String>>(12)?
+            .unwrap_or_else(|| werk_core::time::format_millis(r.get(3).unwrap_or(0))),
         committed: r.get(4)?,
         total: n(r.get(5)?),
         pending: n(r.get(6)?),

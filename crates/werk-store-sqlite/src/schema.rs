@@ -44,6 +44,10 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     if conn.prepare("SELECT track FROM jobs LIMIT 0").is_err() {
         conn.execute_batch("ALTER TABLE jobs ADD COLUMN track INTEGER")?;
     }
+    // A batch's `created_at` as served, with nanoseconds.
+    if conn.prepare("SELECT created_stamp FROM batches LIMIT 0").is_err() {
+        conn.execute_batch("ALTER TABLE batches ADD COLUMN created_stamp TEXT")?;
+    }
     conn.execute_batch(
         "CREATE INDEX IF NOT EXISTS batches_deadline ON batches (deadline)
              WHERE deadline IS NOT NULL;

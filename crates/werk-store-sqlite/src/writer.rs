@@ -18,7 +18,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 use werk_core::job::{reservation_seconds, Uniqueness};
 use werk_core::retry::apply_failure_with;
-use werk_core::time::{format_millis, local_day};
+use werk_core::time::{format_stamp, local_day};
 use werk_core::{FailInfo, FailOutcome, Job, JobState, Millis, PushError};
 use werk_store::{
     AckOutcome, BatchError, CronFire, FailReply, Listener, MutateOp, Mutation, NewBatch, NewJob,
@@ -128,7 +128,7 @@ impl Prepared {
         let NewJob { mut job, at } = nj;
         let scheduled_at = at.filter(|&at| at > now);
         if scheduled_at.is_none() {
-            job.enqueued_at = format_millis(now);
+            job.enqueued_at = format_stamp(now);
         }
         let payload = job.to_json();
         // Validated at push; a job that slipped through unvalidated simply never expires.
@@ -514,6 +514,31 @@ fn lock_key(column: &str) -> &str {
     column.split_once(':').map_or(column, |(_, key)| key)
 }
 
+/// Registers `redis_match(pattern, text)`: MUTATE's `filter.regexp`, a Redis glob
+/// ([`werk_core::glob::redis_match`]) over the job's JSON as stored and served. Registering again
+/// replaces the same function, so callers need not remember whether they did.
+fn register_redis_match(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    use rusqlite::types::ValueRef;
+    fn bytes<'a>(v: ValueRef<'a>) -> &'a [u8] {
+        match v {
+            ValueRef::Text(b) | ValueRef::Blob(b) => b,
+            _ => &[],
+        }
+    }
+    conn.create_scalar_function(
+        "redis_match",
+        2,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            Ok(werk_core::glob::redis_match(
+                bytes(ctx.get_raw(0)),
+                bytes(ctx.get_raw(1)),
+            ))
+        },
+    )
+}
+
 fn state_code(s: JobState) -> i64 {
     s.code()
 }
@@ -631,6 +656,9 @@ impl Writer {
                 Ok(resp) => {
                     if req.early && !self.degraded && !o.ctx.fresh {
                         if let Resp::Fetch(Some(job)) = &resp {
+                            // What the worker now knows is published at once (INFO right
+                            // after the FETCH shows the job working), the rest at the commit.
+                            self.publish_reserved(&job.queue);
                             if let Some(r) = &job.reservation {
                                 o.answered.push(Answered {
                                     jid: job.jid.clone(),
@@ -838,6 +866,16 @@ impl Writer {
         }
     }
 
+    /// Publishes the move of one job of `queue` to `working` (an early FETCH's, whose job was
+    /// committed before: no size of an uncommitted change is published).
+    fn publish_reserved(&self, queue: &str) {
+        let mut p = self.published.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(q) = p.queues.get_mut(queue) {
+            q.size = (q.size - 1).max(0);
+            p.working += 1;
+        }
+    }
+
     fn publish(&self) {
         *self.published.lock().unwrap_or_else(|p| p.into_inner()) = self.mem.clone();
     }
@@ -974,7 +1012,7 @@ impl Writer {
                 return Ok(false);
             }
         };
-        job.enqueued_at = format_millis(now);
+        job.enqueued_at = format_stamp(now);
         let seq = self.next_seq();
         self.conn
             .prepare_cached(
@@ -1535,8 +1573,9 @@ impl Writer {
                 ));
             } else {
                 if let Some(glob) = f.regexp.as_ref().filter(|g| !g.is_empty()) {
+                    register_redis_match(&self.conn)?;
                     args.push(glob.clone().into());
-                    cond.push_str(&format!(" AND payload GLOB ?{}", args.len()));
+                    cond.push_str(&format!(" AND redis_match(?{}, payload)", args.len()));
                 }
                 if let Some(jt) = f.jobtype.as_ref().filter(|j| !j.is_empty()) {
                     args.push(jt.clone().into());

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use werk_core::job::reservation_seconds;
 use werk_core::retry::backoff_seconds;
-use werk_core::time::{format_millis, local_day, parse_rfc3339};
+use werk_core::time::{format_millis, format_stamp, local_day, parse_rfc3339};
 use werk_core::{FailInfo, FailOutcome, Job, JobState, Millis, PushError};
 
 use crate::{
@@ -42,8 +42,11 @@ pub trait Harness: Sized + Send + Sync + 'static {
         listener: crate::Listener,
     ) -> impl std::future::Future<Output = Self> + Send;
     fn store(&self) -> &Self::S;
-    /// Drop the store WITHOUT calling close (as a crash would) and open the same data again, with
-    /// the same config and listener.
+    /// Crash the store and open its data again, with the same config and listener: the data as
+    /// it is at that moment, without the store's close path (no final commit or checkpoint), as
+    /// a killed process leaves it. Every request answered before the call must survive. (The
+    /// SQLite harness opens a copy of the files on disk while the old store is abandoned; the
+    /// in-memory reference store keeps its committed state.)
     fn reopen(&mut self) -> impl std::future::Future<Output = ()> + Send;
 }
 
@@ -101,6 +104,8 @@ macro_rules! conformance_tests {
             push_batch_results_are_independent,
             push_duplicate_jid_is_refused,
             push_duplicate_jid_within_batch_is_refused,
+            push_retry_of_stored_job_is_ok_and_changes_nothing,
+            push_retry_of_unique_or_batch_member_is_ok,
             push_of_gone_jid_is_accepted,
             args_and_custom_survive_byte_for_byte,
             fetch_is_fifo_within_queue,
@@ -136,6 +141,7 @@ macro_rules! conformance_tests {
             mutate_filter_jids_take_priority,
             mutate_filter_by_jobtype,
             mutate_filter_by_glob,
+            mutate_filter_is_a_redis_glob,
             mutate_never_touches_other_states,
             remove_queues_deletes_enqueued_jobs_and_forgets_queue,
             remove_all_queues,
@@ -804,8 +810,9 @@ pub async fn push_enqueues_job<H: Harness>() {
     assert_eq!(got.at, T0, "an enqueued job's at is its enqueue time");
     assert_eq!(got.reservation, None);
     let job = payload(&got);
-    assert_eq!(job.enqueued_at, format_millis(T0), "payload enqueued_at");
-    assert_eq!(job.created_at, format_millis(T0), "payload created_at");
+    assert_eq!(parse_rfc3339(&job.enqueued_at), Ok(T0), "payload enqueued_at");
+    // Written like Faktory, with nanoseconds, never before the push (parses back to it).
+    assert_eq!(parse_rfc3339(&job.created_at), Ok(T0), "payload created_at");
     assert!(job.failure.is_none());
     assert_eq!(jids(s, Enqueued, Some("mail")).await, vec!["jid-push-0001"]);
     assert_eq!(jids(s, Enqueued, None).await, vec!["jid-push-0001"]);
@@ -866,7 +873,7 @@ pub async fn push_with_due_or_past_at_enqueues_job<H: Harness>() {
     for jid in ["jid-now-00001", "jid-past-0001"] {
         let got = must_get(s, jid).await;
         assert_eq!(got.state, Enqueued, "{jid}: at <= now is enqueued at once");
-        assert_eq!(payload(&got).enqueued_at, format_millis(T0));
+        assert_eq!(parse_rfc3339(&payload(&got).enqueued_at), Ok(T0));
     }
     assert_eq!(stats(s).await.scheduled, 0);
     assert!(c.rec.take().iter().any(|q| q == "default"));
@@ -959,6 +966,92 @@ pub async fn push_duplicate_jid_is_refused<H: Harness>() {
         vec!["dup-fresh-001", "dup-fresh-002"]
     );
     c.finish(t).await;
+}
+
+/// A retried PUSH (the producer could not know whether its first PUSH committed): a jid
+/// already stored, in any state, by the same job (jobtype, queue, and args equal as JSON values)
+/// is answered OK and changes nothing; another job under that jid is still a duplicate.
+pub async fn push_retry_of_stored_job_is_ok_and_changes_nothing<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    let mut t = T0;
+    let mut originals = Vec::new();
+    let first = |jid: &str, state: JobState| {
+        spec(jid)
+            .queue(&format!("q-{}", state.set_name()))
+            .args(r#"[1,{"a":"b","c":[2]}]"#)
+    };
+    for state in JobState::ALL {
+        let jid = format!("retried-{}", state.set_name());
+        originals.push(put(s, &first(&jid, state), state, t).await);
+        t += SEC;
+    }
+    let before = stats(s).await;
+    let lists = all_lists(s).await;
+    // The same jobs again (args formatted otherwise, another `retry`, scheduled): all OK.
+    let again: Vec<Spec> = originals
+        .iter()
+        .map(|o| {
+            first(&o.jid, o.state)
+                .args(r#"[ 1, {"c":[2], "a":"b"} ]"#)
+                .retry(3)
+                .at(t + HOUR)
+        })
+        .collect();
+    let res = push_results(s, &again, t).await;
+    assert!(res.iter().all(|r| r.is_ok()), "retried pushes: {res:?}");
+    for o in &originals {
+        assert_eq!(get(s, &o.jid).await.as_ref(), Some(o), "{} untouched", o.state);
+    }
+    assert_eq!(all_lists(s).await, lists, "a retried push changes nothing");
+    assert_eq!(stats(s).await, before, "a retried push changes no counter");
+    // Another jobtype, queue or args under a taken jid: still refused.
+    for o in &originals {
+        let other = [
+            first(&o.jid, o.state).jobtype("OtherJob"),
+            first(&o.jid, o.state).queue("elsewhere"),
+            first(&o.jid, o.state).args(r#"[1,{"a":"b","c":[3]}]"#),
+        ];
+        for r in push_results(s, &other, t).await {
+            assert_duplicate(&r, &o.jid);
+        }
+    }
+    // Within one PUSHB: the first copy is stored, an identical second one is OK.
+    let res = push_results(s, &[spec("retried-pushb-1"), spec("retried-pushb-1")], t).await;
+    assert_eq!(res, vec![Ok(()), Ok(())]);
+    assert_eq!(jids(s, Enqueued, Some("default")).await, vec!["retried-pushb-1"]);
+    c.finish(t).await;
+}
+
+/// A retried PUSH of a unique job is not refused as NOTUNIQUE because of the lock it took
+/// itself; another jid with the same identity still is. A retried batch member is counted once.
+pub async fn push_retry_of_unique_or_batch_member_is_ok<H: Harness>() {
+    let c = Ctx::<H>::new().await;
+    let s = c.s();
+    let u = || uniq("retried-uniq-1", "[7]", r#"{"unique_for":3600}"#);
+    assert_eq!(push_one(s, u(), T0).await, Ok(()));
+    assert_eq!(push_one(s, u(), T0 + SEC).await, Ok(()), "retried unique push");
+    assert_eq!(
+        push_one(s, uniq("retried-uniq-2", "[7]", r#"{"unique_for":3600}"#), T0 + SEC).await,
+        Err(PushError::NotUnique)
+    );
+    // Fetched (working), with the lock released at start: the retry is still the same job.
+    let us = || uniq("retried-uniq-3", "[8]", r#"{"unique_for":3600,"unique_until":"start"}"#);
+    assert_eq!(push_one(s, us(), T0).await, Ok(()));
+    assert_eq!(fetch_jid(s, &["uq"], T0 + SEC).await.as_deref(), Some("retried-uniq-1"));
+    assert_eq!(fetch_jid(s, &["uq"], T0 + SEC).await.as_deref(), Some("retried-uniq-3"));
+    assert_eq!(push_one(s, us(), T0 + 2 * SEC).await, Ok(()));
+    assert_eq!(state_of(s, "retried-uniq-3").await, Some(Working));
+    assert_eq!(fetch_jid(s, &["uq"], T0 + 2 * SEC).await, None, "nothing was enqueued again");
+
+    let bid = "bid-retried-01";
+    batch_new(s, both_callbacks(bid), T0).await;
+    assert_eq!(push_one(s, member("retried-mem-1", bid), T0).await, Ok(()));
+    assert_eq!(push_one(s, member("retried-mem-1", bid), T0 + SEC).await, Ok(()));
+    let st = status(s, bid, T0 + SEC).await;
+    assert_eq!((st.total, st.pending), (1, 1), "the retried member is counted once");
+    assert_eq!(jids(s, Enqueued, Some("bq")).await, vec!["retried-mem-1"]);
+    c.finish(T0 + 2 * SEC).await;
 }
 
 /// The same jid twice in one PUSHB: the first is stored, the second refused.
@@ -1211,8 +1304,8 @@ pub async fn fetch_reserves_job<H: Harness>() {
             "{jid}: a working job's at is its expiry"
         );
         assert_eq!(
-            payload(&got).enqueued_at,
-            format_millis(T0 + i as Millis),
+            parse_rfc3339(&payload(&got).enqueued_at),
+            Ok(T0 + i as Millis),
             "{jid}: enqueued_at"
         );
         assert_eq!(
@@ -1624,7 +1717,7 @@ pub async fn fail_moves_job_to_retry_with_failure_info<H: Harness>() {
     );
     let f = payload(&got).failure.expect("failure object");
     assert_eq!((f.retry_count, f.remaining), (0, 25));
-    assert_eq!(f.failed_at, format_millis(t));
+    assert_eq!(parse_rfc3339(&f.failed_at), Ok(t));
     assert_eq!(f.next_at, format_millis(next_at));
     assert_eq!(
         (f.errtype.as_str(), f.message.as_str()),
@@ -1689,8 +1782,8 @@ pub async fn second_failure_counts_up_and_keeps_failed_at<H: Harness>() {
     let f = payload(&got).failure.expect("failure object");
     assert_eq!((f.retry_count, f.remaining), (1, 24));
     assert_eq!(
-        f.failed_at,
-        format_millis(t1),
+        parse_rfc3339(&f.failed_at),
+        Ok(t1),
         "failed_at keeps the first failure's time"
     );
     assert_eq!(f.next_at, format_millis(next2));
@@ -1744,7 +1837,7 @@ pub async fn fail_with_negative_retry_kills_job<H: Harness>() {
     );
     let f = payload(&got).failure.expect("failure object");
     assert_eq!((f.retry_count, f.remaining), (0, 0));
-    assert_eq!(f.failed_at, format_millis(t));
+    assert_eq!(parse_rfc3339(&f.failed_at), Ok(t));
     let st = stats(s).await;
     assert_eq!(
         (st.working, st.retries, st.dead, st.processed, st.failures),
@@ -1863,8 +1956,8 @@ pub async fn promote_due_moves_only_due_jobs<H: Harness>() {
     let got = must_get(s, "prom-sched-01").await;
     assert_eq!((got.state, got.at), (Enqueued, t1));
     assert_eq!(
-        payload(&got).enqueued_at,
-        format_millis(t1),
+        parse_rfc3339(&payload(&got).enqueued_at),
+        Ok(t1),
         "promotion sets enqueued_at"
     );
     assert!(
@@ -1917,8 +2010,8 @@ pub async fn promote_due_refreshes_enqueued_at_and_keeps_failure<H: Harness>() {
     assert_eq!((got.state, got.at), (Enqueued, t));
     let job = payload(&got);
     assert_eq!(
-        job.enqueued_at,
-        format_millis(t),
+        parse_rfc3339(&job.enqueued_at),
+        Ok(t),
         "enqueued_at is the promotion time"
     );
     assert_eq!(
@@ -1929,7 +2022,7 @@ pub async fn promote_due_refreshes_enqueued_at_and_keeps_failure<H: Harness>() {
     let fetched = fetch(s, &["default"], t)
         .await
         .expect("promoted job is fetchable");
-    assert_eq!(payload(&fetched).enqueued_at, format_millis(t));
+    assert_eq!(parse_rfc3339(&payload(&fetched).enqueued_at), Ok(t));
     c.finish(t).await;
 }
 
@@ -1990,7 +2083,7 @@ pub async fn reap_expired_fails_expired_reservations<H: Harness>() {
     assert_eq!(f.message, "Faktory job reservation expired");
     assert!(f.backtrace.is_empty());
     assert_eq!((f.retry_count, f.remaining), (0, 25));
-    assert_eq!(f.failed_at, format_millis(t));
+    assert_eq!(parse_rfc3339(&f.failed_at), Ok(t));
     assert_eq!(
         state_of(s, "reap-long-001").await,
         Some(Working),
@@ -2595,6 +2688,45 @@ pub async fn mutate_filter_by_glob<H: Harness>() {
     let f = glob("*\"color\":\"blue\"*", None);
     check_filter::<H>(MutateOp::Requeue, f.clone(), &["alpha-blue"], "glob blue").await;
     check_filter::<H>(MutateOp::Kill, f, &["alpha-blue"], "glob blue").await;
+}
+
+/// `regexp` is a Redis `SCAN MATCH` glob (Faktory hands it to Redis), matched against the job's
+/// JSON as stored and served: `\` escapes the next character (the `faktory` crate's
+/// `Filter::from_pattern(r#"*\"args\":\[\"x\"\]*"#)`), `[...]` is a class with ranges (also
+/// backwards) and `^`, and an unescaped `[` always starts a class.
+pub async fn mutate_filter_is_a_redis_glob<H: Harness>() {
+    let cases: [(&str, &[&str]); 7] = [
+        (r#"*\"args\":\[\"x\"\]*"#, &["glob-args-x"]),
+        // Unescaped, `["x"]` is a class of one byte: nothing has `"args":"` or `"args":x`.
+        (r#"*"args":["x"]*"#, &[]),
+        (r#"*\"args\":\[\"[x-y]\"\]*"#, &["glob-args-x", "glob-args-y"]),
+        (r#"*\"args\":\[\"[y-x]\"\]*"#, &["glob-args-x", "glob-args-y"]),
+        (r#"*\"args\":\[\"[^x]\"\]*"#, &["glob-args-y"]),
+        (r#"*\"args\":\[\"x\",*"#, &["glob-args-xy"]),
+        (r#"*\[\"?\"\]*"#, &["glob-args-x", "glob-args-y"]),
+    ];
+    for (pattern, want) in cases {
+        let c = Ctx::<H>::new().await;
+        let s = c.s();
+        let mut t = T0;
+        for (kind, args) in [("x", r#"["x"]"#), ("y", r#"["y"]"#), ("xy", r#"["x","y"]"#)] {
+            put(s, &spec(&format!("glob-args-{kind}")).args(args), Retry, t).await;
+            t += SEC;
+        }
+        let filter = MutateFilter {
+            jids: Vec::new(),
+            regexp: Some(pattern.to_string()),
+            jobtype: None,
+        };
+        let n = mutate(s, MutateOp::Requeue, Retry, Some(filter), t).await;
+        assert_eq!(n, want.len() as u64, "requeue count for {pattern}");
+        for kind in ["x", "y", "xy"] {
+            let jid = format!("glob-args-{kind}");
+            let expect = if want.contains(&jid.as_str()) { Enqueued } else { Retry };
+            assert_eq!(state_of(s, &jid).await, Some(expect), "{pattern}: {jid}");
+        }
+        c.finish(t).await;
+    }
 }
 
 /// MUTATE acts only on its target set, even when its jids name jobs in other states.
@@ -4507,7 +4639,7 @@ async fn run_model<H: Harness>(seed: u64, steps: usize) {
                 let n = 1 + rng.below(3);
                 let mut specs = Vec::new();
                 let mut expect_dup = Vec::new();
-                let mut in_batch = BTreeSet::new();
+                let mut in_batch: BTreeMap<String, (String, String)> = BTreeMap::new();
                 for _ in 0..n {
                     let known = m.all_jids();
                     let jid = if !known.is_empty() && rng.chance(10) {
@@ -4526,8 +4658,17 @@ async fn run_model<H: Harness>(seed: u64, steps: usize) {
                         6 => sp = sp.at(now - rng.below(60_000) as Millis),
                         _ => sp = sp.at(now + 1 + rng.below(120_000) as Millis),
                     }
-                    expect_dup.push(m.jobs.contains_key(&jid) || in_batch.contains(&jid));
-                    in_batch.insert(jid);
+                    // A jid already taken: by the same job (jobtype, queue, args; the model's
+                    // args are always `[]`) it is a retried push, else a duplicate.
+                    let taken = m
+                        .jobs
+                        .get(&jid)
+                        .map(|j| (j.queue.clone(), j.jobtype.clone()))
+                        .or_else(|| in_batch.get(&jid).cloned());
+                    expect_dup.push(taken.map(|t| t == (sp.queue.clone(), sp.jobtype.clone())));
+                    in_batch
+                        .entry(jid)
+                        .or_insert((sp.queue.clone(), sp.jobtype.clone()));
                     specs.push(sp);
                 }
                 what = format!(
@@ -4535,8 +4676,18 @@ async fn run_model<H: Harness>(seed: u64, steps: usize) {
                     specs.iter().map(|j| &j.jid).collect::<Vec<_>>()
                 );
                 let res = push_results(s, &specs, now).await;
-                for ((sp, dup), r) in specs.iter().zip(expect_dup).zip(res) {
-                    if dup {
+                for ((sp, taken), r) in specs.iter().zip(expect_dup).zip(res) {
+                    if taken == Some(true) {
+                        assert_eq!(
+                            r,
+                            Ok(()),
+                            "seed {seed} step {step}: {what}: {} is a retried push",
+                            sp.jid
+                        );
+                        *tally.entry("=retried pushes".into()).or_default() += 1;
+                        continue;
+                    }
+                    if taken == Some(false) {
                         assert!(
                             matches!(r, Err(PushError::DuplicateJid(..))),
                             "seed {seed} step {step}: {what}: {} must be a duplicate, got {r:?}",
@@ -5032,6 +5183,7 @@ async fn verify_model<S: Store>(s: &S, m: &Model, ctx: &str, check_gone: bool) {
 mod reference {
     use super::*;
     use crate::{Reservation, Result};
+    use werk_core::glob::redis_match;
     use werk_core::retry::apply_failure;
 
     #[derive(Clone)]
@@ -5064,6 +5216,7 @@ mod reference {
         parent: Option<String>,
         description: Option<String>,
         created_at: Millis,
+        created_stamp: String,
         committed: bool,
         /// When the batch expires if it stays uncommitted.
         deadline: Millis,
@@ -5119,6 +5272,12 @@ mod reference {
             now: Millis,
             told: &mut Vec<String>,
         ) -> std::result::Result<(), PushError> {
+            // A retry of the push that stored this job: OK, nothing changes.
+            if let Some(e) = self.jobs.get(&job.jid) {
+                if job.is_retried_push_of(&e.job) {
+                    return Ok(());
+                }
+            }
             let bid = job.batch_id().ok().flatten();
             if let Some(bid) = &bid {
                 if self.live_batch(bid, now).is_none() {
@@ -5133,12 +5292,13 @@ mod reference {
             }
             let uniq = job.uniqueness(now, at).ok().flatten();
             if let Some(u) = &uniq {
-                if self
-                    .locks
-                    .get(&u.key)
-                    .is_some_and(|(_, until)| *until > now)
-                {
-                    return Err(PushError::NotUnique);
+                if let Some((holder, _)) = self.locks.get(&u.key).filter(|(_, until)| *until > now) {
+                    // The lock this very job took (same jid and identity; the job was fetched
+                    // or is gone): a retried push, OK and nothing changes.
+                    return match *holder == job.jid {
+                        true => Ok(()),
+                        false => Err(PushError::NotUnique),
+                    };
                 }
                 self.locks.insert(u.key.clone(), (job.jid.clone(), u.until));
             }
@@ -5386,7 +5546,7 @@ mod reference {
         fn enqueue(&mut self, jid: &str, now: Millis) -> String {
             let seq = self.next();
             let e = self.jobs.get_mut(jid).unwrap();
-            e.job.enqueued_at = format_millis(now);
+            e.job.enqueued_at = format_stamp(now);
             e.state = Enqueued;
             e.at = now;
             e.seq = seq;
@@ -5483,40 +5643,6 @@ mod reference {
         }
     }
 
-    /// Redis-style glob: `*`, `?`, `[...]` (with `^` and ranges), `\` escapes.
-    pub fn glob(p: &[u8], s: &[u8]) -> bool {
-        match p.first() {
-            None => s.is_empty(),
-            Some(b'*') => (0..=s.len()).any(|i| glob(&p[1..], &s[i..])),
-            Some(b'?') => !s.is_empty() && glob(&p[1..], &s[1..]),
-            Some(b'[') => {
-                let Some(c) = s.first() else { return false };
-                let mut i = 1;
-                let neg = p.get(1) == Some(&b'^');
-                if neg {
-                    i += 1;
-                }
-                let mut hit = false;
-                while i < p.len() && p[i] != b']' {
-                    if p[i] == b'\\' && i + 1 < p.len() {
-                        hit |= p[i + 1] == *c;
-                        i += 2;
-                    } else if i + 2 < p.len() && p[i + 1] == b'-' && p[i + 2] != b']' {
-                        let (lo, hi) = (p[i].min(p[i + 2]), p[i].max(p[i + 2]));
-                        hit |= (lo..=hi).contains(c);
-                        i += 3;
-                    } else {
-                        hit |= p[i] == *c;
-                        i += 1;
-                    }
-                }
-                hit != neg && glob(&p[(i + 1).min(p.len())..], &s[1..])
-            }
-            Some(b'\\') if p.len() > 1 => s.first() == Some(&p[1]) && glob(&p[2..], &s[1..]),
-            Some(c) => s.first() == Some(c) && glob(&p[1..], &s[1..]),
-        }
-    }
-
     pub struct RefStore {
         closed: std::sync::atomic::AtomicBool,
         disk: Arc<Mutex<Data>>,
@@ -5551,6 +5677,7 @@ mod reference {
             parent_bid: b.parent.clone(),
             description: b.description.clone(),
             created_at: b.created_at,
+            created_stamp: b.created_stamp.clone(),
             committed: b.committed,
             total: b.total,
             pending: b.pending,
@@ -5814,7 +5941,7 @@ mod reference {
                         (Some(f), _) => {
                             let text = e.job.to_json();
                             let re = f.regexp.as_ref().filter(|r| !r.is_empty());
-                            re.is_none_or(|r| glob(r.as_bytes(), text.as_bytes()))
+                            re.is_none_or(|r| redis_match(r.as_bytes(), text.as_bytes()))
                                 && f.jobtype.as_ref().is_none_or(|t| *t == e.job.jobtype)
                         }
                     })
@@ -6077,6 +6204,7 @@ mod reference {
                         parent: batch.parent_bid,
                         description: batch.description,
                         created_at: now,
+                        created_stamp: format_stamp(now),
                         committed: false,
                         deadline: now + BATCH_COMMIT_DEADLINE,
                         changed_at: now,
@@ -6270,22 +6398,6 @@ mod reference {
             ready(())
         }
     }
-
-    #[test]
-    fn glob_matches_like_redis() {
-        for (p, s, want) in [
-            ("*\"a\":\"b\"*", "{\"a\":\"b\",\"c\":1}", true),
-            ("*\"a\":\"b\"*", "{\"a\":\"bc\"}", false),
-            ("a?c", "abc", true),
-            ("a?c", "ac", false),
-            ("[ab]x", "bx", true),
-            ("[^ab]x", "bx", false),
-            ("[a-c]x", "cx", true),
-            ("\\*", "*", true),
-        ] {
-            assert_eq!(glob(p.as_bytes(), s.as_bytes()), want, "{p} ~ {s}");
-        }
-    }
 }
 
 #[cfg(test)]
@@ -6356,7 +6468,7 @@ pub async fn cron_tick_fires_once<H: Harness>() {
     );
     let j = get(s, "cron-001").await.expect("fired job stored");
     assert_eq!(j.state, Enqueued);
-    assert_eq!(payload(&j).enqueued_at, format_millis(tick + 5));
+    assert_eq!(parse_rfc3339(&payload(&j).enqueued_at), Ok(tick + 5));
     c.finish(tick + MIN).await;
 }
 
@@ -6955,6 +7067,7 @@ pub async fn batch_new_then_status<H: Harness>() {
             parent_bid: None,
             description: Some("nightly import".to_string()),
             created_at: T0,
+            created_stamp: format_stamp(T0),
             committed: false,
             total: 0,
             pending: 0,

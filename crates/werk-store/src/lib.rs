@@ -132,6 +132,9 @@ pub struct BatchStatus {
     pub parent_bid: Option<String>,
     pub description: Option<String>,
     pub created_at: Millis,
+    /// `created_at` as served: RFC 3339 with nanoseconds, never before BATCH NEW arrived
+    /// ([`werk_core::time::format_stamp`]).
+    pub created_stamp: String,
     /// Committed and not reopened.
     pub committed: bool,
     /// Jobs pushed into this batch (child batches' jobs are not counted).

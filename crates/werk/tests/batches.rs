@@ -552,7 +552,7 @@ fn error_replies_on_the_wire() {
     assert_eq!(counts(&mut c, &real), (2, 2, 0));
     assert_eq!(queue_size(&c.info(), "default"), Some(2));
     // Pushes refused for other reasons (duplicate jid, NOTUNIQUE) do not join the batch.
-    let r = c.push(&member("pushb-member-1", "default", &real));
+    let r = c.push(&member("pushb-member-1", "elsewhere", &real));
     assert!(r.expect_err().starts_with("ERR duplicate jid"), "{r:?}");
     let uniq = |jid: &str| json!({"jid": jid, "jobtype": "U", "args": [1], "queue": "uq", "custom": {"bid": real, "unique_for": 60}});
     c.push_ok(&uniq("uniq-member-1"));
@@ -1147,6 +1147,7 @@ fn kill_during_ack_storms_callbacks_fire_exactly_once() {
         } else {
             rng.range(20, 500)
         };
+        // The life's length is the (random) crash point, not a synchronisation.
         life(tmp.path(), &opts, kills, &ledger, &seq, |_| {
             thread::sleep(Duration::from_millis(run))
         });
@@ -1179,7 +1180,20 @@ fn kill_during_ack_storms_callbacks_fire_exactly_once() {
             }
             thread::sleep(Duration::from_millis(50));
         }
-        thread::sleep(Duration::from_millis(1000));
+        // Then until nothing is left that could come back as a second callback delivery (no job
+        // enqueued, reserved, retrying or scheduled), and the reaper and the scheduler have each
+        // run a whole cycle after that.
+        wait_info(&mut c, Duration::from_secs(30), "every job to be done", |i| {
+            let queued: u64 = i["faktory"]["queues"]
+                .as_object()
+                .map_or(0, |m| m.values().filter_map(Value::as_u64).sum());
+            queued == 0
+                && ["working", "retries", "scheduled"]
+                    .iter()
+                    .all(|set| set_size(i, set) == 0)
+        });
+        wait_full_task_cycle(&mut c, "Busy");
+        wait_full_task_cycle(&mut c, "Scheduled");
     });
     // One more life without workers: inspect what is left.
     let s = Server::start_in(tmp.path(), opts);

@@ -422,7 +422,7 @@ async fn password_via_url() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn worker_run_with_heartbeats_and_graceful_shutdown() {
-    let s = Server::start(fast());
+    let s = Server::start(fast().web());
     let done = Arc::new(AtomicUsize::new(0));
     let d2 = done.clone();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -450,8 +450,17 @@ async fn worker_run_with_heartbeats_and_graceful_shutdown() {
 
     let all = wait_async(T, || done.load(Ordering::SeqCst) == 10).await;
     assert!(all, "processed only {} of 10", done.load(Ordering::SeqCst));
-    // The crate beats every 5 s; stay alive past the first BEAT (an error reply would end run).
-    tokio::time::sleep(Duration::from_secs(6).saturating_sub(started.elapsed())).await;
+    // The crate beats every 5 s; the worker stays alive past its first BEAT (an error reply
+    // would end run): the server has answered a BEAT, and the worker still runs jobs after it.
+    let beats = r#"werk_command_duration_seconds_count{command="BEAT"}"#;
+    let beat = wait_async(Duration::from_secs(15), || {
+        metric_value(&scrape_metrics(&s), beats).is_some_and(|n| n >= 1.0)
+    })
+    .await;
+    assert!(beat, "no BEAT within {:?}", started.elapsed());
+    c.enqueue(Job::new("tick", vec![10])).await.unwrap();
+    let more = wait_async(T, || done.load(Ordering::SeqCst) == 11).await;
+    assert!(more, "no job run after the first BEAT");
     assert!(!jh.is_finished(), "worker stopped early: {:?}", jh.await);
     stop_tx.send(()).unwrap();
     let details = timeout(T, jh)
@@ -461,7 +470,7 @@ async fn worker_run_with_heartbeats_and_graceful_shutdown() {
         .expect("run ok");
     assert_eq!(details.reason, StopReason::GracefulShutdown);
     let st = c.current_info().await.unwrap();
-    assert_eq!(st.data.total_processed, 10);
+    assert_eq!(st.data.total_processed, 11);
     drop(c);
 }
 
@@ -476,7 +485,8 @@ async fn server_terminate_instruction_stops_the_worker() {
         .await
         .unwrap();
     let jh = tokio::spawn(async move { w.run(&["default"]).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The worker is running: its FETCH is parked on the empty queue.
+    wait_info(&mut s.conn(), T, "the worker's FETCH", |i| fetches_waiting(i) >= 1);
     // Operator asks the worker to terminate (BEAT for its wid from another connection).
     let r = s.conn().cmd(&format!(
         r#"BEAT {{"wid":"{wid}","current_state":"terminate"}}"#
@@ -500,4 +510,118 @@ async fn wait_async(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     f()
+}
+
+/// The crate's own documented MUTATE filter, a Redis `SCAN MATCH` glob with escapes
+/// (`Filter::from_pattern(r#"*\"args\":\[\"x\"\]*"#)`), requeues exactly the matching jobs of
+/// the retry set.
+#[tokio::test(flavor = "multi_thread")]
+async fn requeue_retries_by_redis_glob_pattern() {
+    let s = Server::start(fast());
+    let mut w = Worker::builder()
+        .register_fn("globbed", |_job| async { Err(io::Error::other("fail once")) })
+        .connect_to(&s.url())
+        .await
+        .unwrap();
+    let mut c = client(&s).await;
+    for (jid, arg) in [("glob-job-x-0001", "x"), ("glob-job-y-0001", "y")] {
+        c.enqueue(
+            JobBuilder::new("globbed")
+                .jid(JobId::new(jid))
+                .args(vec![arg])
+                .queue("gq")
+                .build(),
+        )
+        .await
+        .unwrap();
+        assert!(timeout(T, w.run_one(0, &["gq"])).await.unwrap().unwrap());
+    }
+    assert_eq!(set_size(&raw_info(&s), "retries"), 2);
+
+    let filter = Filter::from_pattern(r#"*\"args\":\[\"x\"\]*"#);
+    c.requeue(JobSet::Retries, &filter).await.unwrap();
+
+    let info = raw_info(&s);
+    assert_eq!(set_size(&info, "retries"), 1, "only the x job leaves: {info}");
+    let mut conn = s.conn();
+    let job = conn.fetch_job("gq");
+    assert_eq!(job["jid"], "glob-job-x-0001");
+    assert_eq!(job["args"], json!(["x"]));
+    drop(c);
+    drop(w);
+}
+
+/// A producer that lost its connection retries its PUSH with the same jid: the same job
+/// (jobtype, queue, args) is answered OK and stored once, in whatever state it reached; another
+/// job under that jid is still refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn retried_push_is_ok_and_stores_one_job() {
+    let s = Server::start(fast());
+    let mut c = client(&s).await;
+    let job = |args: Value| {
+        JobBuilder::new("retried")
+            .jid(JobId::new("retried-push-0001"))
+            .args(vec![args])
+            .queue("rq")
+            .build()
+    };
+    c.enqueue(job(json!({"a": 1, "b": [2]}))).await.unwrap();
+    // The retry: the same job (its created_at differs, a new Job is built every time).
+    c.enqueue(job(json!({"a": 1, "b": [2]})))
+        .await
+        .expect("a retried push is OK");
+    let (n, errs) = c
+        .enqueue_many([job(json!({"a": 1, "b": [2]}))])
+        .await
+        .unwrap();
+    assert_eq!((n, errs), (1, None), "a retried PUSHB entry is OK");
+    assert_eq!(queue_size(&raw_info(&s), "rq"), Some(1), "one job stored");
+    // Raw protocol, args formatted otherwise: the same job.
+    let mut conn = s.conn();
+    conn.cmd(r#"PUSH {"jid":"retried-push-0001","jobtype":"retried","queue":"rq","args":[ {"b":[2],"a":1} ]}"#)
+        .expect_ok();
+    // Another job under the same jid: refused.
+    let err = c
+        .enqueue(job(json!({"a": 2})))
+        .await
+        .expect_err("other args under a taken jid");
+    assert!(format!("{err:?}").contains("duplicate jid"), "{err:?}");
+    // Fetched and working: a retry is still OK and nothing is enqueued again.
+    let fetched = conn.fetch_job("rq");
+    assert_eq!(fetched["jid"], "retried-push-0001");
+    c.enqueue(job(json!({"a": 1, "b": [2]}))).await.unwrap();
+    let info = raw_info(&s);
+    assert_eq!(queue_size(&info, "rq"), Some(0), "{info}");
+    assert_eq!(set_size(&info, "working"), 1, "{info}");
+    drop(c);
+}
+
+/// Times the server writes are never coarser than Faktory's (nanoseconds) and never before the
+/// request: `created_at` of a job pushed without one, and `failed_at`.
+#[tokio::test(flavor = "multi_thread")]
+async fn server_written_times_have_sub_millisecond_precision() {
+    let s = Server::start(fast());
+    let mut conn = s.conn();
+    let sub_ms = |t: &str| {
+        let frac = t.trim_end_matches('Z').rsplit('.').next().unwrap_or("");
+        frac.len() > 3
+    };
+    let at = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    for i in 0..20 {
+        let jid = format!("precise-time-{i:04}");
+        let before_push = chrono::Utc::now();
+        conn.push_ok(&json!({"jid": jid, "jobtype": "T", "args": [], "queue": "pq"}));
+        let job = conn.fetch_job("pq");
+        let created = &job["created_at"];
+        assert!(sub_ms(created.as_str().unwrap()), "created_at {created}");
+        assert!(at(created) >= before_push, "created_at {created} < {before_push:?}");
+        let before_fail = chrono::Utc::now();
+        conn.fail(&json!({"jid": jid, "message": "no"})).expect_ok();
+        conn.mutate(&json!({"cmd": "requeue", "target": "retries", "filter": {"jids": [jid]}}))
+            .expect_ok();
+        let failed = conn.fetch_job("pq")["failure"]["failed_at"].clone();
+        assert!(sub_ms(failed.as_str().unwrap()), "failed_at {failed}");
+        assert!(at(&failed) >= before_fail, "failed_at {failed} < {before_fail:?}");
+        conn.ack(&jid).expect_ok();
+    }
 }

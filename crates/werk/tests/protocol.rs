@@ -250,13 +250,19 @@ fn bare_lf_line_endings_are_accepted() {
 
 #[test]
 fn handshake_timeout_drops_silent_client_without_blocking_others() {
-    let s = Server::start(fast().arg("--handshake-timeout-ms").arg("300"));
+    const HANDSHAKE_MS: u64 = 300;
+    let s = Server::start(
+        fast()
+            .arg("--handshake-timeout-ms")
+            .arg(HANDSHAKE_MS.to_string()),
+    );
     let mut silent = Conn::connect(s.addr);
     silent.read_hi();
     let mut never_reads = Conn::connect(s.addr); // does not even read the greeting
                                                  // Others are served while the silent clients hang around.
     let t = Instant::now();
     let mut c = s.conn();
+    let c_opened = Instant::now();
     let j = jid("busy");
     c.push_ok(&job(&j, "X"));
     assert_eq!(c.fetch_job("default")["jid"], j);
@@ -271,8 +277,12 @@ fn handshake_timeout_drops_silent_client_without_blocking_others() {
     let hi = never_reads.read_line().expect("greeting was sent");
     assert!(hi.starts_with(b"+HI "));
     never_reads.expect_closed(Duration::from_secs(5));
-    // A connection that completed its HELLO has no idle timeout.
-    thread::sleep(Duration::from_millis(600));
+    // A connection that completed its HELLO has no idle timeout: still served once it is twice
+    // the handshake timeout old (the condition here is the passing of time itself; the server
+    // does nothing at that moment that could be waited for instead).
+    let age = Duration::from_millis(2 * HANDSHAKE_MS);
+    thread::sleep(age.saturating_sub(c_opened.elapsed()));
+    assert!(c_opened.elapsed() >= age);
     c.push_ok(&job(&jid("still-alive"), "X"));
 }
 
@@ -469,7 +479,9 @@ fn duplicate_jid_is_refused() {
     let mut c = s.conn();
     let j = jid("dup");
     c.push_ok(&job(&j, "X"));
-    let r = c.push(&job(&j, "X"));
+    // Another job (here: another jobtype) under a taken jid. (The same job again is a
+    // retried push, answered OK: faktory_client.rs, `retried_push_is_ok_and_stores_one_job`.)
+    let r = c.push(&job(&j, "Y"));
     assert!(
         r.expect_err()
             .starts_with(&format!("ERR duplicate jid {j}")),
@@ -598,7 +610,8 @@ fn blocked_fetch_is_woken_by_push_from_another_connection() {
 
     for (queues, target) in [("wake", "wake"), ("wake-a wake-b", "wake-b")] {
         w.send(&format!("FETCH {queues}"));
-        thread::sleep(Duration::from_millis(300));
+        // The FETCH is parked (found nothing, waits for a wake-up) before the job is pushed.
+        wait_fetches_waiting(&mut p, 1);
         let j = jid("wake");
         let t = Instant::now();
         p.push_ok(&json!({"jid": j, "jobtype": "W", "args": [], "queue": target}));
@@ -1158,6 +1171,7 @@ fn queue_latency_and_errors() {
     assert_eq!(r.json().as_object().map(|m| m.len()), Some(1), "{r:?}");
     assert_eq!(r.json()["nothing"].as_f64(), Some(0.0), "{r:?}");
     c.push_ok(&json!({"jid": "lat-job-1", "jobtype": "L", "args": [], "queue": "lat"}));
+    // The job must age (time passing is the condition; the server does nothing meanwhile).
     thread::sleep(Duration::from_millis(400));
     let r = c.cmd("QUEUE LATENCY lat nothing");
     let m = r.json();
@@ -1683,9 +1697,10 @@ fn one_job_goes_to_exactly_one_of_two_blocked_fetchers() {
     let mut b = s.worker("wid-compete-b");
     a.send("FETCH compete");
     b.send("FETCH compete");
-    thread::sleep(Duration::from_millis(200));
-    s.conn()
-        .push_ok(&json!({"jid": "compete-job-1", "jobtype": "C", "args": [], "queue": "compete"}));
+    // Both FETCHes are parked before the one job arrives.
+    let mut p = s.conn();
+    wait_fetches_waiting(&mut p, 2);
+    p.push_ok(&json!({"jid": "compete-job-1", "jobtype": "C", "args": [], "queue": "compete"}));
     let ra = a.read_reply().unwrap();
     let rb = b.read_reply().unwrap();
     let got: Vec<&Reply> = [&ra, &rb]
@@ -1698,15 +1713,18 @@ fn one_job_goes_to_exactly_one_of_two_blocked_fetchers() {
 
 #[test]
 fn client_vanishing_during_blocked_fetch_does_not_swallow_the_job() {
-    let s = Server::start(ServerOpts::new().fetch_timeout_ms(3000));
+    // A fetch timeout far longer than the waits below: the blocked FETCH must end because the
+    // server noticed the disconnect, not because its wait ran out.
+    let s = Server::start(ServerOpts::new().fetch_timeout_ms(30_000));
+    let mut p = s.conn();
     {
         let mut w = s.worker("wid-vanish");
         w.send("FETCH vanish");
-        thread::sleep(Duration::from_millis(200));
+        wait_fetches_waiting(&mut p, 1);
         // w is dropped: the socket closes while the FETCH is blocked.
     }
-    thread::sleep(Duration::from_millis(200));
-    let mut p = s.conn();
+    // The server notices the close and ends the wait.
+    wait_fetches_waiting(&mut p, 0);
     p.push_ok(&json!({"jid": "vanish-job-1", "jobtype": "V", "args": [], "queue": "vanish"}));
     // The job must still be fetchable by a live worker (not reserved for a dead connection).
     let mut w2 = s.worker("wid-vanish-2");
@@ -1765,24 +1783,25 @@ fn fail_leaves_non_working_jobs_alone_and_late_ack_removes_them() {
 fn duplicate_jids_across_states_and_within_pushb() {
     let s = Server::start(fast());
     let mut c = s.conn();
-    // Working, retry, scheduled, dead: all refuse a second job with the same jid.
+    // Working, retry, scheduled, dead: all refuse a second job (another jobtype) with the
+    // same jid.
     push_fetch(&mut c, &job("dupe-working", "D"), "default");
     assert!(c
-        .push(&job("dupe-working", "D"))
+        .push(&job("dupe-working", "E"))
         .expect_err()
         .starts_with("ERR duplicate jid"));
     c.fail(&json!({"jid": "dupe-working"})).expect_ok();
     assert!(c
-        .push(&job("dupe-working", "D"))
+        .push(&job("dupe-working", "E"))
         .expect_err()
         .starts_with("ERR duplicate jid"));
     c.push_ok(&json!({"jid": "dupe-sched", "jobtype": "D", "args": [], "at": rfc3339_in(600.0)}));
     assert!(c
-        .push(&job("dupe-sched", "D"))
+        .push(&job("dupe-sched", "E"))
         .expect_err()
         .starts_with("ERR duplicate jid"));
     // Inside one PUSHB.
-    let r = c.cmd(r#"PUSHB [{"jid":"dupe-bulk-1","jobtype":"D","args":[]},{"jid":"dupe-bulk-1","jobtype":"D","args":[]}]"#);
+    let r = c.cmd(r#"PUSHB [{"jid":"dupe-bulk-1","jobtype":"D","args":[]},{"jid":"dupe-bulk-1","jobtype":"D","args":[1]}]"#);
     let m = r.json();
     assert!(
         m["dupe-bulk-1"]
@@ -1814,9 +1833,12 @@ fn scheduled_job_with_bad_queue_is_refused_at_push() {
 fn connections_count_only_after_hello() {
     let s = Server::start(fast());
     let mut c = s.conn();
-    let _pending: Vec<Conn> = (0..3).map(|_| Conn::connect(s.addr)).collect();
+    let mut pending: Vec<Conn> = (0..3).map(|_| Conn::connect(s.addr)).collect();
     let _done: Vec<Conn> = (0..2).map(|_| s.conn()).collect();
-    thread::sleep(Duration::from_millis(100));
+    // The server has accepted the pending ones (it greeted them), but they sent no HELLO.
+    for p in &mut pending {
+        p.read_hi();
+    }
     assert_eq!(c.info()["server"]["connections"], 3);
 }
 
@@ -1829,7 +1851,8 @@ fn silent_worker_is_reaped_but_its_job_stays_reserved() {
     assert_eq!(silent.fetch_job("default")["jid"], "reaped-job-1");
     let mut beating = s.worker("wid-beating");
     let t = Instant::now();
-    // The beating worker survives; the silent one is closed.
+    // The beating worker survives; the silent one is closed. (The sleep paces the heartbeats
+    // over 2.5 heartbeat timeouts; the closing is then waited for with a deadline.)
     while t.elapsed() < Duration::from_millis(2500) {
         beating.cmd(r#"BEAT {"wid":"wid-beating"}"#).expect_ok();
         thread::sleep(Duration::from_millis(300));
@@ -1857,7 +1880,20 @@ fn second_server_on_the_same_data_dir_is_refused() {
     s.conn().push_ok(&job("single-owner-1", "X"));
     let r = std::panic::catch_unwind(|| Server::start_in(dir.path(), fast()));
     match r {
-        Err(_) => {} // refused to start: good
+        // Refused to start, and for the reason that the data directory is locked (not, say, a
+        // crash or a startup timeout).
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            assert!(
+                msg.starts_with("werk exited")
+                    && msg.contains("is in use by another werk process"),
+                "the second server did not refuse because of the lock: {msg}"
+            );
+        }
         Ok(mut second) => {
             second.kill();
             panic!("a second werk started on a data dir that is in use");
@@ -1963,11 +1999,15 @@ fn scheduled_job_due_during_downtime_is_promoted_after_restart() {
     let dir = tempfile::tempdir().unwrap();
     let opts = fast().scan_interval_ms(100);
     let mut s = Server::start_in(dir.path(), opts.clone());
-    s.conn().push_ok(
-        &json!({"jid": "downtime-job-1", "jobtype": "S", "args": [], "at": rfc3339_in(0.5)}),
-    );
+    let at = rfc3339_in(0.5);
+    s.conn()
+        .push_ok(&json!({"jid": "downtime-job-1", "jobtype": "S", "args": [], "at": at}));
     s.kill();
-    thread::sleep(Duration::from_millis(800));
+    // The job falls due while the server is down: the clock passing `at` is the condition.
+    let due = parse_ts(&at).with_timezone(&chrono::Utc) + chrono::Duration::milliseconds(100);
+    let left = (due - chrono::Utc::now()).to_std().unwrap_or_default();
+    thread::sleep(left);
+    assert!(chrono::Utc::now() > due);
     let s = Server::start_in(dir.path(), opts);
     let mut c = s.conn();
     let got = wait_for(Duration::from_secs(5), Duration::from_millis(20), || {
@@ -2065,6 +2105,7 @@ fn requeue_racing_the_scheduler_makes_no_copies() {
     while t.elapsed() < Duration::from_millis(1200) {
         c.mutate(&json!({"cmd": "requeue", "target": "scheduled"}))
             .expect_ok();
+        // Paces the requeues over the 1.2 s in which the jobs fall due (not a synchronisation).
         thread::sleep(Duration::from_millis(5));
     }
     let mut seen = std::collections::HashMap::<String, u32>::new();
@@ -2090,15 +2131,16 @@ fn sigterm_answers_blocked_fetch_and_refuses_further_commands() {
     let mut idle = s.conn();
     let mut w = s.worker("wid-shutdown");
     w.send("FETCH nothing-here");
-    thread::sleep(Duration::from_millis(100));
+    wait_fetches_waiting(&mut idle, 1);
     unsafe {
         libc::kill(s.pid(), libc::SIGTERM);
     }
-    // The blocked FETCH is answered (not cut off mid-wait) well before its 5 s timeout.
+    // The blocked FETCH is answered (not cut off mid-wait) well before its 5 s timeout: `$-1`,
+    // as at its timeout.
     let t = Instant::now();
     match w.read_reply() {
-        Ok(Reply::Null) | Ok(Reply::Error(_)) | Err(_) => {}
-        Ok(other) => panic!("blocked FETCH during shutdown: {other:?}"),
+        Ok(Reply::Null) => {}
+        other => panic!("blocked FETCH during shutdown: {other:?}, want $-1"),
     }
     assert!(
         t.elapsed() < Duration::from_secs(3),

@@ -326,8 +326,8 @@ impl Writer {
             .prepare_cached(
                 "INSERT INTO batches (bid, parent, description, created_at, committed, deadline,
                     total, pending, failed, children, children_complete, children_success,
-                    complete_job, success_job, complete_st, success_st, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, 0, ?5, 0, 0, 0, 0, 0, 0, ?6, ?7, 0, 0, ?4)",
+                    complete_job, success_job, complete_st, success_st, updated_at, created_stamp)
+                 VALUES (?1, ?2, ?3, ?4, 0, ?5, 0, 0, 0, 0, 0, 0, ?6, ?7, 0, 0, ?4, ?8)",
             )?
             .execute(params![
                 nb.bid,
@@ -337,6 +337,7 @@ impl Writer {
                 now.saturating_add(BATCH_COMMIT_DEADLINE),
                 nb.complete.as_ref().map(Job::to_json),
                 nb.success.as_ref().map(Job::to_json),
+                werk_core::time::format_stamp(now),
             ])?;
         Ok(Ok(()))
     }
