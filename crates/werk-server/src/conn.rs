@@ -96,20 +96,19 @@ async fn serve_until<S: Store, T: Transport>(
     let mut framed = Framed::new(stream, LineCodec::new(shared.config.max_line));
     let id = shared.counters.next_conn_id.fetch_add(1, Ordering::Relaxed);
     let token = CancellationToken::new();
-    let client = match tokio::time::timeout_at(
+    let (client, _counted, open) = match tokio::time::timeout_at(
         deadline,
         handshake(&shared, &mut framed, id, &token),
     )
     .await
     {
-        Ok(Some(client)) => client,
+        Ok(Some(accepted)) => accepted,
         Ok(None) => return,
         Err(_) => {
             tracing::debug!(%peer, "handshake timed out");
             return;
         }
     };
-    let open = shared.counters.connections.fetch_add(1, Ordering::Relaxed) + 1;
     if open as usize > shared.config.max_connections {
         let _ = framed
             .send(Reply::error(format!("too many connections: {open}")))
@@ -117,19 +116,21 @@ async fn serve_until<S: Store, T: Transport>(
     } else {
         command_loop(&shared, &mut framed, &client, &token, peer).await;
     }
-    shared.counters.connections.fetch_sub(1, Ordering::Relaxed);
     if !client.wid.is_empty() {
         shared.workers.unregister(&client.wid, client.id);
     }
 }
 
-/// HI → HELLO → password check → `+OK`. `None` means the connection is to be closed.
-async fn handshake<S: Store, T: Transport>(
-    shared: &Shared<S>,
+/// HI → HELLO → password check → `+OK`. `None` means the connection is to be closed. The
+/// connection is counted in INFO's `connections` before its `+OK` is sent (so a client that has
+/// read it is counted), for as long as the returned [`Counted`] lives; the number is the count
+/// including this connection.
+async fn handshake<'s, S: Store, T: Transport>(
+    shared: &'s Shared<S>,
     framed: &mut Conn<T>,
     id: u64,
     token: &CancellationToken,
-) -> Option<Client> {
+) -> Option<(Client, Counted<'s>, u64)> {
     let auth = shared.config.password.as_ref().map(|_| {
         let mut rng = rand::rng();
         let iterations: u32 = rng.random_range(4000..=8095);
@@ -168,13 +169,14 @@ async fn handshake<S: Store, T: Transport>(
         );
     }
     let client = Client { id, wid: hello.wid };
+    let (counted, open) = Counted::enter(&shared.counters.connections);
     if framed.send(Reply::Ok).await.is_err() {
         if !client.wid.is_empty() {
             shared.workers.unregister(&client.wid, id);
         }
         return None;
     }
-    Some(client)
+    Some((client, counted, open))
 }
 
 async fn command_loop<S: Store, T: Transport>(
@@ -525,6 +527,9 @@ async fn fetch<S: Store>(
         if Instant::now() >= deadline {
             return Reply::Null;
         }
+        // Counted from here (registered for wake-ups, found nothing) until the wait ends: an
+        // enqueue seen after the count went up wakes this FETCH.
+        let (_waiting, _) = Counted::enter(&shared.counters.fetches_waiting);
         tokio::select! {
             biased;
             _ = &mut closed => return Reply::Null,
@@ -532,5 +537,24 @@ async fn fetch<S: Store>(
             _ = futures::future::select_all(waits) => {}
             _ = tokio::time::sleep_until(deadline) => return Reply::Null,
         }
+    }
+}
+
+/// One more in a gauge of [`Counters`](crate::Counters) (`connections`, `fetches_waiting`) while
+/// alive, also when the future holding it is dropped (a handshake at its timeout, a FETCH whose
+/// connection task ends).
+struct Counted<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl<'a> Counted<'a> {
+    /// Counts one more; returns the guard and the count including it.
+    fn enter(n: &'a std::sync::atomic::AtomicU64) -> (Self, u64) {
+        let open = n.fetch_add(1, Ordering::Relaxed) + 1;
+        (Counted(n), open)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

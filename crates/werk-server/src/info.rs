@@ -85,6 +85,7 @@ pub async fn info_json<S: Store>(shared: &Shared<S>) -> Result<Value, werk_store
             "uptime": shared.started.elapsed().as_secs(),
             "connections": shared.counters.connections.load(Ordering::Relaxed),
             "command_count": shared.counters.commands.load(Ordering::Relaxed),
+            "fetches_waiting": shared.counters.fetches_waiting.load(Ordering::Relaxed),
             "used_memory_mb": rss_mb(),
         },
     });

@@ -86,6 +86,8 @@ impl Default for Config {
 pub struct Counters {
     pub connections: AtomicU64,
     pub commands: AtomicU64,
+    /// FETCHes that found no job and are waiting to be woken by an enqueue (or to time out).
+    pub fetches_waiting: AtomicU64,
     pub next_conn_id: AtomicU64,
     pub tasks: tasks::TaskStats,
 }

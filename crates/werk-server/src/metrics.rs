@@ -463,6 +463,11 @@ pub async fn render<S: Store>(shared: &Shared<S>) -> String {
         ConstCounter::new(c.commands.load(Ordering::Relaxed)),
     );
     scrape.register(
+        "werk_fetches_waiting",
+        "FETCHes that found no job and are waiting for one (until an enqueue wakes them or the fetch timeout)",
+        ConstGauge::new(c.fetches_waiting.load(Ordering::Relaxed) as i64),
+    );
+    scrape.register(
         "werk_workers",
         "Worker processes registered (HELLO with a wid, heartbeating)",
         ConstGauge::new(shared.workers.len() as i64),

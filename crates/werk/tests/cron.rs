@@ -47,18 +47,6 @@ fn hup(s: &Server) {
     }
 }
 
-fn wait_for_log(s: &Server, needle: &str, within: Duration) {
-    let deadline = Instant::now() + within;
-    while !s.log().contains(needle) {
-        assert!(
-            Instant::now() < deadline,
-            "{needle:?} not logged within {within:?}; log:\n{}",
-            tail(&s.log_path, 40)
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 const EVERY_SECOND: &str = r#"
 [[cron]]
   schedule = "* * * * * *"
@@ -75,12 +63,17 @@ const EVERY_SECOND: &str = r#"
 fn per_second_entry_enqueues_one_job_per_tick() {
     let tmp = tempfile::tempdir().unwrap();
     write_conf(&tmp.path().join("data"), "cron.toml", EVERY_SECOND);
+    let started = Instant::now();
     let s = Server::start_in(tmp.path(), opts());
-    thread::sleep(Duration::from_millis(3600));
+    // Three ticks enqueued.
+    wait_info(&mut s.conn(), Duration::from_secs(10), "3 cron jobs", |i| {
+        queue_size(i, "cron").unwrap_or(0) >= 3
+    });
     let jobs = drain(&s, "cron");
+    let secs = started.elapsed().as_secs();
     assert!(
-        (2..=5).contains(&jobs.len()),
-        "expected 2-5 jobs in 3.6 s, got {}: {jobs:?}",
+        jobs.len() >= 3 && jobs.len() as u64 <= secs + 1,
+        "expected one job per second, got {} in {secs}+ s: {jobs:?}",
         jobs.len()
     );
     let mut ticks: Vec<i64> = jobs.iter().map(created).collect();
@@ -197,13 +190,16 @@ fn sighup_reloads_entries_and_keeps_the_running_ones_on_error() {
     let data = tmp.path().join("data");
     fs::create_dir_all(&data).unwrap();
     let s = Server::start_in(tmp.path(), opts());
-    thread::sleep(Duration::from_millis(1200));
+    wait_for_log(&s, "cron schedule loaded entries=0", Duration::from_secs(5));
     assert!(drain(&s, "cron").is_empty(), "no entries yet");
 
     write_conf(&data, "cron.toml", EVERY_SECOND);
     hup(&s);
     wait_for_log(&s, "configuration reloaded", Duration::from_secs(5));
-    thread::sleep(Duration::from_millis(2300));
+    let mut c = s.conn();
+    wait_info(&mut c, Duration::from_secs(10), "2 cron jobs after SIGHUP", |i| {
+        queue_size(i, "cron").unwrap_or(0) >= 2
+    });
     let first = drain(&s, "cron");
     assert!(
         first.len() >= 2,
@@ -218,10 +214,15 @@ fn sighup_reloads_entries_and_keeps_the_running_ones_on_error() {
     hup(&s);
     wait_for_log(&s, "not reloaded", Duration::from_secs(5));
     assert!(s.log().contains("broken.toml"), "the error names the file");
-    thread::sleep(Duration::from_millis(2300));
-    let later = drain(&s, "cron");
+    // A tick after the bad reload is enqueued.
+    let refused_at = now_millis();
+    let mut later = Vec::new();
+    let ticked = wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
+        later.extend(drain(&s, "cron"));
+        later.iter().any(|j| created(j) > refused_at).then_some(())
+    });
     assert!(
-        !later.is_empty(),
+        ticked.is_some(),
         "the running entries go on after a bad reload: {later:?}"
     );
 }
@@ -254,12 +255,16 @@ fn missed_ticks_fire_once_or_are_skipped() {
     );
     let o = opts().args(["--cron-late-secs", "1"]);
     let mut s = Server::start_in(tmp.path(), o.clone());
-    thread::sleep(Duration::from_millis(2500));
+    // Both entries have fired (so the store knows when they last did).
+    wait_info(&mut s.conn(), Duration::from_secs(10), "a tick of each entry", |i| {
+        queue_size(i, "once").unwrap_or(0) >= 1 && queue_size(i, "skip").unwrap_or(0) >= 1
+    });
     // A loaded machine may take long to restart; the run only counts when the restart happened
     // within one 2 s window, ≥1 s after its tick (so that tick was missed, not on time).
     for attempt in 1..=4 {
         let down_from = now_millis();
         s.terminate(Duration::from_secs(10));
+        // Down for ≈4.5 s (time passing is the condition: ticks are missed meanwhile).
         thread::sleep(Duration::from_millis(4000));
         // Restart ≈1.2 s after a tick: the latest tick is then >1 s (--cron-late-secs) old.
         let phase = (now_millis() % 2000) as u64;
@@ -275,7 +280,9 @@ fn missed_ticks_fire_once_or_are_skipped() {
             );
             continue;
         }
-        thread::sleep(Duration::from_millis(300));
+        // The restarted server has dealt with the missed tick of both entries.
+        wait_for_log(&s, "skipped as configured", Duration::from_secs(5));
+        wait_for_log(&s, "late=true", Duration::from_secs(5));
         let in_downtime = |t: i64| t > down_from && t <= up_at;
         let once: Vec<i64> = drain(&s, "once").iter().map(created).collect();
         let skip: Vec<i64> = drain(&s, "skip").iter().map(created).collect();
@@ -315,6 +322,7 @@ fn kills_around_ticks_never_enqueue_a_tick_twice() {
         let mut s = Server::start_in(tmp.path(), opts());
         down.push((killed_at, now_millis()));
         // Kill near a tick boundary: at a random offset from 850 to 1150 ms past a whole second.
+        // (These sleeps choose when to crash, at random: not a synchronisation.)
         let run = 400 + rand(1200);
         thread::sleep(Duration::from_millis(run));
         let ms = (now_millis() % 1000) as u64;
@@ -327,10 +335,18 @@ fn kills_around_ticks_never_enqueue_a_tick_twice() {
         }
     }
     let s = Server::start_in(tmp.path(), opts());
-    down.push((killed_at, now_millis()));
-    thread::sleep(Duration::from_millis(1500));
-    let end = now_millis();
-    let jobs = drain(&s, "cron");
+    let up = now_millis();
+    down.push((killed_at, up));
+    // Collect until the tick one second after the final start is in: every tick up to it must
+    // be there (or fall in a downtime).
+    let mut jobs = Vec::new();
+    let caught_up = wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
+        jobs.extend(drain(&s, "cron"));
+        jobs.iter().any(|j| created(j) >= up + 1000).then_some(())
+    });
+    assert!(caught_up.is_some(), "no tick after the final start: {jobs:?}");
+    jobs.extend(drain(&s, "cron"));
+    let end = jobs.iter().map(created).max().unwrap() + 1000;
     let ticks: Vec<i64> = jobs.iter().map(created).collect();
     let distinct: BTreeSet<i64> = ticks.iter().copied().collect();
     println!(

@@ -32,6 +32,8 @@ fn expired_jobs_are_dropped_at_fetch_and_swept_from_queues() {
         &json!({"jid": "exp-soon-0002", "jobtype": "T", "args": [], "queue": "idle",
                       "custom": {"expires_in": 0.3}}),
     );
+    // exp-soon-0002 expires (the clock passing is the condition; nothing in the server happens
+    // at that moment).
     thread::sleep(Duration::from_millis(600));
     // The FETCH meets the expired job first (unless the sweep took it): it gets the live one.
     let mut w = s.worker("exp-worker");

@@ -100,6 +100,7 @@ async fn expiring_jobs_through_the_faktory_crate() {
     )
     .await
     .unwrap();
+    // The first job's 300 ms run out (the clock passing is the condition).
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut w = worker(&s).await;
     let had = timeout(T, w.run_one(0, &["exp"])).await.unwrap().unwrap();

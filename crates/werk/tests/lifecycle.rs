@@ -26,17 +26,6 @@ fn scaled() -> ServerOpts {
         ])
 }
 
-/// Wait until `f(INFO)` holds; returns the INFO that satisfied it.
-#[track_caller]
-fn wait_info(c: &mut Conn, limit: Duration, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-    let mut last = Value::Null;
-    wait_for(limit, Duration::from_millis(20), || {
-        last = c.info();
-        f(&last).then(|| last.clone())
-    })
-    .unwrap_or_else(|| panic!("timed out waiting for {what}; last INFO: {last}"))
-}
-
 #[track_caller]
 fn wait_fetch(c: &mut Conn, queues: &str, limit: Duration) -> Value {
     wait_for(limit, Duration::from_millis(10), || {
@@ -137,8 +126,11 @@ fn late_ack_after_expiry_removes_the_job() {
         "expiry and late ACK: {info}"
     );
     assert_eq!(info["faktory"]["total_failures"], 1, "{info}");
-    // Longer than the first retry's (scaled) backoff: it never comes back.
+    // Longer than the first retry's (scaled) backoff: it never comes back. The clock passing
+    // the longest backoff is the first condition (nothing happens in the server then), a whole
+    // scheduler cycle after it (which would have brought a retry back) the second.
     thread::sleep(Duration::from_millis(600));
+    wait_full_task_cycle(&mut c, "Scheduled");
     assert!(
         w.fetch("default").is_none(),
         "a job whose ACK was answered +OK was delivered again"
@@ -151,9 +143,19 @@ fn reserve_for_is_clamped_to_at_least_60_seconds() {
     let mut c = s.conn();
     c.push_ok(&json!({"jid": "clamped-1", "jobtype": "E", "args": [], "reserve_for": 1}));
     c.fetch_job("default");
-    // reserve_for 1 s would expire after 10 ms; clamped to 60 s it lasts 600 ms.
-    thread::sleep(Duration::from_millis(250));
-    let info = c.info();
+    let fetched = Instant::now();
+    // reserve_for 1 s would expire after 10 ms; clamped to 60 s it lasts 600 ms. Wait for the
+    // reaper to run a whole cycle after the unclamped expiry (fetched + 10 ms) and check that
+    // it left the job alone, well within the 600 ms.
+    while fetched.elapsed() < Duration::from_millis(20) {
+        thread::yield_now();
+    }
+    let info = wait_full_task_cycle(&mut c, "Busy");
+    assert!(
+        fetched.elapsed() < Duration::from_millis(500),
+        "the reaper was too slow to tell ({:?})",
+        fetched.elapsed()
+    );
     assert_eq!(
         set_size(&info, "working"),
         1,
@@ -245,7 +247,10 @@ fn failed_jobs_come_back_after_backoff_until_dead() {
         (0, 1),
         "{info}"
     );
+    // Neither the scheduler (a whole cycle) nor time (longer than any scaled backoff) brings
+    // it back.
     thread::sleep(Duration::from_millis(600));
+    wait_full_task_cycle(&mut c, "Scheduled");
     assert!(
         c.fetch("default").is_none(),
         "a dead job came back by itself"
@@ -269,7 +274,8 @@ fn reservations_expire_after_a_restart() {
     c.push_ok(&json!({"jid": "restart-exp-sync", "jobtype": "E", "args": [], "queue": "other"}));
     drop(c);
     s.kill();
-    // restart-exp-1 expires while the server is down, restart-exp-2 (6 s scaled) after it is up.
+    // restart-exp-1 expires while the server is down, restart-exp-2 (6 s scaled) after it is up:
+    // the downtime must outlast the first reservation (time passing is the condition).
     thread::sleep(Duration::from_millis(800));
     let s = Server::start_in(dir.path(), scaled());
     let mut c = s.conn();

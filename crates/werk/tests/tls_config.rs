@@ -108,6 +108,43 @@ async fn tls_stream(pki: &Pki, s: &Server) -> BufStream<TlsStream<tokio::net::Tc
     BufStream::new(stream)
 }
 
+/// INFO's `server.fetches_waiting`, read over a fresh TLS connection (the typed INFO of the
+/// `faktory` crate does not carry it).
+async fn tls_fetches_waiting(pki: &Pki, s: &Server) -> u64 {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let mut c = tls_stream(pki, s).await;
+    let mut line = String::new();
+    c.read_line(&mut line).await.unwrap();
+    c.write_all(b"HELLO {\"v\":2}\r\nINFO\r\n").await.unwrap();
+    c.flush().await.unwrap();
+    line.clear();
+    c.read_line(&mut line).await.unwrap();
+    assert_eq!(line, "+OK\r\n");
+    line.clear();
+    c.read_line(&mut line).await.unwrap();
+    let n: usize = line.trim_end().strip_prefix('$').unwrap().parse().unwrap();
+    let mut body = vec![0u8; n + 2];
+    c.read_exact(&mut body).await.unwrap();
+    fetches_waiting(&serde_json::from_slice(&body[..n]).unwrap())
+}
+
+/// Waits (up to 10 s) until exactly `n` FETCHes are parked on the TLS server.
+async fn tls_wait_fetches_waiting(pki: &Pki, s: &Server, n: u64) {
+    let limit = Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let now = tls_fetches_waiting(pki, s).await;
+        if now == n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{now} FETCHes waiting, not {n}, after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn tls_client(pki: &Pki, s: &Server) -> Client {
     let stream = tls_stream(pki, s).await;
     timeout(T, Client::connect_with(stream, s.password.clone()))
@@ -383,15 +420,16 @@ async fn fetch_notices_a_tls_client_that_hung_up() {
     line.clear();
     raw.read_line(&mut line).await.unwrap();
     assert_eq!(line, "+OK\r\n");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The FETCH is parked; the client vanishes; the server notices (long before the 15 s
+    // fetch timeout) and the FETCH stops waiting.
+    tls_wait_fetches_waiting(&pki, &s, 1).await;
     drop(raw); // TCP close, no close_notify: like a killed process
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tls_wait_fetches_waiting(&pki, &s, 0).await;
 
     let mut c = tls_client(&pki, &s).await;
     c.enqueue(Job::new("x", Vec::<Value>::new()).on_queue("gone"))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let st = c.current_info().await.unwrap();
     assert_eq!(
         st.data.queues.get("gone"),

@@ -462,6 +462,7 @@ mailers = { concurrency = 5, timeout = 60 }
                         return n;
                     }
                 }
+                // Paces the bursts of live traffic (load shaping, not a synchronisation).
                 thread::sleep(Duration::from_millis(150));
             }
             n

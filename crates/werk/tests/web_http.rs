@@ -1560,19 +1560,28 @@ fn stalled_clients_do_not_block_others_and_are_closed() {
     let t = std::time::Instant::now();
     assert_eq!(web.get("/queues").status, 200);
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
-    // After the header timeout every stalled connection has been answered or closed.
-    std::thread::sleep(Duration::from_secs(11));
+    // Each stalled connection is answered or closed by the header timeout: wait for its end
+    // (EOF or a reset), which must come after ≈10 s and before a deadline.
+    let deadline = t + Duration::from_secs(25);
     for c in &mut stalled {
-        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        c.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .unwrap();
         let mut buf = Vec::new();
         match c.read_to_end(&mut buf) {
             Ok(_) => {}
             Err(e) => assert!(
                 e.kind() != std::io::ErrorKind::WouldBlock
                     && e.kind() != std::io::ErrorKind::TimedOut,
-                "a stalled connection is still open: {e}"
+                "a stalled connection is still open after {:?}: {e}",
+                t.elapsed()
             ),
         }
     }
+    assert!(
+        t.elapsed() >= Duration::from_secs(9),
+        "stalled connections were closed after {:?}, before the 10 s header timeout",
+        t.elapsed()
+    );
     assert_eq!(web.get("/health").status, 200);
 }

@@ -720,6 +720,88 @@ pub fn wait_for<T>(
     }
 }
 
+/// Polls INFO on `c` until `f(INFO)` holds; returns the INFO that satisfied it. Panics (naming
+/// `what` and showing the last INFO) after `limit`.
+#[track_caller]
+pub fn wait_info(c: &mut Conn, limit: Duration, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
+    wait_for(limit, Duration::from_millis(20), || {
+        last = c.info();
+        f(&last).then(|| last.clone())
+    })
+    .unwrap_or_else(|| panic!("timed out after {limit:?} waiting for {what}; last INFO: {last}"))
+}
+
+/// INFO `server.fetches_waiting`: FETCHes that found no job and wait for one. A FETCH counted
+/// there is registered for wake-ups, so a job pushed afterwards wakes it.
+#[track_caller]
+pub fn fetches_waiting(info: &Value) -> u64 {
+    info["server"]["fetches_waiting"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("INFO server.fetches_waiting missing: {info}"))
+}
+
+/// Waits until exactly `n` FETCHes are blocked waiting for a job (INFO `fetches_waiting`), e.g.
+/// to know that a FETCH sent on another connection is parked before pushing the job that must
+/// wake it.
+#[track_caller]
+pub fn wait_fetches_waiting(c: &mut Conn, n: u64) -> Value {
+    wait_info(
+        c,
+        Duration::from_secs(10),
+        &format!("{n} blocked FETCH(es)"),
+        |i| fetches_waiting(i) == n,
+    )
+}
+
+/// Cycles completed so far by a background task, by its INFO `faktory.tasks` key: `Busy` is the
+/// reservation reaper, `Scheduled` (= `Retries`) the scheduler promoting due jobs.
+#[track_caller]
+pub fn task_cycles(info: &Value, task: &str) -> u64 {
+    info["faktory"]["tasks"][task]["cycles"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("INFO faktory.tasks.{task}.cycles missing: {info}"))
+}
+
+/// Waits until the background task `task` (see [`task_cycles`]) has completed two more cycles
+/// than when called, so at least one whole cycle started after this call. Use it where a test
+/// checks that something did *not* happen: the task that would have done it had its chance.
+#[track_caller]
+pub fn wait_full_task_cycle(c: &mut Conn, task: &str) -> Value {
+    let start = task_cycles(&c.info(), task);
+    wait_info(
+        c,
+        Duration::from_secs(20),
+        &format!("a whole {task} task cycle after cycle {start}"),
+        |i| task_cycles(i, task) >= start + 2,
+    )
+}
+
+/// Waits until the server's stderr log contains `needle`; panics with the log's tail after
+/// `within`.
+#[track_caller]
+pub fn wait_for_log(s: &Server, needle: &str, within: Duration) {
+    wait_for_file_text(&s.log_path, needle, within);
+}
+
+/// Waits until the file at `path` contains `needle` (e.g. a log line); panics with the file's
+/// tail after `within`.
+#[track_caller]
+pub fn wait_for_file_text(path: &Path, needle: &str, within: Duration) {
+    let found = wait_for(within, Duration::from_millis(20), || {
+        fs::read_to_string(path)
+            .unwrap_or_default()
+            .contains(needle)
+            .then_some(())
+    });
+    assert!(
+        found.is_some(),
+        "{needle:?} not in {} within {within:?}; its end:\n{}",
+        path.display(),
+        tail(path, 40)
+    );
+}
+
 /// RFC 3339 timestamp `secs` seconds from now (UTC, millisecond precision, `Z`).
 pub fn rfc3339_in(secs: f64) -> String {
     let t = chrono::Utc::now() + chrono::Duration::milliseconds((secs * 1000.0) as i64);
@@ -809,4 +891,26 @@ pub fn median_max(v: &[Duration]) -> (Duration, Duration) {
         return (Duration::ZERO, Duration::ZERO);
     }
     (s[s.len() / 2], s[s.len() - 1])
+}
+
+/// The web UI's `/metrics` exposition (servers started with [`ServerOpts::web`]), fetched with a
+/// plain HTTP/1.0 GET.
+#[track_caller]
+pub fn scrape_metrics(s: &Server) -> String {
+    let url = s.web_url.as_deref().expect("the server was started without the web UI");
+    let host = url.strip_prefix("http://").expect("http:// web URL");
+    let mut t = TcpStream::connect(host).unwrap_or_else(|e| panic!("connect {host}: {e}"));
+    t.set_read_timeout(Some(READ_TIMEOUT)).expect("set_read_timeout");
+    write!(t, "GET /metrics HTTP/1.0\r\nHost: {host}\r\n\r\n").expect("send GET /metrics");
+    let mut resp = String::new();
+    t.read_to_string(&mut resp).expect("read /metrics");
+    let (head, body) = resp.split_once("\r\n\r\n").expect("HTTP response");
+    assert!(head.starts_with("HTTP/1.") && head.contains(" 200 "), "GET /metrics: {head}");
+    body.to_string()
+}
+
+/// The value of one series (`name{labels}` exactly as exposed) in a `/metrics` text.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
