@@ -256,6 +256,7 @@ impl SqliteStore {
             }))
             .map_err(db_err)?;
         }
+        writer::register_redis_match(&conn).map_err(db_err)?;
         let mut wal = path.clone().into_os_string();
         wal.push("-wal");
         let (tx, rx) = mpsc::channel();

@@ -515,9 +515,9 @@ fn lock_key(column: &str) -> &str {
 }
 
 /// Registers `redis_match(pattern, text)`: MUTATE's `filter.regexp`, a Redis glob
-/// ([`werk_core::glob::redis_match`]) over the job's JSON as stored and served. Registering again
-/// replaces the same function, so callers need not remember whether they did.
-fn register_redis_match(conn: &Connection) -> rusqlite::Result<()> {
+/// ([`werk_core::glob::redis_match`]) over the job's JSON as stored and served; registered on
+/// the writer's connection at open.
+pub(crate) fn register_redis_match(conn: &Connection) -> rusqlite::Result<()> {
     use rusqlite::functions::FunctionFlags;
     use rusqlite::types::ValueRef;
     fn bytes<'a>(v: ValueRef<'a>) -> &'a [u8] {
@@ -1573,7 +1573,6 @@ impl Writer {
                 ));
             } else {
                 if let Some(glob) = f.regexp.as_ref().filter(|g| !g.is_empty()) {
-                    register_redis_match(&self.conn)?;
                     args.push(glob.clone().into());
                     cond.push_str(&format!(" AND redis_match(?{}, payload)", args.len()));
                 }
