@@ -867,7 +867,7 @@ fn fail_then_ack_and_status_survive_restart() {
 /// their callbacks fire) while the storm on the later ones goes on, so kills land around
 /// callbacks too.
 const BATCHES: usize = 4;
-const MEMBERS_PER_BATCH: usize = 100;
+const MEMBERS_PER_BATCH: usize = 250;
 const MEMBERS: usize = BATCHES * MEMBERS_PER_BATCH;
 const WORKERS: usize = 4;
 const MIN_KILLS: u32 = 10;
