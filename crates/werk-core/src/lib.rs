@@ -1,5 +1,6 @@
 //! Werk's domain rules, independent of any transport or storage.
 //!
+//! * [`batch`]: batch accounting (when callbacks fire, when a batch is complete or succeeded).
 //! * [`cron`]: `[[cron]]` configuration and when entries fire.
 //! * [`glob`]: MUTATE filters, Redis `SCAN MATCH` globs.
 //! * [`job`]: the job payload as clients send it and as workers receive it, and PUSH validation.
@@ -8,6 +9,7 @@
 //! * [`worker`]: the worker-process lifecycle (running → quiet → terminate).
 //! * [`state`]: the job states of `shared/job-state-machine.md`.
 
+pub mod batch;
 pub mod cron;
 pub mod glob;
 pub mod job;

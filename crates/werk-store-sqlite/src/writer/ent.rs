@@ -5,6 +5,7 @@
 
 use rand::Rng;
 use rusqlite::{params, OptionalExtension};
+use werk_core::batch::{Progress, Stage};
 use werk_core::{Job, Millis};
 use werk_store::{
     BatchError, NewBatch, NewJob, ThrottleLimit, TrackUpdate, BATCH_COMMIT_DEADLINE,
@@ -14,11 +15,6 @@ use werk_store::{
 use super::{Batch, Prepared, Writer};
 use crate::Error;
 
-/// A callback's stored state (`complete_st` / `success_st`).
-pub(crate) const CB_PENDING: i64 = 0;
-pub(crate) const CB_ENQUEUED: i64 = 1;
-/// The callback job was ACKed, or the batch has no such callback and its condition held.
-pub(crate) const CB_DONE: i64 = 2;
 
 /// The longest a TRACK SET `reserve_until` may reach past now (Faktory's reservation limit).
 const MAX_RESERVE: Millis = 24 * 3600 * 1000;
@@ -44,6 +40,28 @@ impl BatchRow {
     /// Exists for clients: committed, or still before its commit deadline.
     fn live(&self, now: Millis) -> bool {
         self.committed || self.deadline.is_none_or(|d| d > now)
+    }
+
+    /// The counters the domain rules ([`werk_core::batch`]) decide on.
+    fn progress(&self) -> Progress {
+        Progress {
+            committed: self.committed,
+            pending: self.pending,
+            failed: self.failed,
+            children: self.children,
+            children_complete: self.children_complete,
+            children_success: self.children_success,
+            complete: Stage::from_code(self.complete_st),
+            success: Stage::from_code(self.success_st),
+            has_complete_job: self.complete_job.is_some(),
+            has_success_job: self.success_job.is_some(),
+        }
+    }
+
+    /// Takes the callback stages [`werk_core::batch`] moved.
+    fn set_stages(&mut self, p: &Progress) {
+        self.complete_st = p.complete.code();
+        self.success_st = p.success.code();
     }
 }
 
@@ -172,15 +190,11 @@ impl Writer {
                 let Some(mut b) = self.load_batch(bid)? else {
                     return Ok(());
                 };
-                let st = if role == "c" {
-                    &mut b.complete_st
-                } else {
-                    &mut b.success_st
-                };
-                if *st != CB_ENQUEUED {
+                let mut p = b.progress();
+                if !p.callback_acked(role == "c") {
                     return Ok(());
                 }
-                *st = CB_DONE;
+                b.set_stages(&p);
                 self.save_batch(&b, now)?;
                 if let Some(parent) = &b.parent {
                     self.child_done(parent, role == "c", now, ctx)?;
@@ -215,55 +229,32 @@ impl Writer {
         self.evaluate(parent, now, ctx)
     }
 
-    /// Fires whatever callback of `bid` is now due (see [`werk_store::Store::batch_commit`]).
+    /// Fires whatever callback of `bid` is now due ([`Progress::advance`]; see
+    /// [`werk_store::Store::batch_commit`]), and tells its parent what it just became.
     fn evaluate(&mut self, bid: &str, now: Millis, ctx: &mut Batch) -> Result<(), Error> {
         let Some(mut b) = self.load_batch(bid)? else {
             return Ok(());
         };
-        if !b.committed {
+        let mut p = b.progress();
+        let a = p.advance();
+        if !a.changed() {
             return Ok(());
         }
-        let mut changed = false;
-        let (mut completed, mut succeeded) = (false, false);
-        if b.complete_st == CB_PENDING && b.pending <= 0 && b.children_complete >= b.children {
-            changed = true;
-            match b.complete_job.clone() {
-                Some(job) => {
-                    self.fire_callback(&b, "c", &job, now, ctx)?;
-                    b.complete_st = CB_ENQUEUED;
-                }
-                None => {
-                    b.complete_st = CB_DONE;
-                    completed = true;
-                }
+        for (fire, role, job) in [
+            (a.fire_complete, "c", b.complete_job.clone()),
+            (a.fire_success, "s", b.success_job.clone()),
+        ] {
+            if let (true, Some(job)) = (fire, job) {
+                self.fire_callback(&b, role, &job, now, ctx)?;
             }
         }
-        if b.complete_st == CB_DONE
-            && b.success_st == CB_PENDING
-            && b.pending <= 0
-            && b.failed <= 0
-            && b.children_success >= b.children
-        {
-            changed = true;
-            match b.success_job.clone() {
-                Some(job) => {
-                    self.fire_callback(&b, "s", &job, now, ctx)?;
-                    b.success_st = CB_ENQUEUED;
-                }
-                None => {
-                    b.success_st = CB_DONE;
-                    succeeded = true;
-                }
-            }
-        }
-        if changed {
-            self.save_batch(&b, now)?;
-        }
+        b.set_stages(&p);
+        self.save_batch(&b, now)?;
         if let Some(parent) = &b.parent {
-            if completed {
+            if a.parent_complete {
                 self.child_done(parent, true, now, ctx)?;
             }
-            if succeeded {
+            if a.parent_success {
                 self.child_done(parent, false, now, ctx)?;
             }
         }
