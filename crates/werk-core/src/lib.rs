@@ -6,6 +6,7 @@
 //! * [`job`]: the job payload as clients send it and as workers receive it, and PUSH validation.
 //! * [`retry`]: what a failure does to a job (retry with backoff, dead, discarded).
 //! * [`time`]: timestamps as the protocol writes and reads them.
+//! * [`tracking`]: what `TRACK GET` reports for a tracked job.
 //! * [`worker`]: the worker-process lifecycle (running → quiet → terminate).
 //! * [`state`]: the job states of `shared/job-state-machine.md`.
 
@@ -16,6 +17,7 @@ pub mod job;
 pub mod retry;
 pub mod state;
 pub mod time;
+pub mod tracking;
 pub mod worker;
 
 pub use job::{Job, PushError};

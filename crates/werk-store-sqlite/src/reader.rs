@@ -8,10 +8,11 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use werk_core::time::local_days_back;
+use werk_core::tracking::Ending;
 use werk_core::{JobState, Millis};
 use werk_store::{
     BatchStatus, CallbackState, Cursor, DayStats, Page, PageQuery, Reservation, StoredJob,
-    TrackState, Tracked, TRACK_RETENTION,
+    Tracked,
 };
 
 use crate::Error;
@@ -300,17 +301,14 @@ impl Reader {
             .prepare_cached("SELECT state FROM jobs WHERE jid = ?1")?
             .query_row([jid], |r| r.get(0))
             .optional()?;
-        let state = match code.and_then(JobState::from_code) {
-            Some(JobState::Scheduled | JobState::Enqueued) => TrackState::Enqueued,
-            Some(JobState::Working) => TrackState::Working,
-            Some(JobState::Retry) => TrackState::Failed,
-            Some(JobState::Dead) => TrackState::Dead,
-            None if updated_at.saturating_add(TRACK_RETENTION) <= now => return Ok(None),
-            None => match last.as_deref() {
-                Some("success") => TrackState::Success,
-                Some("failed") => TrackState::Failed,
-                _ => return Ok(None),
-            },
+        let ended = match last.as_deref() {
+            Some("success") => Some(Ending::Success),
+            Some("failed") => Some(Ending::Failed),
+            _ => None,
+        };
+        let job = code.and_then(JobState::from_code);
+        let Some(state) = werk_core::tracking::state(job, ended, updated_at, now) else {
+            return Ok(None);
         };
         Ok(Some(Tracked {
             jid: jid.to_string(),

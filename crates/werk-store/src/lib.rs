@@ -85,10 +85,7 @@ pub const BATCH_COMMIT_DEADLINE: Millis = 30 * 60 * 1000;
 /// dropped by the sweep and its parent stops waiting for it. A member job removed otherwise
 /// than by ACK, FAIL or expiry (MUTATE delete, QUEUE REMOVE, dead-job purge) stays pending.
 pub const BATCH_RETENTION: Millis = 7 * 24 * 3600 * 1000;
-/// How long tracking data outlives its job (Faktory keeps it ~30 minutes after the last update,
-/// even for a job still waiting in its queue; Werk keeps it while the job exists and then this
-/// long after the last update).
-pub const TRACK_RETENTION: Millis = 30 * 60 * 1000;
+pub use werk_core::tracking::{TrackState, TRACK_RETENTION};
 
 /// `BATCH NEW`, as validated by the server.
 #[derive(Debug, Clone)]
@@ -167,31 +164,6 @@ pub struct TrackUpdate {
     /// Extends a working job's reservation to this time (never shortens it; at most one day
     /// after now).
     pub reserve_until: Option<Millis>,
-}
-
-/// A tracked job's state (`TRACK GET`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TrackState {
-    /// Scheduled or enqueued.
-    Enqueued,
-    Working,
-    /// ACKed.
-    Success,
-    /// Its last run failed (in the retry set, or discarded after a failure).
-    Failed,
-    Dead,
-}
-
-impl TrackState {
-    pub fn wire(self) -> &'static str {
-        match self {
-            TrackState::Enqueued => "enqueued",
-            TrackState::Working => "working",
-            TrackState::Success => "success",
-            TrackState::Failed => "failed",
-            TrackState::Dead => "dead",
-        }
-    }
 }
 
 /// `TRACK GET` of a tracked job.
