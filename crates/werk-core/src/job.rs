@@ -432,7 +432,8 @@ impl Job {
     /// has moved on since (its `failure`, its `enqueued_at`).
     pub fn is_retried_push_of(&self, stored: &Job) -> bool {
         fn value(args: &Option<Box<RawValue>>) -> Option<serde_json::Value> {
-            args.as_ref().and_then(|a| serde_json::from_str(a.get()).ok())
+            args.as_ref()
+                .and_then(|a| serde_json::from_str(a.get()).ok())
         }
         self.jid == stored.jid
             && self.jobtype == stored.jobtype
@@ -472,13 +473,25 @@ mod tests {
             r#"{"jid":"retried-1","jobtype":"T","queue":"q","args":[ 1, {"c":[2], "a":"b"} ],"retry":3,"at":"2030-01-01T00:00:00Z"}"#
         ));
         // Another jobtype, queue or args, or another jid: another job.
-        assert!(!again(r#"{"jid":"retried-1","jobtype":"U","queue":"q","args":[1,{"a":"b","c":[2]}]}"#));
-        assert!(!again(r#"{"jid":"retried-1","jobtype":"T","args":[1,{"a":"b","c":[2]}]}"#));
-        assert!(!again(r#"{"jid":"retried-1","jobtype":"T","queue":"q","args":[1,{"a":"b","c":[3]}]}"#));
-        assert!(!again(r#"{"jid":"retried-1","jobtype":"T","queue":"q","args":[1]}"#));
-        assert!(!again(r#"{"jid":"retried-2","jobtype":"T","queue":"q","args":[1,{"a":"b","c":[2]}]}"#));
+        assert!(!again(
+            r#"{"jid":"retried-1","jobtype":"U","queue":"q","args":[1,{"a":"b","c":[2]}]}"#
+        ));
+        assert!(!again(
+            r#"{"jid":"retried-1","jobtype":"T","args":[1,{"a":"b","c":[2]}]}"#
+        ));
+        assert!(!again(
+            r#"{"jid":"retried-1","jobtype":"T","queue":"q","args":[1,{"a":"b","c":[3]}]}"#
+        ));
+        assert!(!again(
+            r#"{"jid":"retried-1","jobtype":"T","queue":"q","args":[1]}"#
+        ));
+        assert!(!again(
+            r#"{"jid":"retried-2","jobtype":"T","queue":"q","args":[1,{"a":"b","c":[2]}]}"#
+        ));
         // The default queue is the same as naming it.
-        let d = push(r#"{"jid":"retried-3","jobtype":"T","args":[]}"#).unwrap().0;
+        let d = push(r#"{"jid":"retried-3","jobtype":"T","args":[]}"#)
+            .unwrap()
+            .0;
         let named = push(r#"{"jid":"retried-3","jobtype":"T","queue":"default","args":[]}"#);
         assert!(named.unwrap().0.is_retried_push_of(&d));
     }

@@ -5,6 +5,7 @@
 //! * [`glob`]: MUTATE filters, Redis `SCAN MATCH` globs.
 //! * [`job`]: the job payload as clients send it and as workers receive it, and PUSH validation.
 //! * [`retry`]: what a failure does to a job (retry with backoff, dead, discarded).
+//! * [`throttle`]: when a throttled queue has no slot left.
 //! * [`time`]: timestamps as the protocol writes and reads them.
 //! * [`tracking`]: what `TRACK GET` reports for a tracked job.
 //! * [`worker`]: the worker-process lifecycle (running → quiet → terminate).
@@ -16,6 +17,7 @@ pub mod glob;
 pub mod job;
 pub mod retry;
 pub mod state;
+pub mod throttle;
 pub mod time;
 pub mod tracking;
 pub mod worker;

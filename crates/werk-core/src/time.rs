@@ -141,7 +141,11 @@ mod tests {
             let t = DateTime::parse_from_rfc3339(&stamp).unwrap();
             assert!(t >= before, "{stamp} is before {before:?}");
             assert!(t <= Utc::now(), "{stamp} is in the future");
-            assert_eq!(stamp.len(), "2025-03-04T05:06:07.891234567Z".len(), "{stamp}");
+            assert_eq!(
+                stamp.len(),
+                "2025-03-04T05:06:07.891234567Z".len(),
+                "{stamp}"
+            );
         }
     }
 

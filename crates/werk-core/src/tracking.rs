@@ -69,17 +69,35 @@ mod tests {
     #[test]
     fn from_where_the_job_is_then_from_how_it_ended() {
         let t = 1_000_000;
-        assert_eq!(state(Some(JobState::Scheduled), None, t, t), Some(TrackState::Enqueued));
-        assert_eq!(state(Some(JobState::Working), None, t, t), Some(TrackState::Working));
-        assert_eq!(state(Some(JobState::Retry), None, t, t), Some(TrackState::Failed));
-        assert_eq!(state(Some(JobState::Dead), None, t, t), Some(TrackState::Dead));
+        assert_eq!(
+            state(Some(JobState::Scheduled), None, t, t),
+            Some(TrackState::Enqueued)
+        );
+        assert_eq!(
+            state(Some(JobState::Working), None, t, t),
+            Some(TrackState::Working)
+        );
+        assert_eq!(
+            state(Some(JobState::Retry), None, t, t),
+            Some(TrackState::Failed)
+        );
+        assert_eq!(
+            state(Some(JobState::Dead), None, t, t),
+            Some(TrackState::Dead)
+        );
         // A job that exists is reported whatever its age.
         assert_eq!(
             state(Some(JobState::Enqueued), None, t, t + 10 * TRACK_RETENTION),
             Some(TrackState::Enqueued)
         );
-        assert_eq!(state(None, Some(Ending::Success), t, t + 1), Some(TrackState::Success));
-        assert_eq!(state(None, Some(Ending::Failed), t, t + 1), Some(TrackState::Failed));
+        assert_eq!(
+            state(None, Some(Ending::Success), t, t + 1),
+            Some(TrackState::Success)
+        );
+        assert_eq!(
+            state(None, Some(Ending::Failed), t, t + 1),
+            Some(TrackState::Failed)
+        );
         assert_eq!(state(None, None, t, t + 1), None, "removed: unknown");
         assert_eq!(
             state(None, Some(Ending::Success), t, t + TRACK_RETENTION),

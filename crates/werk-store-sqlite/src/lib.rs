@@ -250,10 +250,12 @@ impl SqliteStore {
         let mut conn = conn;
         {
             let pages = wal_pages.clone();
-            conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, n: std::ffi::c_int| {
-                pages.store(i64::from(n), Ordering::Relaxed);
-                Ok(())
-            }))
+            conn.wal_hook(Some(
+                move |_: &mut rusqlite::hooks::Wal, n: std::ffi::c_int| {
+                    pages.store(i64::from(n), Ordering::Relaxed);
+                    Ok(())
+                },
+            ))
             .map_err(db_err)?;
         }
         writer::register_redis_match(&conn).map_err(db_err)?;

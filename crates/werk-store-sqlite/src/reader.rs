@@ -11,8 +11,7 @@ use werk_core::time::local_days_back;
 use werk_core::tracking::Ending;
 use werk_core::{JobState, Millis};
 use werk_store::{
-    BatchStatus, CallbackState, Cursor, DayStats, Page, PageQuery, Reservation, StoredJob,
-    Tracked,
+    BatchStatus, CallbackState, Cursor, DayStats, Page, PageQuery, Reservation, StoredJob, Tracked,
 };
 
 use crate::Error;

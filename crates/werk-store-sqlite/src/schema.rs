@@ -45,7 +45,10 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
         conn.execute_batch("ALTER TABLE jobs ADD COLUMN track INTEGER")?;
     }
     // A batch's `created_at` as served, with nanoseconds.
-    if conn.prepare("SELECT created_stamp FROM batches LIMIT 0").is_err() {
+    if conn
+        .prepare("SELECT created_stamp FROM batches LIMIT 0")
+        .is_err()
+    {
         conn.execute_batch("ALTER TABLE batches ADD COLUMN created_stamp TEXT")?;
     }
     conn.execute_batch(

@@ -331,7 +331,9 @@ impl Mem {
         }
         // The enqueue sequence must stay ahead of every queued job's score (FIFO order).
         let max: Option<i64> =
-            conn.query_row("SELECT max(score) FROM jobs WHERE state = 1", [], |r| r.get(0))?;
+            conn.query_row("SELECT max(score) FROM jobs WHERE state = 1", [], |r| {
+                r.get(0)
+            })?;
         if let Some(max) = max.filter(|&m| m >= self.seq) {
             fixed.push(format!("seq: {} -> {}", self.seq, max + 1));
             self.seq = max + 1;
@@ -823,7 +825,13 @@ impl Writer {
     /// it back (restoring the mirror from `saved`), reserves again the jobs of FETCHes already
     /// answered, and replays the other requests one per transaction, so only a failing one
     /// fails.
-    fn abort(&mut self, saved: Option<Mem>, mut reqs: Vec<Request>, answered: Vec<Answered>, e: Error) {
+    fn abort(
+        &mut self,
+        saved: Option<Mem>,
+        mut reqs: Vec<Request>,
+        answered: Vec<Answered>,
+        e: Error,
+    ) {
         let _ = self.conn.execute_batch("ROLLBACK");
         if let Some(saved) = saved {
             self.mem = saved;

@@ -28,8 +28,10 @@ fn job(jid: &str, queue: &str, payload_bytes: usize) -> NewJob {
 /// Runs `sql` on a connection of its own to the store's database.
 fn sql(dir: &Path, sql: &str) {
     let conn = Connection::open(dir.join(DB_FILE)).expect("open the database");
-    conn.busy_timeout(Duration::from_secs(10)).expect("busy timeout");
-    conn.execute_batch(sql).expect("run SQL on the store's database");
+    conn.busy_timeout(Duration::from_secs(10))
+        .expect("busy timeout");
+    conn.execute_batch(sql)
+        .expect("run SQL on the store's database");
 }
 
 /// Records every queue the store announces as having a new job.
@@ -62,7 +64,10 @@ async fn a_push_whose_commit_fails_wakes_no_one_and_hands_out_nothing() {
             (0..5).map(|i| store.fetch_early(vec!["poison".into()], format!("w{i}"), now)),
         );
         let (pushed, fetched) = tokio::join!(push, fetches);
-        assert!(pushed.is_err(), "round {round}: the push must fail, got {pushed:?}");
+        assert!(
+            pushed.is_err(),
+            "round {round}: the push must fail, got {pushed:?}"
+        );
         for f in fetched {
             let f = f.expect("a fetch is not the failing request");
             assert!(
@@ -78,12 +83,21 @@ async fn a_push_whose_commit_fails_wakes_no_one_and_hands_out_nothing() {
     );
     let stats = store.stats().await.unwrap();
     assert!(
-        stats.queues.iter().all(|q| q.name != "poison" || q.size == 0),
+        stats
+            .queues
+            .iter()
+            .all(|q| q.name != "poison" || q.size == 0),
         "a size was published for a push that never committed: {:?}",
         stats.queues
     );
     // The store goes on serving.
-    store.push(vec![job("fine-0001", "q", 10)], now_millis()).await.unwrap().pop().unwrap().unwrap();
+    store
+        .push(vec![job("fine-0001", "q", 10)], now_millis())
+        .await
+        .unwrap()
+        .pop()
+        .unwrap()
+        .unwrap();
     assert!(announced.0.lock().unwrap().iter().any(|q| q == "q"));
     store.close().await;
 }
@@ -91,9 +105,12 @@ async fn a_push_whose_commit_fails_wakes_no_one_and_hands_out_nothing() {
 #[tokio::test]
 async fn a_failing_request_is_undone_alone_and_answered_fetches_keep_their_jobs() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path(), StoreConfig::default(), Arc::new(NoListener)).unwrap();
+    let store =
+        SqliteStore::open(dir.path(), StoreConfig::default(), Arc::new(NoListener)).unwrap();
     let n = 400;
-    let jobs: Vec<NewJob> = (0..n).map(|i| job(&format!("job-{i:05}"), "q", 10)).collect();
+    let jobs: Vec<NewJob> = (0..n)
+        .map(|i| job(&format!("job-{i:05}"), "q", 10))
+        .collect();
     for r in store.push(jobs, now_millis()).await.unwrap() {
         r.unwrap();
     }
@@ -109,9 +126,11 @@ async fn a_failing_request_is_undone_alone_and_answered_fetches_keep_their_jobs(
     while delivered.len() < n && Instant::now() < deadline {
         round += 1;
         let now = now_millis();
-        let before = join_all((0..10).map(|i| store.fetch_early(vec!["q".into()], format!("a{i}"), now)));
+        let before =
+            join_all((0..10).map(|i| store.fetch_early(vec!["q".into()], format!("a{i}"), now)));
         let push = store.push(vec![job(&format!("poison-{round:05}"), "q", 10)], now);
-        let after = join_all((0..10).map(|i| store.fetch_early(vec!["q".into()], format!("b{i}"), now)));
+        let after =
+            join_all((0..10).map(|i| store.fetch_early(vec!["q".into()], format!("b{i}"), now)));
         let (before, pushed, after) = tokio::join!(before, push, after);
         if pushed.is_err() {
             failed_pushes += 1;
@@ -128,7 +147,10 @@ async fn a_failing_request_is_undone_alone_and_answered_fetches_keep_their_jobs(
     assert_eq!(delivered.len(), n, "every job delivered once");
     // Answered early FETCHes commit with the next transaction at the latest: one more push,
     // answered once durable, follows them.
-    store.push(vec![job("sentinel-01", "other", 10)], now_millis()).await.unwrap();
+    store
+        .push(vec![job("sentinel-01", "other", 10)], now_millis())
+        .await
+        .unwrap();
     let stats = store.stats().await.unwrap();
     assert_eq!(stats.working, n as u64, "every delivered job is reserved");
     store.close().await;
@@ -138,8 +160,11 @@ async fn a_failing_request_is_undone_alone_and_answered_fetches_keep_their_jobs(
 async fn drifted_sizes_are_rebuilt_at_open() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = SqliteStore::open(dir.path(), StoreConfig::default(), Arc::new(NoListener)).unwrap();
-        let jobs = (0..5).map(|i| job(&format!("job-{i:05}"), "q", 10)).collect();
+        let store =
+            SqliteStore::open(dir.path(), StoreConfig::default(), Arc::new(NoListener)).unwrap();
+        let jobs = (0..5)
+            .map(|i| job(&format!("job-{i:05}"), "q", 10))
+            .collect();
         store.push(jobs, now_millis()).await.unwrap();
         store.close().await;
     }
@@ -153,9 +178,14 @@ async fn drifted_sizes_are_rebuilt_at_open() {
              ON CONFLICT (name) DO UPDATE SET value = 3;
          UPDATE jobs SET queue = 'r' WHERE jid = 'job-00004';",
     );
-    let store = SqliteStore::open(dir.path(), StoreConfig::default(), Arc::new(NoListener)).unwrap();
+    let store =
+        SqliteStore::open(dir.path(), StoreConfig::default(), Arc::new(NoListener)).unwrap();
     let stats = store.stats().await.unwrap();
-    let sizes: BTreeMap<_, _> = stats.queues.iter().map(|q| (q.name.clone(), q.size)).collect();
+    let sizes: BTreeMap<_, _> = stats
+        .queues
+        .iter()
+        .map(|q| (q.name.clone(), q.size))
+        .collect();
     assert_eq!(sizes.get("q"), Some(&4), "{sizes:?}");
     assert_eq!(sizes.get("r"), Some(&1), "{sizes:?}");
     assert_eq!((stats.dead, stats.retries), (0, 0));
@@ -172,10 +202,15 @@ async fn drifted_sizes_are_rebuilt_at_open() {
     store.close().await;
     drop(store);
     // The rebuilt sizes were stored: a second open finds nothing to correct.
-    let store = SqliteStore::open(dir.path(), StoreConfig::default(), Arc::new(NoListener)).unwrap();
+    let store =
+        SqliteStore::open(dir.path(), StoreConfig::default(), Arc::new(NoListener)).unwrap();
     let stats = store.stats().await.unwrap();
     assert_eq!(stats.working, 5);
-    assert!(stats.queues.iter().all(|q| q.size == 0), "{:?}", stats.queues);
+    assert!(
+        stats.queues.iter().all(|q| q.size == 0),
+        "{:?}",
+        stats.queues
+    );
     store.close().await;
 }
 
@@ -183,17 +218,24 @@ async fn drifted_sizes_are_rebuilt_at_open() {
 async fn a_dropped_store_finishes_its_writer_before_the_directory_is_free() {
     let dir = tempfile::tempdir().unwrap();
     for round in 0..5 {
-        let store = SqliteStore::open(dir.path(), StoreConfig::default(), Arc::new(NoListener)).unwrap();
-        let jobs = (0..200).map(|i| job(&format!("job-{round}-{i:05}"), "q", 200)).collect();
+        let store =
+            SqliteStore::open(dir.path(), StoreConfig::default(), Arc::new(NoListener)).unwrap();
+        let jobs = (0..200)
+            .map(|i| job(&format!("job-{round}-{i:05}"), "q", 200))
+            .collect();
         store.push(jobs, now_millis()).await.unwrap();
         drop(store);
         // The writer has committed, flushed and checkpointed (TRUNCATE) before drop returned.
         let wal = std::fs::metadata(dir.path().join(format!("{DB_FILE}-wal")))
             .map(|m| m.len())
             .unwrap_or(0);
-        assert_eq!(wal, 0, "round {round}: the writer was still running after drop");
+        assert_eq!(
+            wal, 0,
+            "round {round}: the writer was still running after drop"
+        );
     }
-    let store = SqliteStore::open(dir.path(), StoreConfig::default(), Arc::new(NoListener)).unwrap();
+    let store =
+        SqliteStore::open(dir.path(), StoreConfig::default(), Arc::new(NoListener)).unwrap();
     let stats = store.stats().await.unwrap();
     assert_eq!(stats.queues[0].size, 1000, "{stats:?}");
     store.close().await;
@@ -202,12 +244,15 @@ async fn a_dropped_store_finishes_its_writer_before_the_directory_is_free() {
 #[tokio::test]
 async fn checkpoints_keep_the_wal_bounded() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path(), StoreConfig::default(), Arc::new(NoListener)).unwrap();
+    let store =
+        SqliteStore::open(dir.path(), StoreConfig::default(), Arc::new(NoListener)).unwrap();
     let wal_path = dir.path().join(format!("{DB_FILE}-wal"));
     let mut max_wal = 0;
     // 100 MB of jobs in all, 500 KB per commit.
     for batch in 0..200 {
-        let jobs = (0..50).map(|i| job(&format!("job-{batch}-{i:05}"), "q", 10_000)).collect();
+        let jobs = (0..50)
+            .map(|i| job(&format!("job-{batch}-{i:05}"), "q", 10_000))
+            .collect();
         for r in store.push(jobs, now_millis()).await.unwrap() {
             r.unwrap();
         }
@@ -215,9 +260,15 @@ async fn checkpoints_keep_the_wal_bounded() {
     }
     let db = std::fs::metadata(dir.path().join(DB_FILE)).unwrap().len();
     eprintln!("largest WAL {max_wal} bytes; database file {db} bytes");
-    assert!(db > 50 << 20, "the jobs were checkpointed into the database file ({db} bytes)");
+    assert!(
+        db > 50 << 20,
+        "the jobs were checkpointed into the database file ({db} bytes)"
+    );
     // RESTART_PAGES (16 MiB) plus one commit at most; without checkpoints it reaches 100 MB.
-    assert!(max_wal < 20 << 20, "the WAL stays bounded ({max_wal} bytes)");
+    assert!(
+        max_wal < 20 << 20,
+        "the WAL stays bounded ({max_wal} bytes)"
+    );
     store.close().await;
 }
 
@@ -227,14 +278,24 @@ async fn writer_panic_child() {
     let Some(dir) = std::env::var_os("WERK_PANIC_CHILD_DIR") else {
         return; // only runs as the child
     };
-    let store = SqliteStore::open(Path::new(&dir), StoreConfig::default(), Arc::new(NoListener)).unwrap();
-    store.push(vec![job("before-panic", "q", 10)], now_millis()).await.unwrap();
+    let store = SqliteStore::open(
+        Path::new(&dir),
+        StoreConfig::default(),
+        Arc::new(NoListener),
+    )
+    .unwrap();
+    store
+        .push(vec![job("before-panic", "q", 10)], now_millis())
+        .await
+        .unwrap();
     store.panic_writer();
     // A store that survived its writer would answer errors from here on; the process must
     // instead be gone before this loop ends.
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        let _ = store.push(vec![job("after-panic", "q", 10)], now_millis()).await;
+        let _ = store
+            .push(vec![job("after-panic", "q", 10)], now_millis())
+            .await;
         tokio::task::yield_now().await;
     }
     println!("CHILD-SURVIVED");
@@ -244,20 +305,38 @@ async fn writer_panic_child() {
 fn a_panic_in_the_writer_stops_the_process() {
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "writer_panic_child", "--nocapture", "--test-threads", "1"])
+        .args([
+            "--exact",
+            "writer_panic_child",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
         .env("WERK_PANIC_CHILD_DIR", dir.path())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stdout.contains("CHILD-SURVIVED"), "the process outlived its writer: {stdout}");
+    assert!(
+        !stdout.contains("CHILD-SURVIVED"),
+        "the process outlived its writer: {stdout}"
+    );
     use std::os::unix::process::ExitStatusExt;
-    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{:?}\n{stderr}", out.status);
-    assert!(stderr.contains("the store's writer thread panicked"), "{stderr}");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGABRT),
+        "{:?}\n{stderr}",
+        out.status
+    );
+    assert!(
+        stderr.contains("the store's writer thread panicked"),
+        "{stderr}"
+    );
     // What was answered before the panic is there after a restart.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let store = SqliteStore::open(dir.path(), StoreConfig::default(), Arc::new(NoListener)).unwrap();
+        let store =
+            SqliteStore::open(dir.path(), StoreConfig::default(), Arc::new(NoListener)).unwrap();
         assert!(store.get("before-panic".into()).await.unwrap().is_some());
         store.close().await;
     });

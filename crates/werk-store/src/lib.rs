@@ -177,24 +177,7 @@ pub struct Tracked {
     pub updated_at: Millis,
 }
 
-/// A throttle's limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ThrottleLimit {
-    /// At most this many jobs of the queue working at once, across all workers.
-    Concurrency(u32),
-    /// At most this many jobs of the queue working at once per worker process (wid).
-    PerWorker(u32),
-}
-
-/// A throttled queue (`conf.d/throttles.toml`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Throttle {
-    pub queue: String,
-    pub limit: ThrottleLimit,
-    /// A working job counts against the limit for at most this long after its FETCH (ms); then
-    /// its slot is reclaimed although the job keeps its reservation. `None`: while it works.
-    pub timeout: Option<Millis>,
-}
+pub use werk_core::throttle::{Throttle, ThrottleLimit};
 
 /// A position in a state's order, for keyset paging: the job's order key (`score`: enqueue
 /// sequence number for enqueued jobs, else [`StoredJob::at`]) and a backend-specific tie-breaker

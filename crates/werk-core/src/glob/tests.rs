@@ -254,7 +254,11 @@ fn oracle(p: &[u8], s: &[u8]) -> bool {
 #[test]
 fn oracle_agrees_with_the_table() {
     for &(p, s, want) in TABLE {
-        assert_eq!(oracle(p.as_bytes(), s.as_bytes()), want, "oracle: {p:?} {s:?}");
+        assert_eq!(
+            oracle(p.as_bytes(), s.as_bytes()),
+            want,
+            "oracle: {p:?} {s:?}"
+        );
     }
 }
 

@@ -8,13 +8,12 @@ use rusqlite::{params, OptionalExtension};
 use werk_core::batch::{Progress, Stage};
 use werk_core::{Job, Millis};
 use werk_store::{
-    BatchError, NewBatch, NewJob, ThrottleLimit, TrackUpdate, BATCH_COMMIT_DEADLINE,
-    BATCH_RETENTION, TRACK_RETENTION,
+    BatchError, NewBatch, NewJob, TrackUpdate, BATCH_COMMIT_DEADLINE, BATCH_RETENTION,
+    TRACK_RETENTION,
 };
 
 use super::{Batch, Prepared, Writer};
 use crate::Error;
-
 
 /// The longest a TRACK SET `reserve_until` may reach past now (Faktory's reservation limit).
 const MAX_RESERVE: Millis = 24 * 3600 * 1000;
@@ -443,28 +442,23 @@ impl Writer {
             all.iter().find(|t| t.queue == queue).cloned()
         };
         let Some(t) = throttle else { return Ok(false) };
-        let since = t.timeout.map_or(Millis::MIN, |to| now.saturating_sub(to));
-        let (held, limit): (i64, u32) = match t.limit {
-            ThrottleLimit::Concurrency(n) => (
-                self.conn
-                    .prepare_cached(
-                        "SELECT count(*) FROM jobs WHERE state = 2 AND state <> 1 AND queue = ?1
-                         AND reserved_at > ?2",
-                    )?
-                    .query_row(params![queue, since], |r| r.get(0))?,
-                n,
-            ),
-            ThrottleLimit::PerWorker(n) => (
-                self.conn
-                    .prepare_cached(
-                        "SELECT count(*) FROM jobs WHERE state = 2 AND state <> 1 AND queue = ?1
-                         AND reserved_at > ?2 AND wid = ?3",
-                    )?
-                    .query_row(params![queue, since, wid], |r| r.get(0))?,
-                n,
-            ),
+        let since = t.slots_since(now);
+        let held: i64 = if t.per_worker() {
+            self.conn
+                .prepare_cached(
+                    "SELECT count(*) FROM jobs WHERE state = 2 AND state <> 1 AND queue = ?1
+                     AND reserved_at > ?2 AND wid = ?3",
+                )?
+                .query_row(params![queue, since, wid], |r| r.get(0))?
+        } else {
+            self.conn
+                .prepare_cached(
+                    "SELECT count(*) FROM jobs WHERE state = 2 AND state <> 1 AND queue = ?1
+                     AND reserved_at > ?2",
+                )?
+                .query_row(params![queue, since], |r| r.get(0))?
         };
-        Ok(held >= i64::from(limit))
+        Ok(t.is_full(u64::try_from(held).unwrap_or(0)))
     }
 
     /// A job of `queue` stopped working: if the queue is throttled, waiting FETCHes may now
