@@ -61,8 +61,10 @@ fn crash_copy(from: &Path, to: &Path) -> u64 {
         )
         .expect("open a pinning reader");
         c.execute_batch("BEGIN").expect("BEGIN");
-        c.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0))
-            .expect("start the read transaction");
+        c.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .expect("start the read transaction");
         c
     });
     std::fs::copy(&db, to.join(werk_store_sqlite::DB_FILE)).expect("copy the database file");
@@ -129,12 +131,16 @@ impl<const FSYNC: bool> Harness for Harness2<FSYNC> {
 fn crash_reopen_recovers_committed_transactions_from_the_wal() {
     werk_store::conformance::run(async {
         let t0 = werk_store::conformance::T0;
-        let mut h =
-            SqliteHarness::create(StoreConfig::default(), std::sync::Arc::new(werk_store::NoListener))
-                .await;
-        let (job, at) =
-            werk_core::Job::parse_for_push(r#"{"jid":"crash-copy-001","jobtype":"T","args":[]}"#, t0)
-                .expect("job");
+        let mut h = SqliteHarness::create(
+            StoreConfig::default(),
+            std::sync::Arc::new(werk_store::NoListener),
+        )
+        .await;
+        let (job, at) = werk_core::Job::parse_for_push(
+            r#"{"jid":"crash-copy-001","jobtype":"T","args":[]}"#,
+            t0,
+        )
+        .expect("job");
         let pushed = h
             .store()
             .push(vec![werk_store::NewJob { job, at }], t0)
@@ -144,7 +150,10 @@ fn crash_reopen_recovers_committed_transactions_from_the_wal() {
         h.reopen().await;
         assert!(h.last_wal_len > 0, "the crash copy has an empty WAL");
         let got = h.store().get("crash-copy-001".into()).await.expect("get");
-        assert!(got.is_some(), "a committed PUSH was lost by the crash-reopen");
+        assert!(
+            got.is_some(),
+            "a committed PUSH was lost by the crash-reopen"
+        );
     });
 }
 
