@@ -10,15 +10,17 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
+use werk_core::batch::{Progress, Stage};
 use werk_core::job::reservation_seconds;
 use werk_core::time::{format_stamp, local_day, parse_rfc3339};
+use werk_core::tracking::Ending;
 use werk_core::{FailInfo, FailOutcome, Job, JobState, Millis, PushError};
 use werk_store::conformance::{Harness, DAY, SEC};
 use werk_store::{
     AckOutcome, BatchError, BatchStatus, CallbackState, CronFire, Cursor, DayStats, FailReply,
     Listener, MutateOp, Mutation, NewBatch, NewJob, Page, PageQuery, QueueSelector, QueueStats,
-    Stats, Store, StoreConfig, StoreError, StoredJob, Throttle, ThrottleLimit, TrackState,
-    TrackUpdate, Tracked, BATCH_COMMIT_DEADLINE, BATCH_RETENTION, TRACK_RETENTION,
+    Stats, Store, StoreConfig, StoreError, StoredJob, Throttle, TrackState, TrackUpdate, Tracked,
+    BATCH_COMMIT_DEADLINE, BATCH_RETENTION, TRACK_RETENTION,
 };
 
 use JobState::{Dead, Enqueued, Retry, Scheduled, Working};
@@ -78,6 +80,21 @@ struct Batch {
     complete_done: bool,
     success_done: bool,
     succeeded_at: Option<Millis>,
+}
+
+impl Batch {
+    /// The callback stages [`werk_core::batch`] decides on.
+    fn stages(&self) -> (Stage, Stage) {
+        let stage = |fired: bool, done: bool| match (fired, done) {
+            (_, true) => Stage::Done,
+            (true, false) => Stage::Enqueued,
+            (false, false) => Stage::Pending,
+        };
+        (
+            stage(self.complete_fired, self.complete_done),
+            stage(self.success_fired, self.success_done),
+        )
+    }
 }
 
 #[derive(Clone)]
@@ -235,16 +252,24 @@ impl Data {
             return;
         };
         if let Some(b) = self.batches.get_mut(bid) {
-            b.changed_at = now;
-            match kind {
-                Cb::Complete => {
-                    b.complete_st = CallbackState::Succeeded;
-                    b.complete_done = true;
-                }
-                Cb::Success => {
-                    b.success_st = CallbackState::Succeeded;
-                    b.success_done = true;
-                    b.succeeded_at = Some(now);
+            let (complete, success) = b.stages();
+            let mut p = Progress {
+                complete,
+                success,
+                ..Progress::default()
+            };
+            if p.callback_acked(matches!(kind, Cb::Complete)) {
+                b.changed_at = now;
+                match kind {
+                    Cb::Complete => {
+                        b.complete_st = CallbackState::Succeeded;
+                        b.complete_done = true;
+                    }
+                    Cb::Success => {
+                        b.success_st = CallbackState::Succeeded;
+                        b.success_done = true;
+                        b.succeeded_at = Some(now);
+                    }
                 }
             }
         }
@@ -272,44 +297,55 @@ impl Data {
         })
     }
 
+    /// Carries out what [`Progress::advance`] says is due for the batch.
     fn step(&mut self, bid: &str, now: Millis, told: &mut Vec<String>) {
         let Some(b) = self.batches.get(bid) else {
             return;
         };
-        if !b.committed {
+        let count = |success: bool| {
+            b.children
+                .iter()
+                .filter(|c| self.child_done(c, success, now))
+                .count() as i64
+        };
+        let (complete, success) = b.stages();
+        let mut p = Progress {
+            committed: b.committed,
+            pending: b.pending as i64,
+            failed: b.failed as i64,
+            children: b.children.len() as i64,
+            children_complete: count(false),
+            children_success: count(true),
+            complete,
+            success,
+            has_complete_job: b.complete.is_some(),
+            has_success_job: b.success.is_some(),
+        };
+        let a = p.advance();
+        if !a.changed() {
             return;
         }
-        let kids_complete = b.children.iter().all(|c| self.child_done(c, false, now));
-        let kids_succeeded = b.children.iter().all(|c| self.child_done(c, true, now));
         let b = self.batches.get_mut(bid).unwrap();
-        if !b.complete_fired && b.pending == 0 && kids_complete {
-            b.complete_fired = true;
-            b.changed_at = now;
-            match b.complete.clone() {
-                Some(job) => {
-                    b.complete_st = CallbackState::Enqueued;
-                    let parent = b.parent.clone();
-                    self.push_callback(job, bid, parent, Cb::Complete, now, told);
-                }
-                None => b.complete_done = true,
-            }
+        b.changed_at = now;
+        b.complete_fired |= a.fire_complete || a.parent_complete;
+        b.complete_done |= a.parent_complete;
+        b.success_fired |= a.fire_success || a.parent_success;
+        if a.parent_success {
+            b.success_done = true;
+            b.succeeded_at = Some(now);
         }
-        let b = self.batches.get_mut(bid).unwrap();
-        if b.complete_done && !b.success_fired && b.pending == 0 && b.failed == 0 && kids_succeeded
-        {
-            b.success_fired = true;
-            b.changed_at = now;
-            match b.success.clone() {
-                Some(job) => {
-                    b.success_st = CallbackState::Enqueued;
-                    let parent = b.parent.clone();
-                    self.push_callback(job, bid, parent, Cb::Success, now, told);
-                }
-                None => {
-                    b.success_done = true;
-                    b.succeeded_at = Some(now);
-                }
-            }
+        let parent = b.parent.clone();
+        let mut fire = Vec::new();
+        if a.fire_complete {
+            b.complete_st = CallbackState::Enqueued;
+            fire.extend(b.complete.clone().map(|j| (j, Cb::Complete)));
+        }
+        if a.fire_success {
+            b.success_st = CallbackState::Enqueued;
+            fire.extend(b.success.clone().map(|j| (j, Cb::Success)));
+        }
+        for (job, kind) in fire {
+            self.push_callback(job, bid, parent.clone(), kind, now, told);
         }
     }
 
@@ -550,19 +586,15 @@ impl Store for RefStore {
                     continue;
                 }
                 let throttled = throttles.iter().filter(|t| &t.queue == q).any(|t| {
-                    let (limit, per_worker) = match t.limit {
-                        ThrottleLimit::Concurrency(n) => (n, false),
-                        ThrottleLimit::PerWorker(n) => (n, true),
-                    };
                     let busy = d
                         .jobs
                         .values()
                         .filter(|e| e.state == Working && &e.job.queue == q)
                         .filter_map(|e| e.reservation.as_ref())
-                        .filter(|r| !per_worker || r.wid == wid)
-                        .filter(|r| t.timeout.is_none_or(|to| r.reserved_at > now - to))
+                        .filter(|r| !t.per_worker() || r.wid == wid)
+                        .filter(|r| r.reserved_at > t.slots_since(now))
                         .count();
-                    busy >= limit as usize
+                    t.is_full(busy as u64)
                 });
                 if throttled {
                     continue;
@@ -1162,16 +1194,13 @@ impl Store for RefStore {
     ) -> impl Future<Output = Result<Option<Tracked>>> + Send {
         ready(self.with(|d, _| {
             let t = d.tracks.get(&jid)?;
-            let state = match d.jobs.get(&jid) {
-                Some(e) => match e.state {
-                    Scheduled | Enqueued => TrackState::Enqueued,
-                    Working => TrackState::Working,
-                    Retry => TrackState::Failed,
-                    Dead => TrackState::Dead,
-                },
-                None if t.updated_at + TRACK_RETENTION <= now => return None,
-                None => t.outcome?,
+            let ended = match t.outcome {
+                Some(TrackState::Success) => Some(Ending::Success),
+                Some(TrackState::Failed) => Some(Ending::Failed),
+                _ => None,
             };
+            let job = d.jobs.get(&jid).map(|e| e.state);
+            let state = werk_core::tracking::state(job, ended, t.updated_at, now)?;
             Some(Tracked {
                 jid: jid.clone(),
                 state,
