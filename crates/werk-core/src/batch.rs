@@ -118,6 +118,21 @@ impl Progress {
         out
     }
 
+    /// A member job's run ended: `first`, its first run; `failed_before`, its previous run
+    /// failed; `ok`, this run succeeded (ACK) rather than failed (FAIL, an expired reservation,
+    /// expiry before it ran). A member leaves `pending` at its first end; it is in `failed`
+    /// while its last run failed. Call [`Progress::advance`] next.
+    pub fn member_ran(&mut self, first: bool, failed_before: bool, ok: bool) {
+        if first {
+            self.pending -= 1;
+        }
+        match (failed_before, ok) {
+            (false, false) => self.failed += 1,
+            (true, true) => self.failed -= 1,
+            _ => {}
+        }
+    }
+
     /// A callback job (`complete` or not: `success`) was ACKed. Returns whether that finished
     /// the callback (it was enqueued): the batch then counts as complete / succeeded for its
     /// parent, and a finished `complete` callback may make `success` due ([`Progress::advance`]).
@@ -212,6 +227,19 @@ mod tests {
         assert!(!p.advance().changed());
         p.children_success = 2;
         assert!(p.advance().fire_success);
+    }
+
+    #[test]
+    fn members_leave_pending_once_and_failed_when_they_succeed() {
+        let mut p = committed(2);
+        p.member_ran(true, false, false); // first run failed
+        assert_eq!((p.pending, p.failed), (1, 1));
+        p.member_ran(false, true, false); // failed again
+        assert_eq!((p.pending, p.failed), (1, 1));
+        p.member_ran(false, true, true); // then succeeded
+        assert_eq!((p.pending, p.failed), (1, 0));
+        p.member_ran(true, false, true); // the other succeeded at once
+        assert_eq!((p.pending, p.failed), (0, 0));
     }
 
     #[test]

@@ -233,14 +233,14 @@ impl Data {
         e.finished = true;
         e.failed = !ok;
         if let Some(b) = self.batches.get_mut(&bid) {
-            if first {
-                b.pending -= 1;
-            }
-            match (was_failed, ok) {
-                (false, false) => b.failed += 1,
-                (true, true) => b.failed -= 1,
-                _ => {}
-            }
+            let mut p = Progress {
+                pending: b.pending as i64,
+                failed: b.failed as i64,
+                ..Progress::default()
+            };
+            p.member_ran(first, was_failed, ok);
+            b.pending = p.pending.max(0) as u64;
+            b.failed = p.failed.max(0) as u64;
             b.changed_at = now;
         }
         Some(bid)

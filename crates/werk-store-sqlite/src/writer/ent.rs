@@ -153,13 +153,7 @@ impl Writer {
     ) -> Result<Option<String>, Error> {
         let Some(batch) = batch else { return Ok(None) };
         if let Some(bid) = batch.strip_prefix("m:") {
-            self.conn
-                .prepare_cached(
-                    "UPDATE batches SET pending = pending - 1, failed = failed + 1,
-                     updated_at = ?2 WHERE bid = ?1",
-                )?
-                .execute(params![bid, now])?;
-            self.evaluate(bid, now, ctx)?;
+            self.member_ran(bid, true, false, false, now, ctx)?;
             return Ok(Some(format!("f:{bid}")));
         }
         Ok(Some(batch.to_string()))
@@ -176,15 +170,9 @@ impl Writer {
             return Ok(());
         };
         match role {
-            "m" | "f" => {
-                let column = if role == "m" { "pending" } else { "failed" };
-                self.conn
-                    .prepare_cached(&format!(
-                        "UPDATE batches SET {column} = {column} - 1, updated_at = ?2 WHERE bid = ?1"
-                    ))?
-                    .execute(params![bid, now])?;
-                self.evaluate(bid, now, ctx)
-            }
+            // `m`: the member's first run; `f`: its previous run failed.
+            "m" => self.member_ran(bid, true, false, true, now, ctx),
+            "f" => self.member_ran(bid, false, true, true, now, ctx),
             "c" | "s" => {
                 let Some(mut b) = self.load_batch(bid)? else {
                     return Ok(());
@@ -205,6 +193,27 @@ impl Writer {
             }
             _ => Ok(()),
         }
+    }
+
+    /// A member job's run ended ([`Progress::member_ran`]); then whatever is due fires.
+    fn member_ran(
+        &mut self,
+        bid: &str,
+        first: bool,
+        failed_before: bool,
+        ok: bool,
+        now: Millis,
+        ctx: &mut Batch,
+    ) -> Result<(), Error> {
+        let Some(mut b) = self.load_batch(bid)? else {
+            return Ok(());
+        };
+        let mut p = b.progress();
+        p.member_ran(first, failed_before, ok);
+        b.pending = p.pending;
+        b.failed = p.failed;
+        self.save_batch(&b, now)?;
+        self.evaluate(bid, now, ctx)
     }
 
     /// A child batch of `parent` became complete (`complete`) or succeeded.
