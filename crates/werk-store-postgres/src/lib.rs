@@ -1,0 +1,945 @@
+//! Werk's shared store (issue 12): PostgreSQL, so that any number of identical, stateless werk
+//! nodes serve one database.
+//!
+//! **Status: foundation.** [`PgStore`] connects, creates or migrates the schema, and implements
+//! the core transitions as inherent methods with exactly the semantics of the matching
+//! [`werk_store::Store`] methods (their doc comments are the specification): [`PgStore::push`],
+//! [`PgStore::fetch`], [`PgStore::ack`], [`PgStore::fail`], [`PgStore::promote_due`],
+//! [`PgStore::reap_expired`], [`PgStore::get`], [`PgStore::stats`]. It does **not** implement the
+//! `Store` trait yet: a partial implementation would need stubs (see "What remains").
+//!
+//! # Connecting
+//!
+//! [`PgStore::connect`] takes a libpq connection string (`host=a,b port=5432 dbname=werk
+//! target_session_attrs=read-write`) or URI (`postgresql://user@a,b/werk?...`), as parsed by
+//! [`tokio_postgres::Config`]: several hosts with `target_session_attrs=read-write` (a node
+//! always writes to the primary, and after a failover finds the new one on its next
+//! connection), unix-socket hosts (`host=/run/postgresql`), a password. Connections are pooled
+//! by deadpool-postgres; every new connection runs `SET synchronous_commit = on` and
+//! `SET default_transaction_isolation = 'read committed'` before it is used, so neither a
+//! database-level `synchronous_commit = off` nor a serializable default changes what a
+//! committed answer means or how the transitions below behave.
+//!
+//! TLS is not wired yet: the pool uses [`tokio_postgres::NoTls`], so `sslmode=require` fails to
+//! connect. It goes in [`PgStore::connect`], where the `Manager` is built: a
+//! `tokio-postgres-rustls` `MakeRustlsConnect` (rustls is already in the workspace) instead of
+//! `NoTls`, chosen by the config's `ssl_mode`.
+//!
+//! # Durability
+//!
+//! Each transition is one transaction, and each method returns only after its `COMMIT`
+//! succeeded (with `synchronous_commit = on`: flushed on the primary and, with a synchronous
+//! standby configured, on the standby too). A `COMMIT` that fails without a server error (the
+//! connection broke while it was in flight) has an unknown outcome: it is reported as an error
+//! ([`werk_store::StoreError::Backend`], saying so), never as success; the idempotent PUSH
+//! retry ([`werk_core::Job::is_retried_push_of`]) makes a client's retry safe.
+//!
+//! # Schema decisions (the traps issue 12 lists)
+//!
+//! * **Schema creation by several nodes at once**: one transaction holding
+//!   `pg_advisory_xact_lock(`[`schema::SCHEMA_LOCK_KEY`]`)` creates everything and writes the
+//!   `werk_meta` row `schema_version`; nodes that start at the same moment wait on the lock and
+//!   then find the row. A database at a newer version is refused
+//!   ([`ConnectError::SchemaTooNew`]) rather than written with an older layout's rules.
+//! * **One `jobs` table with a `state` column**, a unique `jid` (a jid names at most one stored
+//!   job in the whole cluster, which the duplicate / retried-push rule needs), and **one partial
+//!   index per state order**: `jobs_queue (queue, score) WHERE state = 1` (each queue FIFO),
+//!   `(score, id) WHERE state = 0/2/3/4` for scheduled (`at`), working (`reserved_until`), retry
+//!   (`next_at`) and dead (`dead_until`), `jobs_expiring (expires) WHERE state = 1`. Each index
+//!   holds only its state's rows, so the heads FETCH, the scheduler and the reaper read are
+//!   small however large the dead set grows.
+//! * **FIFO by a sequence**, `werk_enqueue_seq`, not a counter row: `nextval` takes no row lock
+//!   and is not rolled back, so concurrent enqueues never wait for one another (a counter row
+//!   would serialise every PUSH in the cluster on one row lock until COMMIT). The price: numbers
+//!   are taken before commit, so two *concurrent* pushes may become visible in the other order;
+//!   for pushes one after another (what FIFO can promise anyway) the order is exact. Gaps are
+//!   harmless (only the order matters).
+//! * **FETCH**: `SELECT … WHERE state = 1 AND queue = $1 ORDER BY score LIMIT 1 FOR UPDATE OF
+//!   jobs SKIP LOCKED`, then the reservation `UPDATE`, in the same transaction. A head row
+//!   locked by another node's FETCH is skipped, not waited for; one that another node already
+//!   reserved and committed is re-checked against `state = 1` (READ COMMITTED re-evaluation)
+//!   and skipped. So racing FETCHes on any number of nodes never get the same job.
+//! * **Sizes are derived, not counted**: queue sizes and set sizes are `COUNT(*)` over the
+//!   partial indexes at read time ([`PgStore::stats`]). A size counter would be updated by
+//!   every transition — the worst hot row of all, since every PUSH, FETCH and ACK touches it.
+//!   Sharding it would work too, but derived counts cannot drift and cost nothing on the write
+//!   path; their cost is on INFO / the dashboard (linear in the backlog: a million enqueued
+//!   jobs is an index scan of tens of milliseconds). Not measured yet; if `/stats` polling
+//!   against a large backlog shows up, the fallback is sharded size counters written in the
+//!   transitions' own transactions (the same scheme as below).
+//! * **Counters and history are sharded**: `counters (name, shard, value)` and
+//!   `history (day, shard, processed, failures)`; each transaction adds to shard
+//!   `pg_backend_pid() % 16` with an upsert, readers sum the shards. A connection always hits
+//!   its own shard, so ACKs and FAILs on different connections (and nodes) almost never wait on
+//!   one another's row lock; one unsharded row would serialise every ACK in the cluster.
+//!   Per-node rows would also work, but a node's pool has many connections, which would then
+//!   share one row.
+//! * **Churn**: every job is inserted, updated a few times and deleted. Most transitions change
+//!   an indexed column (`state`, `score`), so they are not HOT updates and the main defence is
+//!   vacuuming early and often: `jobs` has `autovacuum_vacuum_scale_factor = 0.005` plus a
+//!   fixed threshold of 2000 dead rows (the live set of a queue table is small while its
+//!   turnover is huge, so a proportional trigger alone would wait far too long), the insert
+//!   trigger likewise (so the visibility map stays current for index-only counts), and no cost
+//!   delay. `fillfactor = 80` leaves room on each page for the updates that are HOT (payload,
+//!   `wid`) and keeps new versions near the old. The small hot tables (`counters`, `history`)
+//!   have `fillfactor = 50` (their updates touch no indexed column, so they are HOT and stay on
+//!   their page) and vacuum after 1000 dead rows. To be measured after 10 million jobs.
+//! * **Other tables**: `queues (name, paused)` — a queue is known once something was enqueued
+//!   to it (`INSERT … ON CONFLICT DO NOTHING`, which takes no lock on an existing row);
+//!   `unique_locks (key, jid, until)`, taken with an upsert that only overwrites an expired lock,
+//!   so two nodes pushing the same identity produce one winner; `cron_fires`, `batches`,
+//!   `tracking` as in the embedded store (created now, used by the remaining methods).
+//! * NOTIFY is kept out of write transactions (it takes a global lock at commit): the
+//!   [`werk_store::EnqueueListener`] is told after COMMIT; the cross-node wake-up (a debounced
+//!   NOTIFY from outside the transaction, plus polling as the fallback) is still to come.
+//!
+//! # What is implemented
+//!
+//! * `push`: scheduled vs enqueued, the retried-push rule, duplicate jid, unique locks (taken
+//!   in the push's commit, `NotUnique` while another job holds an unexpired lock, a retried
+//!   push not refused because of its own lock). A job that joins a batch (`custom.bid`) is
+//!   refused with `NoSuchBatch`: batches cannot be created in this backend yet, so none exists.
+//! * `fetch`: queues in the given order, FIFO, paused queues skipped, `SKIP LOCKED`, expired
+//!   jobs dropped and counted, `unique_until = "start"` locks released, a job whose JSON does
+//!   not parse moved to the dead set.
+//! * `ack` (any state but scheduled; `Acked` / `AckedLate` / `NotWorking`), `fail` (through
+//!   [`werk_core::retry::apply_failure_with`], with the time scale), `promote_due`,
+//!   `reap_expired` (both `SKIP LOCKED`, so every node may run them), `get`, `stats`.
+//!
+//! # What remains for the `Store` impl
+//!
+//! Every other trait method: `fetch_early` (the default is fine), `sweep_expired`,
+//! `purge_dead`, `mutate`, `set_paused`, `remove_queues`, `queue_latency`, `flush`, `history`,
+//! `list`, `page`, `delete_jobs`, `fire_cron`, `cron_last_fired`, `batch_new`, `batch_open`,
+//! `batch_commit`, `batch_status`, `list_batches`, `track_set`, `track_get`, `set_throttles`
+//! (and throttles obeyed by `fetch`), `close`. Also: batch accounting in push / ack / fail /
+//! expiry (through `werk_core::batch`), tracking rows in push / fetch / ack / fail (through
+//! `werk_core::tracking`; the `track` column is already written), the cross-node FETCH
+//! wake-up, per-node batching of FETCHes and ACKs into shared round trips, TLS, reconnect with
+//! backoff and `/health`, and then wiring `werk_store::conformance_tests!` plus multi-node
+//! cases. Queue rows are created by enqueues and read by `stats`; `set_paused` is the only
+//! writer of `paused` (tests set it with SQL meanwhile).
+
+use std::collections::BTreeSet;
+use std::str::FromStr;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use rand::Rng;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
+use werk_core::job::reservation_seconds;
+use werk_core::retry::apply_failure_with;
+use werk_core::time::{format_stamp, local_day};
+use werk_core::{FailInfo, FailOutcome, Job, JobState, Millis, PushError};
+use werk_store::{
+    AckOutcome, FailReply, Listener, NewJob, QueueStats, Reservation, Stats, StoreConfig,
+    StoreError, StoredJob,
+};
+
+pub mod schema;
+
+pub use deadpool_postgres::Transaction;
+
+/// Why [`PgStore::connect`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The connection string or URI does not parse.
+    #[error("invalid database URL: {0}")]
+    Url(tokio_postgres::Error),
+    #[error("cannot set up the connection pool: {0}")]
+    Pool(String),
+    #[error("cannot connect to the database: {0}")]
+    Connect(String),
+    #[error("cannot create or migrate the schema: {0}")]
+    Schema(tokio_postgres::Error),
+    /// The database was migrated by a newer werk.
+    #[error(
+        "the database schema is version {found}, newer than this werk supports ({supported}): \
+         upgrade werk (a database is never migrated backwards)"
+    )]
+    SchemaTooNew { found: i64, supported: i64 },
+}
+
+/// The shared PostgreSQL store. Cheap to share (`Arc` it); every method takes a pooled
+/// connection for the length of one transaction.
+pub struct PgStore {
+    pool: Pool,
+    config: StoreConfig,
+    listener: Listener,
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// A driver error as a store error. Nothing of the transaction was applied.
+fn pg(e: tokio_postgres::Error) -> StoreError {
+    let text = describe_error(&e);
+    match e.code() {
+        Some(c) if *c == SqlState::DISK_FULL || *c == SqlState::OUT_OF_MEMORY => {
+            StoreError::Full(text)
+        }
+        _ => StoreError::Backend(text),
+    }
+}
+
+/// The server's message (severity, SQLSTATE, text) when there is one; `Display` of a
+/// [`tokio_postgres::Error`] only says `db error`.
+fn describe_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
+        None => e.to_string(),
+    }
+}
+
+/// Commits; a COMMIT without a server answer (the connection broke while it was in flight)
+/// has an unknown outcome and is an error all the same.
+async fn commit(tx: Transaction<'_>) -> Result<()> {
+    tx.commit().await.map_err(|e| {
+        if e.code().is_none() {
+            StoreError::Backend(format!(
+                "COMMIT outcome unknown (the connection failed during COMMIT): {e}"
+            ))
+        } else {
+            pg(e)
+        }
+    })
+}
+
+/// The `uniq` column: the lock key, prefixed `start:` or `success:` by when it is released
+/// (the embedded store's format).
+fn uniq_column(u: &werk_core::job::Uniqueness) -> String {
+    let when = if u.release_at_start {
+        "start"
+    } else {
+        "success"
+    };
+    format!("{when}:{}", u.key)
+}
+
+fn lock_key(column: &str) -> &str {
+    column.split_once(':').map_or(column, |(_, key)| key)
+}
+
+fn describe(state: Option<JobState>) -> &'static str {
+    match state {
+        Some(JobState::Scheduled) => "scheduled",
+        Some(JobState::Enqueued) => "enqueued",
+        Some(JobState::Working) => "working",
+        Some(JobState::Retry) => "in the retry set",
+        Some(JobState::Dead) => "dead",
+        None => "stored",
+    }
+}
+
+fn code(s: JobState) -> i16 {
+    s.code() as i16
+}
+
+fn state_of(code: i16) -> JobState {
+    JobState::from_code(i64::from(code)).unwrap_or(JobState::Dead)
+}
+
+/// Columns read into a [`StoredJob`] by [`stored`].
+const STORED: &str = "jid, state, queue, jobtype, ts, reserved_at, wid, payload";
+
+fn stored(r: &tokio_postgres::Row) -> StoredJob {
+    let state = state_of(r.get(1));
+    let ts: i64 = r.get(4);
+    let reserved_at: Option<i64> = r.get(5);
+    let wid: Option<String> = r.get(6);
+    StoredJob {
+        jid: r.get(0),
+        state,
+        queue: r.get(2),
+        jobtype: r.get(3),
+        at: ts,
+        reservation: match (state, reserved_at) {
+            (JobState::Working, Some(reserved_at)) => Some(Reservation {
+                reserved_at,
+                expires_at: ts,
+                wid: wid.unwrap_or_default(),
+            }),
+            _ => None,
+        },
+        payload: r.get(7),
+    }
+}
+
+/// A row a transition acts on.
+struct Row {
+    id: i64,
+    queue: String,
+    payload: String,
+}
+
+const ROW: &str = "id, queue, payload";
+
+fn row(r: &tokio_postgres::Row) -> Row {
+    Row {
+        id: r.get(0),
+        queue: r.get(1),
+        payload: r.get(2),
+    }
+}
+
+impl PgStore {
+    /// Connects to `url` (a libpq connection string or URI), makes sure one connection works,
+    /// and creates or migrates the schema (safe when several nodes start at once).
+    pub async fn connect(
+        url: &str,
+        config: StoreConfig,
+        listener: Listener,
+    ) -> std::result::Result<PgStore, ConnectError> {
+        let pg_config = tokio_postgres::Config::from_str(url).map_err(ConnectError::Url)?;
+        let manager = Manager::from_config(
+            pg_config,
+            NoTls, // TLS goes here (see the crate documentation).
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .post_create(deadpool_postgres::Hook::async_fn(|client, _| {
+                Box::pin(async move {
+                    client
+                        .batch_execute(
+                            "SET synchronous_commit = on;
+                             SET default_transaction_isolation = 'read committed'",
+                        )
+                        .await
+                        .map_err(deadpool_postgres::HookError::Backend)
+                })
+            }))
+            .build()
+            .map_err(|e| ConnectError::Pool(e.to_string()))?;
+        let mut client = pool
+            .get()
+            .await
+            .map_err(|e| ConnectError::Connect(e.to_string()))?;
+        schema::migrate(&mut client).await?;
+        drop(client);
+        Ok(PgStore {
+            pool,
+            config,
+            listener,
+        })
+    }
+
+    /// The connection pool (tests and tools read the database through it).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        use deadpool_postgres::PoolError;
+        self.pool.get().await.map_err(|e| match e {
+            PoolError::Backend(e) => pg(e),
+            PoolError::Closed => StoreError::Closed,
+            other => StoreError::Backend(other.to_string()),
+        })
+    }
+
+    // ---- bookkeeping ------------------------------------------------------------------------
+
+    /// Adds to a sharded counter (see the crate documentation).
+    async fn add_counter(tx: &Transaction<'_>, name: &str, delta: i64) -> Result<()> {
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO counters (name, shard, value)
+                 VALUES ($1, pg_backend_pid() % 16, $2)
+                 ON CONFLICT (name, shard) DO UPDATE SET value = counters.value + excluded.value",
+            )
+            .await
+            .map_err(pg)?;
+        tx.execute(&stmt, &[&name, &delta]).await.map_err(pg)?;
+        Ok(())
+    }
+
+    /// Counts one processed job (ACK or failure) in the totals and today's history, in one
+    /// statement.
+    async fn count_processed(tx: &Transaction<'_>, now: Millis, failed: bool) -> Result<()> {
+        let stmt = tx
+            .prepare_cached(
+                "WITH c AS (
+                     INSERT INTO counters (name, shard, value)
+                     SELECT v.name, pg_backend_pid() % 16, v.value
+                     FROM (VALUES ('processed', 1::bigint), ('failures', $2::bigint)) v(name, value)
+                     WHERE v.value <> 0
+                     ON CONFLICT (name, shard)
+                     DO UPDATE SET value = counters.value + excluded.value
+                 )
+                 INSERT INTO history (day, shard, processed, failures)
+                 VALUES ($1, pg_backend_pid() % 16, 1, $2)
+                 ON CONFLICT (day, shard) DO UPDATE
+                 SET processed = history.processed + 1, failures = history.failures + $2",
+            )
+            .await
+            .map_err(pg)?;
+        let failures: i64 = failed.into();
+        tx.execute(&stmt, &[&local_day(now), &failures])
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    /// Makes a queue known (no lock is taken when it already is).
+    async fn touch_queue(tx: &Transaction<'_>, queue: &str) -> Result<()> {
+        let stmt = tx
+            .prepare_cached("INSERT INTO queues (name) VALUES ($1) ON CONFLICT DO NOTHING")
+            .await
+            .map_err(pg)?;
+        tx.execute(&stmt, &[&queue]).await.map_err(pg)?;
+        Ok(())
+    }
+
+    /// Frees a unique-job lock if `jid` still holds it.
+    async fn release_lock(tx: &Transaction<'_>, key: &str, jid: &str) -> Result<()> {
+        let stmt = tx
+            .prepare_cached("DELETE FROM unique_locks WHERE key = $1 AND jid = $2")
+            .await
+            .map_err(pg)?;
+        tx.execute(&stmt, &[&key, &jid]).await.map_err(pg)?;
+        Ok(())
+    }
+
+    /// A stored job whose JSON no longer parses is moved, untouched, to the dead set, so it
+    /// cannot block its queue, the scheduler or the reaper (as the embedded store does).
+    async fn quarantine(
+        &self,
+        tx: &Transaction<'_>,
+        row: &Row,
+        from: JobState,
+        now: Millis,
+        why: &str,
+    ) -> Result<()> {
+        tracing::error!(
+            row = row.id,
+            queue = %row.queue,
+            state = %from,
+            error = why,
+            "stored job is damaged (its JSON does not parse); moved to the dead set"
+        );
+        if from == JobState::Dead {
+            return Ok(());
+        }
+        let until = now.saturating_add(self.config.dead_retention);
+        let stmt = tx
+            .prepare_cached(
+                "UPDATE jobs SET state = 4, score = $2, ts = $2, reserved_at = NULL, wid = NULL
+                 WHERE id = $1",
+            )
+            .await
+            .map_err(pg)?;
+        tx.execute(&stmt, &[&row.id, &until]).await.map_err(pg)?;
+        Ok(())
+    }
+
+    /// Moves a locked row onto its queue's tail with a fresh `enqueued_at`. Returns whether
+    /// it was enqueued (a damaged row is quarantined instead).
+    async fn enqueue_row(
+        &self,
+        tx: &Transaction<'_>,
+        row: &Row,
+        from: JobState,
+        now: Millis,
+    ) -> Result<bool> {
+        let mut job = match Job::from_stored(&row.payload) {
+            Ok(job) => job,
+            Err(e) => {
+                self.quarantine(tx, row, from, now, &e.to_string()).await?;
+                return Ok(false);
+            }
+        };
+        job.enqueued_at = format_stamp(now);
+        let stmt = tx
+            .prepare_cached(
+                "UPDATE jobs SET state = 1, score = nextval('werk_enqueue_seq'), ts = $2,
+                 reserved_at = NULL, wid = NULL, payload = $3 WHERE id = $1",
+            )
+            .await
+            .map_err(pg)?;
+        tx.execute(&stmt, &[&row.id, &now, &job.to_json()])
+            .await
+            .map_err(pg)?;
+        Self::touch_queue(tx, &row.queue).await?;
+        Ok(true)
+    }
+
+    // ---- transitions ------------------------------------------------------------------------
+
+    /// [`werk_store::Store::push`]: one transaction for all the jobs; one result per job.
+    pub async fn push(
+        &self,
+        jobs: Vec<NewJob>,
+        now: Millis,
+    ) -> Result<Vec<std::result::Result<(), PushError>>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO jobs (jid, state, queue, jobtype, score, ts, payload, expires, uniq,
+                                   batch, track)
+                 VALUES ($1, $2::smallint, $3, $4,
+                         CASE WHEN $2::smallint = 1 THEN nextval('werk_enqueue_seq') ELSE $5 END,
+                         $6, $7, $8, $9, NULL, $10)
+                 ON CONFLICT (jid) DO NOTHING
+                 RETURNING id",
+            )
+            .await
+            .map_err(pg)?;
+        let mut results = Vec::with_capacity(jobs.len());
+        let mut woken = BTreeSet::new();
+        for NewJob { mut job, at } in jobs {
+            let scheduled_at = at.filter(|&at| at > now);
+            if scheduled_at.is_none() {
+                job.enqueued_at = format_stamp(now);
+            }
+            let payload = job.to_json();
+            // Validated at push; a job that slipped through unvalidated simply never expires
+            // and takes no lock.
+            let expires = job.expiry(now).ok().flatten();
+            let uniq = job.uniqueness(now, scheduled_at).ok().flatten();
+            if let Ok(Some(bid)) = job.batch_id() {
+                // Batches cannot be created in this backend yet, so none exists; a retried
+                // push of a stored job is still answered OK.
+                let retried = matches!(self.stored_under_jid(&tx, &job).await?, Some((true, _)));
+                results.push(match retried {
+                    true => Ok(()),
+                    false => Err(PushError::NoSuchBatch(bid)),
+                });
+                continue;
+            }
+            let (state, score, ts) = match scheduled_at {
+                Some(at) => (JobState::Scheduled, at, at),
+                None => (JobState::Enqueued, 0, now),
+            };
+            let row = tx
+                .query_opt(
+                    &insert,
+                    &[
+                        &job.jid,
+                        &code(state),
+                        &job.queue,
+                        &job.jobtype,
+                        &score,
+                        &ts,
+                        &payload,
+                        &expires,
+                        &uniq.as_ref().map(uniq_column),
+                        &job.tracked(),
+                    ],
+                )
+                .await
+                .map_err(pg)?;
+            let Some(row) = row else {
+                // The jid is taken (a duplicate is reported before uniqueness, as the
+                // reference store does). A retry of the push that stored it is answered OK.
+                results.push(match self.stored_under_jid(&tx, &job).await? {
+                    Some((true, _)) => Ok(()),
+                    other => Err(PushError::DuplicateJid(
+                        job.jid.clone(),
+                        describe(other.and_then(|(_, state)| state)).to_string(),
+                    )),
+                });
+                continue;
+            };
+            let id: i64 = row.get(0);
+            if let Some(u) = &uniq {
+                // Takes the lock unless another job holds it unexpired; the row is locked
+                // either way, so racing pushes of one identity on several nodes queue here.
+                let stmt = tx
+                    .prepare_cached(
+                        "INSERT INTO unique_locks AS l (key, jid, until) VALUES ($1, $2, $3)
+                         ON CONFLICT (key) DO UPDATE SET jid = excluded.jid, until = excluded.until
+                         WHERE l.until <= $4
+                         RETURNING jid",
+                    )
+                    .await
+                    .map_err(pg)?;
+                let taken = tx
+                    .query_opt(&stmt, &[&u.key, &job.jid, &u.until, &now])
+                    .await
+                    .map_err(pg)?
+                    .is_some();
+                if !taken {
+                    // Held, unexpired (and now locked by this transaction): not stored. The
+                    // lock this very jid took (a retried push of a job already fetched or
+                    // removed) is no reason to refuse it: answered OK, nothing changes.
+                    let stmt = tx
+                        .prepare_cached("SELECT jid FROM unique_locks WHERE key = $1")
+                        .await
+                        .map_err(pg)?;
+                    let holder: Option<String> = tx
+                        .query_opt(&stmt, &[&u.key])
+                        .await
+                        .map_err(pg)?
+                        .map(|r| r.get(0));
+                    let stmt = tx
+                        .prepare_cached("DELETE FROM jobs WHERE id = $1")
+                        .await
+                        .map_err(pg)?;
+                    tx.execute(&stmt, &[&id]).await.map_err(pg)?;
+                    results.push(match holder.as_deref() == Some(job.jid.as_str()) {
+                        true => Ok(()),
+                        false => Err(PushError::NotUnique),
+                    });
+                    continue;
+                }
+            }
+            if state == JobState::Enqueued {
+                Self::touch_queue(&tx, &job.queue).await?;
+                woken.insert(job.queue.clone());
+            }
+            results.push(Ok(()));
+        }
+        commit(tx).await?;
+        for queue in &woken {
+            self.listener.enqueued(queue);
+        }
+        Ok(results)
+    }
+
+    /// The job stored under `job.jid`, if any: whether `job` is a retry of its push
+    /// ([`Job::is_retried_push_of`]) and its state.
+    async fn stored_under_jid(
+        &self,
+        tx: &Transaction<'_>,
+        job: &Job,
+    ) -> Result<Option<(bool, Option<JobState>)>> {
+        let stmt = tx
+            .prepare_cached("SELECT state, payload FROM jobs WHERE jid = $1")
+            .await
+            .map_err(pg)?;
+        let row = tx.query_opt(&stmt, &[&job.jid]).await.map_err(pg)?;
+        Ok(row.map(|r| {
+            let payload: String = r.get(1);
+            let same = Job::from_stored(&payload).is_ok_and(|old| job.is_retried_push_of(&old));
+            (same, JobState::from_code(i64::from(r.get::<_, i16>(0))))
+        }))
+    }
+
+    /// [`werk_store::Store::fetch`].
+    pub async fn fetch(
+        &self,
+        queues: Vec<String>,
+        wid: String,
+        now: Millis,
+    ) -> Result<Option<StoredJob>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let head = tx
+            .prepare_cached(
+                "SELECT id, jid, jobtype, payload, expires, uniq FROM jobs
+                 WHERE state = 1 AND queue = $1
+                   AND NOT EXISTS (SELECT 1 FROM queues WHERE name = $1 AND paused)
+                 ORDER BY score LIMIT 1
+                 FOR UPDATE OF jobs SKIP LOCKED",
+            )
+            .await
+            .map_err(pg)?;
+        let mut found = None;
+        'queues: for name in &queues {
+            loop {
+                let Some(r) = tx.query_opt(&head, &[name]).await.map_err(pg)? else {
+                    break;
+                };
+                let id: i64 = r.get(0);
+                let jid: String = r.get(1);
+                let jobtype: String = r.get(2);
+                let payload: String = r.get(3);
+                let expires: Option<i64> = r.get(4);
+                let uniq: Option<String> = r.get(5);
+                if expires.is_some_and(|x| x <= now) {
+                    let stmt = tx
+                        .prepare_cached("DELETE FROM jobs WHERE id = $1")
+                        .await
+                        .map_err(pg)?;
+                    tx.execute(&stmt, &[&id]).await.map_err(pg)?;
+                    Self::add_counter(&tx, "expired", 1).await?;
+                    tracing::info!(%jid, queue = %name, "job expired before it was fetched; dropped");
+                    continue;
+                }
+                let job = match Job::from_stored(&payload) {
+                    Ok(job) => job,
+                    Err(e) => {
+                        let row = Row {
+                            id,
+                            queue: name.clone(),
+                            payload,
+                        };
+                        self.quarantine(&tx, &row, JobState::Enqueued, now, &e.to_string())
+                            .await?;
+                        continue;
+                    }
+                };
+                let until = now.saturating_add(
+                    self.config
+                        .scaled(reservation_seconds(job.reserve_for) * 1000),
+                );
+                let stmt = tx
+                    .prepare_cached(
+                        "UPDATE jobs SET state = 2, score = $2, ts = $2, reserved_at = $3, wid = $4
+                         WHERE id = $1",
+                    )
+                    .await
+                    .map_err(pg)?;
+                tx.execute(&stmt, &[&id, &until, &now, &wid])
+                    .await
+                    .map_err(pg)?;
+                if let Some(key) = uniq.as_deref().and_then(|u| u.strip_prefix("start:")) {
+                    Self::release_lock(&tx, key, &jid).await?;
+                }
+                found = Some(StoredJob {
+                    jid,
+                    state: JobState::Working,
+                    queue: name.clone(),
+                    jobtype,
+                    payload,
+                    at: until,
+                    reservation: Some(Reservation {
+                        reserved_at: now,
+                        expires_at: until,
+                        wid: wid.clone(),
+                    }),
+                });
+                break 'queues;
+            }
+        }
+        commit(tx).await?;
+        Ok(found)
+    }
+
+    /// [`werk_store::Store::ack`]: working → gone; a late ACK takes an enqueued, retry or dead
+    /// job → gone too; unknown or scheduled: nothing changes.
+    pub async fn ack(&self, jid: String, now: Millis) -> Result<AckOutcome> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let stmt = tx
+            .prepare_cached("DELETE FROM jobs WHERE jid = $1 AND state <> 0 RETURNING state, uniq")
+            .await
+            .map_err(pg)?;
+        let Some(r) = tx.query_opt(&stmt, &[&jid]).await.map_err(pg)? else {
+            // Nothing changed: no commit needed (the transaction wrote nothing).
+            drop(tx);
+            return Ok(AckOutcome::NotWorking);
+        };
+        let state = state_of(r.get(0));
+        let uniq: Option<String> = r.get(1);
+        if let Some(u) = uniq {
+            Self::release_lock(&tx, lock_key(&u), &jid).await?;
+        }
+        Self::count_processed(&tx, now, false).await?;
+        commit(tx).await?;
+        Ok(match state {
+            JobState::Working => AckOutcome::Acked,
+            other => AckOutcome::AckedLate(other),
+        })
+    }
+
+    /// [`werk_store::Store::fail`]: working → retry / dead / gone by the retry policy.
+    pub async fn fail(&self, jid: String, info: FailInfo, now: Millis) -> Result<FailReply> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let stmt = tx
+            .prepare_cached(&format!(
+                "SELECT {ROW} FROM jobs WHERE jid = $1 AND state = 2 FOR UPDATE"
+            ))
+            .await
+            .map_err(pg)?;
+        let Some(r) = tx.query_opt(&stmt, &[&jid]).await.map_err(pg)? else {
+            drop(tx);
+            return Ok(FailReply::NotWorking);
+        };
+        let outcome = self.fail_row(&tx, &row(&r), &info, now).await?;
+        commit(tx).await?;
+        Ok(FailReply::Failed(outcome))
+    }
+
+    /// working → retry / dead / gone for one locked row, counting the failure.
+    async fn fail_row(
+        &self,
+        tx: &Transaction<'_>,
+        row: &Row,
+        info: &FailInfo,
+        now: Millis,
+    ) -> Result<FailOutcome> {
+        let mut job = match Job::from_stored(&row.payload) {
+            Ok(job) => job,
+            Err(e) => {
+                self.quarantine(tx, row, JobState::Working, now, &e.to_string())
+                    .await?;
+                Self::count_processed(tx, now, true).await?;
+                return Ok(FailOutcome::Dead);
+            }
+        };
+        let r: u32 = rand::rng().random_range(0..=29);
+        let config = &self.config;
+        let outcome = apply_failure_with(&mut job, info, now, r, |ms| config.scaled(ms));
+        if !matches!(outcome, FailOutcome::Retry { .. }) {
+            // Automatic death (or discard): the job will never succeed; free its identity.
+            if let Ok(Some(u)) = job.uniqueness(now, None) {
+                Self::release_lock(tx, &u.key, &job.jid).await?;
+            }
+        }
+        let to = match outcome {
+            FailOutcome::Retry { next_at } => Some((JobState::Retry, next_at)),
+            FailOutcome::Dead => Some((
+                JobState::Dead,
+                now.saturating_add(self.config.dead_retention),
+            )),
+            FailOutcome::Discarded => None,
+        };
+        match to {
+            Some((state, at)) => {
+                let stmt = tx
+                    .prepare_cached(
+                        "UPDATE jobs SET state = $2, score = $3, ts = $3, reserved_at = NULL,
+                         wid = NULL, payload = $4 WHERE id = $1",
+                    )
+                    .await
+                    .map_err(pg)?;
+                tx.execute(&stmt, &[&row.id, &code(state), &at, &job.to_json()])
+                    .await
+                    .map_err(pg)?;
+            }
+            None => {
+                let stmt = tx
+                    .prepare_cached("DELETE FROM jobs WHERE id = $1")
+                    .await
+                    .map_err(pg)?;
+                tx.execute(&stmt, &[&row.id]).await.map_err(pg)?;
+            }
+        }
+        Self::count_processed(tx, now, true).await?;
+        Ok(outcome)
+    }
+
+    /// Locks up to `limit` rows of one non-enqueued state whose time is ≤ now, oldest first,
+    /// skipping rows another node is moving.
+    async fn due(
+        tx: &Transaction<'_>,
+        state: JobState,
+        now: Millis,
+        limit: usize,
+    ) -> Result<Vec<Row>> {
+        // The state is a literal so that the planner matches its partial index.
+        let sql = format!(
+            "SELECT {ROW} FROM jobs WHERE state = {} AND score <= $1
+             ORDER BY score, id LIMIT $2 FOR UPDATE SKIP LOCKED",
+            code(state)
+        );
+        let stmt = tx.prepare_cached(&sql).await.map_err(pg)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        Ok(tx
+            .query(&stmt, &[&now, &limit])
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(row)
+            .collect())
+    }
+
+    /// [`werk_store::Store::promote_due`]: scheduled (`at` ≤ now) and retry (`next_at` ≤ now)
+    /// → enqueued, at most `limit`. Every node may run it: rows another node is promoting are
+    /// skipped.
+    pub async fn promote_due(&self, now: Millis, limit: usize) -> Result<usize> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let mut moved = 0;
+        let mut woken = BTreeSet::new();
+        for state in [JobState::Scheduled, JobState::Retry] {
+            if moved >= limit {
+                break;
+            }
+            for row in Self::due(&tx, state, now, limit - moved).await? {
+                if self.enqueue_row(&tx, &row, state, now).await? {
+                    woken.insert(row.queue.clone());
+                }
+                moved += 1;
+            }
+        }
+        commit(tx).await?;
+        for queue in &woken {
+            self.listener.enqueued(queue);
+        }
+        Ok(moved)
+    }
+
+    /// [`werk_store::Store::reap_expired`]: working with `reserved_until` ≤ now → as a FAIL with
+    /// `ReservationExpired`, at most `limit`.
+    pub async fn reap_expired(&self, now: Millis, limit: usize) -> Result<usize> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let info = FailInfo::reservation_expired();
+        let rows = Self::due(&tx, JobState::Working, now, limit).await?;
+        for row in &rows {
+            self.fail_row(&tx, row, &info, now).await?;
+        }
+        commit(tx).await?;
+        Ok(rows.len())
+    }
+
+    /// [`werk_store::Store::get`]: one job by jid, wherever it is.
+    pub async fn get(&self, jid: String) -> Result<Option<StoredJob>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!("SELECT {STORED} FROM jobs WHERE jid = $1"))
+            .await
+            .map_err(pg)?;
+        let row = client.query_opt(&stmt, &[&jid]).await.map_err(pg)?;
+        Ok(row.as_ref().map(stored))
+    }
+
+    /// [`werk_store::Store::stats`]: sizes counted over the partial indexes, counters summed
+    /// over their shards, all from one snapshot.
+    pub async fn stats(&self) -> Result<Stats> {
+        let mut client = self.client().await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(pg)?;
+        let queues = tx
+            .query(
+                "SELECT q.name, q.paused,
+                        (SELECT count(*) FROM jobs j WHERE j.state = 1 AND j.queue = q.name)
+                 FROM queues q ORDER BY q.name COLLATE \"C\"",
+                &[],
+            )
+            .await
+            .map_err(pg)?;
+        let sets = tx
+            .query_one(
+                "SELECT (SELECT count(*) FROM jobs WHERE state = 0),
+                        (SELECT count(*) FROM jobs WHERE state = 2),
+                        (SELECT count(*) FROM jobs WHERE state = 3),
+                        (SELECT count(*) FROM jobs WHERE state = 4),
+                        (SELECT coalesce(sum(value), 0)::bigint FROM counters WHERE name = 'processed'),
+                        (SELECT coalesce(sum(value), 0)::bigint FROM counters WHERE name = 'failures'),
+                        (SELECT coalesce(sum(value), 0)::bigint FROM counters WHERE name = 'expired')",
+                &[],
+            )
+            .await
+            .map_err(pg)?;
+        commit(tx).await?;
+        let n = |v: i64| u64::try_from(v).unwrap_or(0);
+        Ok(Stats {
+            queues: queues
+                .iter()
+                .map(|r| QueueStats {
+                    name: r.get(0),
+                    paused: r.get(1),
+                    size: n(r.get(2)),
+                })
+                .collect(),
+            scheduled: n(sets.get(0)),
+            working: n(sets.get(1)),
+            retries: n(sets.get(2)),
+            dead: n(sets.get(3)),
+            processed: n(sets.get(4)),
+            failures: n(sets.get(5)),
+            expired: n(sets.get(6)),
+        })
+    }
+}
