@@ -111,7 +111,7 @@ CREATE TABLE batches (
 ) WITH (fillfactor = 70);
 CREATE INDEX batches_deadline ON batches (deadline) WHERE deadline IS NOT NULL;
 CREATE INDEX batches_updated  ON batches (updated_at);
-CREATE INDEX batches_created  ON batches (created_at, bid);
+CREATE INDEX batches_created  ON batches (created_at, bid COLLATE \"C\");
 
 CREATE TABLE tracking (
     jid        text   PRIMARY KEY,
