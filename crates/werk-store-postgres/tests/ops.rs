@@ -1302,33 +1302,60 @@ async fn delete_jobs_removes_only_jobs_in_that_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_waits_for_requests_in_flight_and_refuses_new_ones() {
+    use std::time::{Duration, Instant};
     let url = fresh_db().await;
     let (s, _) = open_with(&url, StoreConfig::default()).await;
     let s = Arc::new(s);
+    // Another session holds a lock the push needs, so the push is certainly in flight (holding
+    // its pooled connection, inside its transaction) when close is called.
+    let (blocker, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("blocker connects");
+    tokio::spawn(conn);
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE jobs IN EXCLUSIVE MODE")
+        .await
+        .unwrap();
     let specs: Vec<Spec> = (0..300).map(|i| spec(&format!("close-{i:04}"))).collect();
     let pushing = {
         let s = s.clone();
         let jobs: Vec<NewJob> = specs.iter().map(|sp| sp.new_job(T0)).collect();
         tokio::spawn(async move { s.push(jobs, T0).await })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    s.close().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: i64 = blocker
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the push never reached the lock");
+        tokio::task::yield_now().await;
+    }
+    let closing = {
+        let s = s.clone();
+        tokio::spawn(async move { s.close().await })
+    };
+    // New requests are refused as soon as close has begun; close itself waits for the push.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !matches!(s.stats().await, Err(StoreError::Closed)) {
+        assert!(Instant::now() < deadline, "close did not begin");
+        tokio::task::yield_now().await;
+    }
+    assert!(!closing.is_finished(), "close returned with a push in flight");
+    blocker.batch_execute("COMMIT").await.unwrap();
+    closing.await.unwrap();
     assert_eq!(s.pool().status().size, 0, "no connection left after close");
-    assert!(matches!(s.stats().await, Err(StoreError::Closed)));
-    let pushed = pushing.await.unwrap();
+    let res = pushing.await.unwrap().expect("the push in flight completes");
+    assert!(res.iter().all(|r| r.is_ok()));
     let (other, _) = open_with(&url, StoreConfig::default()).await;
     let stored = other.stats().await.unwrap().enqueued();
-    match pushed {
-        Ok(res) => {
-            assert!(res.iter().all(|r| r.is_ok()));
-            assert_eq!(
-                stored, 300,
-                "a push answered before close returned is stored"
-            );
-        }
-        Err(e) => {
-            assert!(matches!(e, StoreError::Closed), "{e}");
-            assert_eq!(stored, 0);
-        }
-    }
+    assert_eq!(stored, 300, "a push answered before close returned is stored");
 }
