@@ -9,12 +9,12 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use werk_core::time::{format_millis, format_stamp, parse_rfc3339};
-use werk_core::{FailInfo, FailOutcome, Job, JobState, Millis, PushError};
+use werk_core::time::{format_stamp, parse_rfc3339};
+use werk_core::{FailOutcome, Job, JobState, Millis, PushError};
 use werk_store::{
     AckOutcome, BatchError, BatchStatus, CallbackState, CronFire, EnqueueListener, FailReply,
-    NewBatch, NewJob, StoreConfig, StoredJob, Throttle, ThrottleLimit, TrackState, TrackUpdate,
-    Tracked, BATCH_COMMIT_DEADLINE, TRACK_RETENTION,
+    NewBatch, StoreConfig, StoredJob, Throttle, ThrottleLimit, TrackState, TrackUpdate, Tracked,
+    BATCH_COMMIT_DEADLINE, TRACK_RETENTION,
 };
 use werk_store_postgres::PgStore;
 use werk_testpg::PgCluster;
@@ -75,94 +75,7 @@ async fn fresh() -> (PgStore, Arc<Rec>, String) {
 
 // ---- jobs, as the conformance suite builds them ---------------------------------------------
 
-struct Spec {
-    jid: String,
-    queue: String,
-    jobtype: String,
-    retry: Option<i64>,
-    at: Option<Millis>,
-    reserve_for: Option<i64>,
-    args: String,
-    custom: Option<String>,
-}
-
-fn spec(jid: &str) -> Spec {
-    Spec {
-        jid: jid.to_string(),
-        queue: "default".to_string(),
-        jobtype: "TestJob".to_string(),
-        retry: None,
-        at: None,
-        reserve_for: None,
-        args: r#"[1,"a"]"#.to_string(),
-        custom: None,
-    }
-}
-
-fn js(s: &str) -> String {
-    serde_json::to_string(s).unwrap()
-}
-
-impl Spec {
-    fn queue(mut self, q: &str) -> Spec {
-        self.queue = q.to_string();
-        self
-    }
-    fn jobtype(mut self, t: &str) -> Spec {
-        self.jobtype = t.to_string();
-        self
-    }
-    fn retry(mut self, r: i64) -> Spec {
-        self.retry = Some(r);
-        self
-    }
-    fn at(mut self, at: Millis) -> Spec {
-        self.at = Some(at);
-        self
-    }
-    fn reserve_for(mut self, secs: i64) -> Spec {
-        self.reserve_for = Some(secs);
-        self
-    }
-    fn args(mut self, raw: &str) -> Spec {
-        self.args = raw.to_string();
-        self
-    }
-    fn custom(mut self, raw: &str) -> Spec {
-        self.custom = Some(raw.to_string());
-        self
-    }
-    fn json(&self) -> String {
-        let mut f = vec![
-            format!("\"jid\":{}", js(&self.jid)),
-            format!("\"queue\":{}", js(&self.queue)),
-            format!("\"jobtype\":{}", js(&self.jobtype)),
-            format!("\"args\":{}", self.args),
-        ];
-        if let Some(r) = self.retry {
-            f.push(format!("\"retry\":{r}"));
-        }
-        if let Some(at) = self.at {
-            f.push(format!("\"at\":{}", js(&format_millis(at))));
-        }
-        if let Some(rf) = self.reserve_for {
-            f.push(format!("\"reserve_for\":{rf}"));
-        }
-        if let Some(c) = &self.custom {
-            f.push(format!("\"custom\":{c}"));
-        }
-        format!("{{{}}}", f.join(","))
-    }
-    fn new_job(&self, now: Millis) -> NewJob {
-        let (job, at) = Job::parse_for_push(&self.json(), now)
-            .unwrap_or_else(|e| panic!("invalid job {}: {e}", self.json()));
-        NewJob { job, at }
-    }
-}
-
-fn boom() -> FailInfo {
-    FailInfo::new("RuntimeError", "boom", vec!["app.rb:1".into()])
-}
+use werk_store::conformance::{boom, js, spec, Spec};
 
 async fn push_results(s: &PgStore, specs: Vec<Spec>, now: Millis) -> Vec<Result<(), PushError>> {
     s.push(specs.iter().map(|j| j.new_job(now)).collect(), now)

@@ -1349,13 +1349,22 @@ async fn close_waits_for_requests_in_flight_and_refuses_new_ones() {
         assert!(Instant::now() < deadline, "close did not begin");
         tokio::task::yield_now().await;
     }
-    assert!(!closing.is_finished(), "close returned with a push in flight");
+    assert!(
+        !closing.is_finished(),
+        "close returned with a push in flight"
+    );
     blocker.batch_execute("COMMIT").await.unwrap();
     closing.await.unwrap();
     assert_eq!(s.pool().status().size, 0, "no connection left after close");
-    let res = pushing.await.unwrap().expect("the push in flight completes");
+    let res = pushing
+        .await
+        .unwrap()
+        .expect("the push in flight completes");
     assert!(res.iter().all(|r| r.is_ok()));
     let (other, _) = open_with(&url, StoreConfig::default()).await;
     let stored = other.stats().await.unwrap().enqueued();
-    assert_eq!(stored, 300, "a push answered before close returned is stored");
+    assert_eq!(
+        stored, 300,
+        "a push answered before close returned is stored"
+    );
 }

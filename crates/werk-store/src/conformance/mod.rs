@@ -276,7 +276,7 @@ const WID: &str = "wid-conformance";
 
 /// A job to push, built up field by field.
 #[derive(Debug, Clone)]
-struct Spec {
+pub struct Spec {
     jid: String,
     queue: String,
     jobtype: String,
@@ -287,7 +287,7 @@ struct Spec {
     custom: Option<String>,
 }
 
-fn spec(jid: &str) -> Spec {
+pub fn spec(jid: &str) -> Spec {
     Spec {
         jid: jid.to_string(),
         queue: "default".to_string(),
@@ -300,41 +300,42 @@ fn spec(jid: &str) -> Spec {
     }
 }
 
-fn js(s: &str) -> String {
+/// A JSON string literal.
+pub fn js(s: &str) -> String {
     serde_json::to_string(s).unwrap()
 }
 
 impl Spec {
-    fn queue(mut self, q: &str) -> Spec {
+    pub fn queue(mut self, q: &str) -> Spec {
         self.queue = q.to_string();
         self
     }
-    fn jobtype(mut self, t: &str) -> Spec {
+    pub fn jobtype(mut self, t: &str) -> Spec {
         self.jobtype = t.to_string();
         self
     }
-    fn retry(mut self, r: i64) -> Spec {
+    pub fn retry(mut self, r: i64) -> Spec {
         self.retry = Some(r);
         self
     }
-    fn at(mut self, at: Millis) -> Spec {
+    pub fn at(mut self, at: Millis) -> Spec {
         self.at = Some(at);
         self
     }
-    fn reserve_for(mut self, secs: i64) -> Spec {
+    pub fn reserve_for(mut self, secs: i64) -> Spec {
         self.reserve_for = Some(secs);
         self
     }
-    fn args(mut self, raw: &str) -> Spec {
+    pub fn args(mut self, raw: &str) -> Spec {
         self.args = raw.to_string();
         self
     }
-    fn custom(mut self, raw: &str) -> Spec {
+    pub fn custom(mut self, raw: &str) -> Spec {
         self.custom = Some(raw.to_string());
         self
     }
 
-    fn json(&self) -> String {
+    pub fn json(&self) -> String {
         let mut f = vec![
             format!("\"jid\":{}", js(&self.jid)),
             format!("\"queue\":{}", js(&self.queue)),
@@ -356,14 +357,14 @@ impl Spec {
         format!("{{{}}}", f.join(","))
     }
 
-    fn new_job(&self, now: Millis) -> NewJob {
+    pub fn new_job(&self, now: Millis) -> NewJob {
         let (job, at) = Job::parse_for_push(&self.json(), now)
             .unwrap_or_else(|e| panic!("suite bug: invalid job {}: {e}", self.json()));
         NewJob { job, at }
     }
 }
 
-fn boom() -> FailInfo {
+pub fn boom() -> FailInfo {
     FailInfo::new(
         "RuntimeError",
         "boom",
