@@ -530,12 +530,22 @@ async fn fetch<S: Store>(
         // Counted from here (registered for wake-ups, found nothing) until the wait ends: an
         // enqueue seen after the count went up wakes this FETCH.
         let (_waiting, _) = Counted::enter(&shared.counters.fetches_waiting);
+        // A shared store that cannot hear other nodes' enqueues right now asks to look again
+        // sooner than the deadline (see `Store::wake_poll_interval`).
+        let wake_by = match shared.store.wake_poll_interval() {
+            Some(poll) => deadline.min(Instant::now() + poll),
+            None => deadline,
+        };
         tokio::select! {
             biased;
             _ = &mut closed => return Reply::Null,
             _ = shared.shutdown.cancelled() => return Reply::Null,
             _ = futures::future::select_all(waits) => {}
-            _ = tokio::time::sleep_until(deadline) => return Reply::Null,
+            _ = tokio::time::sleep_until(wake_by) => {
+                if wake_by >= deadline {
+                    return Reply::Null;
+                }
+            }
         }
     }
 }

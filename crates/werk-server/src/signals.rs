@@ -34,4 +34,11 @@ impl EnqueueListener for QueueSignals {
             n.notify_one();
         }
     }
+
+    fn wake_all(&self) {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        for n in map.values() {
+            n.notify_waiters();
+        }
+    }
 }

@@ -19,10 +19,36 @@
 //! database-level `synchronous_commit = off` nor a serializable default changes what a
 //! committed answer means or how the transitions below behave.
 //!
-//! TLS is not wired yet: the pool uses [`tokio_postgres::NoTls`], so `sslmode=require` fails to
-//! connect. It goes in [`PgStore::connect`], where the `Manager` is built: a
-//! `tokio-postgres-rustls` `MakeRustlsConnect` (rustls is already in the workspace) instead of
-//! `NoTls`, chosen by the config's `ssl_mode`.
+//! **TLS** is rustls (ring, no C library), with libpq's meaning of the URL's settings (the
+//! `tls` module takes them out of the URL before tokio-postgres, which knows few of them, sees
+//! it):
+//!
+//! * `sslmode`: `disable`; `prefer` (the default) and `allow`: TLS if the server offers it;
+//!   `require`: TLS, the certificate not checked — unless a root certificate is given, then
+//!   checked as by `verify-ca`; `verify-ca`: the certificate must chain to a root of
+//!   `sslrootcert` (the host name is not checked); `verify-full`: and must name the host (the
+//!   `host`, as a DNS name or an IP address, also when `hostaddr` says where to connect).
+//! * `sslrootcert`: a PEM file of CA certificates, or `system` for the machine's trusted roots
+//!   (as OpenSSL finds them; it makes `verify-full` the default and refuses weaker modes).
+//!   Without it, libpq's `~/.postgresql/root.crt` is used if it exists; `verify-ca` and
+//!   `verify-full` fail without either, saying so.
+//! * `sslcert` / `sslkey`: a client certificate (chain) and its unencrypted key (PKCS#8,
+//!   PKCS#1 or SEC1), PEM; by default libpq's `~/.postgresql/postgresql.crt` / `.key` if the
+//!   certificate exists.
+//! * `sslsni`, `ssl_min_protocol_version` / `ssl_max_protocol_version` (rustls speaks TLSv1.2
+//!   and TLSv1.3), `sslcompression` (ignored, as by current libpq); `PGSSLMODE`,
+//!   `PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY`, `PGSSLSNI`, `PGSSLMINPROTOCOLVERSION` and
+//!   `PGSSLMAXPROTOCOLVERSION` for what the URL does not set.
+//! * Refused with [`ConnectError::Tls`], never ignored: `sslpassword` (encrypted keys),
+//!   `sslcrl`, `sslcrldir`; so is a certificate or key file that cannot be read.
+//! * SCRAM authentication over TLS uses channel binding (`tls-server-end-point`);
+//!   `channel_binding=require` works.
+//!
+//! As in libpq, TLS is never tried over a unix socket. Unlike libpq: a host list that mixes
+//! socket directories and TCP hosts fails on the sockets with `sslmode=require` or stronger;
+//! `prefer` does not retry without TLS when a TLS handshake fails (it does when the server
+//! declines TLS); a `sslcert` that does not exist is an error (libpq then connects without a
+//! client certificate); the key file's permissions are not checked.
 //!
 //! # Durability
 //!
@@ -113,18 +139,18 @@
 //! `werk serve --database-url` and `werk torture`/`werk bench` wiring; the cross-node FETCH
 //! wake-up (a debounced NOTIFY after commit, polling as the fallback; the listener is told only
 //! of this store's own commits); per-node batching of
-//! FETCHes and ACKs into shared round trips; TLS (`sslmode`); reconnect with backoff and a 503
+//! FETCHes and ACKs into shared round trips; reconnect with backoff and a 503
 //! `/health` while the database is unreachable; INFO/web/metrics across nodes (sizes are
 //! already read from the database); worker registry across nodes; the end-to-end suites on
 //! this backend; the benchmark (and the cost of COUNTed sizes at 10M jobs); docs/ha.md.
 
 use std::collections::BTreeSet;
-use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use rand::Rng;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::NoTls;
 use werk_core::job::reservation_seconds;
 use werk_core::retry::apply_failure_with;
 use werk_core::time::{format_stamp, local_day};
@@ -135,9 +161,11 @@ use werk_store::{
 };
 
 mod ent;
+mod notify;
 mod ops;
 pub mod schema;
 mod store_impl;
+mod tls;
 
 pub use deadpool_postgres::Transaction;
 
@@ -145,8 +173,13 @@ pub use deadpool_postgres::Transaction;
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// The connection string or URI does not parse.
-    #[error("invalid database URL: {0}")]
+    #[error("invalid database URL: {}", tls::error_chain(.0))]
     Url(tokio_postgres::Error),
+    /// A TLS setting of the URL cannot be used: a certificate or key file cannot be read or
+    /// holds nothing usable, a value is invalid, or the setting is not supported (see
+    /// "Connecting" in the crate documentation).
+    #[error("database TLS settings: {0}")]
+    Tls(String),
     #[error("cannot set up the connection pool: {0}")]
     Pool(String),
     #[error("cannot connect to the database: {0}")]
@@ -166,7 +199,9 @@ pub enum ConnectError {
 pub struct PgStore {
     pool: Pool,
     config: StoreConfig,
+    /// [`notify::Wake`]: wakes this node's FETCHes and announces to the other nodes.
     listener: Listener,
+    wake: Arc<notify::Wake>,
     /// The throttles FETCH obeys ([`werk_store::Store::set_throttles`]): per node, not stored.
     throttles: std::sync::Mutex<Vec<werk_store::Throttle>>,
 }
@@ -284,6 +319,30 @@ fn row(r: &tokio_postgres::Row) -> Row {
     }
 }
 
+/// Database connections per node (plus one for LISTEN): transactions in flight at once; a
+/// request that finds them all busy waits for one.
+pub const POOL_SIZE: usize = 16;
+
+/// How long opening a connection (or checking a pooled one) may take before the request gets
+/// an error instead of waiting: a database that does not answer must not hang clients.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Settings that let a node notice a dead or unreachable database in seconds rather than the
+/// operating system's minutes, unless the URL chose its own: `connect_timeout`, TCP keepalives
+/// after 5 s idle, and `tcp_user_timeout` (unacknowledged data for 10 s breaks the connection,
+/// so a statement sent to a primary that vanished from the network fails instead of hanging).
+fn failure_detection_defaults(c: &mut tokio_postgres::Config) {
+    if c.get_connect_timeout().is_none() {
+        c.connect_timeout(CONNECT_TIMEOUT);
+    }
+    if c.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+        c.keepalives_idle(Duration::from_secs(5));
+    }
+    if c.get_tcp_user_timeout().is_none() {
+        c.tcp_user_timeout(Duration::from_secs(10));
+    }
+}
+
 impl PgStore {
     /// Connects to `url` (a libpq connection string or URI), makes sure one connection works,
     /// and creates or migrates the schema (safe when several nodes start at once).
@@ -292,10 +351,12 @@ impl PgStore {
         config: StoreConfig,
         listener: Listener,
     ) -> std::result::Result<PgStore, ConnectError> {
-        let pg_config = tokio_postgres::Config::from_str(url).map_err(ConnectError::Url)?;
+        let (mut pg_config, connector) = tls::parse_url(url)?;
+        failure_detection_defaults(&mut pg_config);
+        let (listen_config, listen_tls) = (pg_config.clone(), connector.clone());
         let manager = Manager::from_config(
             pg_config,
-            NoTls, // TLS goes here (see the crate documentation).
+            connector,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -312,20 +373,65 @@ impl PgStore {
                         .map_err(deadpool_postgres::HookError::Backend)
                 })
             }))
+            .max_size(POOL_SIZE)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| ConnectError::Pool(e.to_string()))?;
         let mut client = pool
             .get()
             .await
-            .map_err(|e| ConnectError::Connect(e.to_string()))?;
+            .map_err(|e| ConnectError::Connect(tls::error_chain(&e)))?;
         schema::migrate(&mut client).await?;
         drop(client);
+        let wake = notify::Wake::new(listener);
+        tokio::spawn(notify::announce(Arc::downgrade(&wake), pool.clone()));
+        tokio::spawn(notify::listen(Arc::downgrade(&wake), listen_config, listen_tls));
         Ok(PgStore {
             pool,
             config,
-            listener,
+            listener: wake.clone(),
+            wake,
             throttles: Default::default(),
         })
+    }
+
+    /// See [`werk_store::Store::wake_poll_interval`]: `None` while this node listens for the
+    /// other nodes' enqueues, a short interval while that connection is down.
+    pub fn wake_poll_interval(&self) -> Option<Duration> {
+        self.wake.poll_interval()
+    }
+
+    /// Whether this node hears other nodes' enqueues right now (its `LISTEN` connection is up).
+    pub fn is_listening(&self) -> bool {
+        self.wake.is_listening()
+    }
+
+    /// One round trip on a pooled connection, within [`CONNECT_TIMEOUT`]: `Err` when the
+    /// database cannot serve (unreachable, refusing connections, or read-only after a
+    /// failover left this node connected to a standby).
+    pub async fn health(&self) -> Result<()> {
+        let check = async {
+            let client = self.client().await?;
+            let row = client
+                .query_one("SELECT pg_is_in_recovery()", &[])
+                .await
+                .map_err(pg)?;
+            if row.get::<_, bool>(0) {
+                return Err(StoreError::Backend(
+                    "the database is a read-only standby".to_string(),
+                ));
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT, check).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Backend(format!(
+                "the database did not answer within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            ))),
+        }
     }
 
     /// The connection pool (tests and tools read the database through it).

@@ -136,6 +136,12 @@ impl Store for PgStore {
     fn set_throttles(&self, throttles: Vec<Throttle>) {
         PgStore::set_throttles(self, throttles)
     }
+    fn wake_poll_interval(&self) -> Option<std::time::Duration> {
+        self.wake_poll_interval()
+    }
+    async fn health(&self) -> Result<()> {
+        PgStore::health(self).await
+    }
     async fn close(&self) {
         PgStore::close(self).await
     }

@@ -343,6 +343,10 @@ pub struct DayStats {
 /// Told after commit about every job that became fetchable, so blocked FETCHes wake at once.
 pub trait EnqueueListener: Send + Sync + 'static {
     fn enqueued(&self, queue: &str);
+
+    /// Wakes every blocked FETCH, whatever its queues, to look again: a shared store calls it
+    /// when it may have missed enqueues (its cross-node listener was lost or is back).
+    fn wake_all(&self) {}
 }
 
 /// A listener that ignores everything.
@@ -619,6 +623,19 @@ pub trait Store: Send + Sync + 'static {
     /// `timeout` ago, all of them or, for [`ThrottleLimit::PerWorker`], the fetching wid's).
     /// Configuration, not data: not persisted.
     fn set_throttles(&self, throttles: Vec<Throttle>);
+
+    /// How long a blocked FETCH may wait for a wake-up before it looks again by itself. `None`
+    /// (the default): the listener hears of every enqueue, so a FETCH waits up to its timeout.
+    /// A shared store returns an interval while it cannot hear other nodes' enqueues.
+    fn wake_poll_interval(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Whether the store can serve requests now (the web UI's `/health`): `Err` says why not,
+    /// e.g. the database is unreachable. The embedded stores are always reachable.
+    fn health(&self) -> impl Future<Output = Result<()>> + Send {
+        async { Ok(()) }
+    }
 
     /// Waits until every accepted request is committed and stops taking new ones.
     fn close(&self) -> impl Future<Output = ()> + Send;

@@ -77,10 +77,10 @@
 use std::ffi::{CStr, CString};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -168,6 +168,7 @@ pub struct PgOptions {
     fsync: bool,
     synchronous_commit: SynchronousCommit,
     settings: Vec<(String, String)>,
+    data_files: Vec<(String, Vec<u8>)>,
     start_timeout: Duration,
     bin_dir: Option<PathBuf>,
 }
@@ -178,6 +179,7 @@ impl Default for PgOptions {
             fsync: false,
             synchronous_commit: SynchronousCommit::On,
             settings: Vec::new(),
+            data_files: Vec::new(),
             start_timeout: Duration::from_secs(60),
             bin_dir: None,
         }
@@ -210,6 +212,18 @@ impl PgOptions {
     /// `unix_socket_directories` belong to this crate and are refused at start.
     pub fn setting(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.settings.push((name.into(), value.into()));
+        self
+    }
+
+    /// A file written into the data directory after `initdb`, before the server first starts:
+    /// owned by the account the server runs as, mode 0600 (what PostgreSQL demands of a TLS
+    /// key). `name` is a plain file name; an existing file (`pg_hba.conf`, say) is replaced.
+    /// For TLS: `server.crt` and `server.key` (the default `ssl_cert_file` / `ssl_key_file`,
+    /// relative to the data directory) plus `.setting("ssl", "on")`; a `pg_hba.conf` of
+    /// `local all all trust` and `hostssl all all 127.0.0.1/32 trust` then refuses plain TCP
+    /// connections (keep a `local` line: werk-testpg creates databases over the socket).
+    pub fn data_file(mut self, name: impl Into<String>, contents: impl Into<Vec<u8>>) -> Self {
+        self.data_files.push((name.into(), contents.into()));
         self
     }
 
@@ -330,6 +344,7 @@ impl PgCluster {
             registry_id: 0,
         };
         cluster.initdb()?;
+        cluster.write_data_files()?;
 
         let mut attempt = 0;
         loop {
@@ -536,6 +551,33 @@ impl PgCluster {
             cmd.arg("--no-sync");
         }
         run(cmd, "initdb")
+    }
+
+    /// Writes [`PgOptions::data_file`]s into the data directory.
+    fn write_data_files(&self) -> Result<()> {
+        for (name, contents) in &self.options.data_files {
+            if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+                return Err(Error::new(format!(
+                    "werk-testpg: data file name {name:?} is not a plain file name"
+                )));
+            }
+            let path = self.data_dir.join(name);
+            let _ = fs::remove_file(&path);
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| Error::io(format_args!("creating {}", path.display()), e))?;
+            file.write_all(contents)
+                .map_err(|e| Error::io(format_args!("writing {}", path.display()), e))?;
+            if let Some(a) = &self.account {
+                std::os::unix::fs::chown(&path, Some(a.uid), Some(a.gid)).map_err(|e| {
+                    Error::io(format_args!("chown {} to {}", path.display(), a.name), e)
+                })?;
+            }
+        }
+        Ok(())
     }
 
     /// Spawns the postmaster and waits until it accepts connections on the socket and on TCP.

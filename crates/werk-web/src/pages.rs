@@ -393,9 +393,21 @@ pub async fn stats<S: Store>(State(app): AppState<S>) -> Page {
     Ok(([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response())
 }
 
+/// `/health`: 200 while the store can serve, 503 (with the reason in `store.error`) while it
+/// cannot, e.g. its database is unreachable, so a load balancer routes around the node.
 pub async fn health<S: Store>(State(app): AppState<S>) -> Page {
     let s = &app.shared;
+    let store = s.store.health().await;
+    let status = if store.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let v = serde_json::json!({
+        "store": match &store {
+            Ok(()) => serde_json::json!({ "ok": true }),
+            Err(e) => serde_json::json!({ "ok": false, "error": e.to_string() }),
+        },
         "now": format_millis(now_millis()),
         "server": {
             "description": "Werk",
@@ -405,7 +417,12 @@ pub async fn health<S: Store>(State(app): AppState<S>) -> Page {
             "command_count": s.counters.commands.load(Ordering::Relaxed),
         }
     });
-    Ok(([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response())
+    Ok((
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        v.to_string(),
+    )
+        .into_response())
 }
 
 pub async fn metrics<S: Store>(State(app): AppState<S>) -> Page {

@@ -78,7 +78,9 @@ impl Mode {
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Server: tcp://[:password@]host:port (FAKTORY_URL when absent).
+    /// Server: tcp://[:password@]host:port (FAKTORY_URL when absent). Several, comma-separated,
+    /// for the nodes of a cluster: connections are spread over them in turn (so in mixed mode a
+    /// job is usually pushed on one node and fetched on another).
     #[arg(
         long,
         env = "FAKTORY_URL",
@@ -888,16 +890,29 @@ fn plan(args: &BenchArgs) -> Result<Plan> {
 
 async fn run_async(args: BenchArgs) -> Result<bool> {
     let plan = plan(&args)?;
-    let target = parse_url(&args.url)?;
-    let addr = tokio::net::lookup_host(&target.addr)
-        .await
-        .with_context(|| format!("cannot resolve {}", target.addr))?
-        .next()
-        .with_context(|| format!("{} resolves to nothing", target.addr))?;
-    let password = target.password.as_deref();
+    let targets = args
+        .url
+        .split(',')
+        .map(|u| parse_url(u.trim()))
+        .collect::<Result<Vec<Target>>>()?;
+    let mut addrs = Vec::with_capacity(targets.len());
+    for target in &targets {
+        let addr = tokio::net::lookup_host(&target.addr)
+            .await
+            .with_context(|| format!("cannot resolve {}", target.addr))?
+            .next()
+            .with_context(|| format!("{} resolves to nothing", target.addr))?;
+        addrs.push((addr, target.password.clone()));
+    }
+    let shown = targets
+        .iter()
+        .map(|t| t.shown.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
 
     if args.flush {
-        let mut c = Conn::open(addr, password, None).await?;
+        let (addr, password) = &addrs[0];
+        let mut c = Conn::open(*addr, password.as_deref(), None).await?;
         let r = c.call(b"FLUSH").await.context("FLUSH got no reply")?;
         if !r.is_ok() {
             bail!("FLUSH refused: {}", r.describe());
@@ -909,7 +924,7 @@ async fn run_async(args: BenchArgs) -> Result<bool> {
     let mut connecting = tokio::task::JoinSet::new();
     for i in 0..plan.producers + plan.workers {
         let wid = (i >= plan.producers).then(|| format!("bench-{run_tag:012x}-{i}"));
-        let pw = password.map(str::to_string);
+        let (addr, pw) = addrs[i % addrs.len()].clone();
         connecting.spawn(async move {
             let c = Conn::open(addr, pw.as_deref(), wid.as_deref()).await;
             (i, wid, c)
@@ -1010,14 +1025,14 @@ async fn run_async(args: BenchArgs) -> Result<bool> {
         pb.set_position(sh.progress.load(Relaxed));
         pb.finish_and_clear();
     }
-    report(&args, &plan, &target, &sh, end)
+    report(&args, &plan, &shown, &sh, end)
 }
 
 /// Prints the report; returns whether the run was free of errors.
 fn report(
     args: &BenchArgs,
     plan: &Plan,
-    target: &Target,
+    shown: &str,
     sh: &Shared,
     end: Instant,
 ) -> Result<bool> {
@@ -1077,7 +1092,7 @@ fn report(
         }
         let out = json!({
             "mode": args.mode.name(),
-            "url": target.shown,
+            "url": shown,
             "connections": plan.producers + plan.workers,
             "producers": plan.producers,
             "workers": plan.workers,
@@ -1120,7 +1135,7 @@ fn report(
             o,
             "werk bench: mode {} against {}, {} connections{who}, {} jobs, payload {} B, queues {}{}{}",
             args.mode.name(),
-            target.shown,
+            shown,
             plan.producers + plan.workers,
             plan.jobs,
             args.payload_bytes,

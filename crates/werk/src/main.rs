@@ -71,6 +71,13 @@ struct ServeArgs {
     /// Directory of the embedded store.
     #[arg(short = 'd', long = "data-dir", default_value = "./werk-data")]
     data_dir: PathBuf,
+    /// Serve from this PostgreSQL database instead of the embedded store: a libpq connection
+    /// string (`host=db1,db2 dbname=werk target_session_attrs=read-write`) or URI
+    /// (`postgresql://werk@db1,db2/werk?target_session_attrs=read-write&sslmode=verify-full`).
+    /// Any number of werk nodes may serve one database (docs/ha.md). Also `[storage] url` in
+    /// conf.d.
+    #[arg(long, env = "WERK_DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    database_url: Option<String>,
     /// Configuration directory (default: the data directory): `[faktory]`, `[web]`, cron
     /// entries and throttles are read from its conf.d/*.toml (SIGHUP re-reads cron entries and
     /// throttles); public.cert.pem and private.key.pem there turn TLS on.
@@ -274,25 +281,95 @@ fn serve(args: ServeArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let database_url = args.database_url.clone().or(conf.storage_url.clone());
     runtime.block_on(async move {
         let signals = Arc::new(QueueSignals::default());
-        let options = SqliteOptions {
-            integrity_check: !args.skip_integrity_check,
-            blocking_check_limit: args.blocking_check_mib << 20,
-            durability: match args.durability {
-                DurabilityArg::Fsync => Durability::Fsync,
-                DurabilityArg::None => Durability::None,
-            },
+        let run = Run {
+            args,
+            config,
+            config_dir,
+            web,
+            tls,
+            bind,
+            schedule,
+            throttles,
+            signals: signals.clone(),
         };
-        let store = SqliteStore::open_with(&args.data_dir, store_config, signals.clone(), options)
-            .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?;
-        let store_metrics = store.metrics().clone();
+        match database_url {
+            Some(url) => {
+                let store = werk_store_postgres::PgStore::connect(&url, store_config, signals)
+                    .await
+                    .context("cannot open the PostgreSQL store")?;
+                run.serve(Arc::new(store), "postgresql", |_| {}, None).await
+            }
+            None => {
+                let options = SqliteOptions {
+                    integrity_check: !run.args.skip_integrity_check,
+                    blocking_check_limit: run.args.blocking_check_mib << 20,
+                    durability: match run.args.durability {
+                        DurabilityArg::Fsync => Durability::Fsync,
+                        DurabilityArg::None => Durability::None,
+                    },
+                };
+                let data_dir = &run.args.data_dir;
+                let store = SqliteStore::open_with(data_dir, store_config, signals, options)
+                    .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+                let store_metrics = store.metrics().clone();
+                let check = store.take_background_check();
+                run.serve(
+                    Arc::new(store),
+                    "embedded",
+                    move |r| store_metrics.register(r),
+                    check,
+                )
+                .await
+            }
+        }
+    })
+}
+
+/// What `werk serve` decided before opening a store.
+struct Run {
+    args: ServeArgs,
+    config: Config,
+    config_dir: PathBuf,
+    web: settings::WebSettings,
+    tls: Option<werk_server::tls::TlsAcceptor>,
+    bind: SocketAddr,
+    schedule: werk_core::cron::CronConfig,
+    throttles: Vec<werk_store::Throttle>,
+    signals: Arc<QueueSignals>,
+}
+
+impl Run {
+    /// Serves from an opened store until SIGTERM/SIGINT (or damage found by the background
+    /// integrity check of the embedded store).
+    async fn serve<S: Store>(
+        self,
+        store: Arc<S>,
+        backend: &'static str,
+        register_metrics: impl FnOnce(&mut werk_server::metrics::prometheus_client::registry::Registry)
+            + Send
+            + Sync
+            + 'static,
+        background_check: Option<tokio::sync::oneshot::Receiver<werk_store_sqlite::OpenError>>,
+    ) -> Result<()> {
+        let Run {
+            args,
+            config,
+            config_dir,
+            web,
+            tls,
+            bind,
+            schedule,
+            throttles,
+            signals,
+        } = self;
         if !throttles.is_empty() {
             tracing::info!(queues = throttles.len(), "throttles loaded");
         }
         store.set_throttles(throttles.clone());
         let (throttles_tx, throttles_rx) = tokio::sync::watch::channel(Arc::new(throttles));
-        let store = Arc::new(store);
         let listener = tokio::net::TcpListener::bind(bind)
             .await
             .with_context(|| format!("cannot listen on {bind}"))?;
@@ -310,9 +387,11 @@ fn serve(args: ServeArgs) -> Result<()> {
             }
             None => None,
         };
+        let data_dir = (backend == "embedded").then(|| args.data_dir.display().to_string());
         tracing::info!(
             addr = %local,
-            data_dir = %args.data_dir.display(),
+            store = backend,
+            data_dir,
             auth = config.password.is_some(),
             tls = tls.is_some(),
             environment = ?args.environment,
@@ -326,7 +405,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         let stop = CancellationToken::new();
         tokio::spawn(wait_for_signal(stop.clone()));
         let damage = Arc::new(Mutex::new(None));
-        if let Some(check) = store.take_background_check() {
+        if let Some(check) = background_check {
             let (stop, damage) = (stop.clone(), damage.clone());
             tokio::spawn(async move {
                 if let Ok(found) = check.await {
@@ -351,10 +430,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             late: Duration::from_secs(args.cron_late_secs),
         };
         let mut server = Server::new(store, signals, config).with_cron(schedule_rx, cron_options);
-        server
-            .shared()
-            .metrics
-            .register_extra(|r| store_metrics.register(r));
+        server.shared().metrics.register_extra(register_metrics);
         if let Some(tls) = tls {
             server = server.with_tls(tls);
         }
@@ -374,7 +450,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             return Err(found).context("stopped serving");
         }
         Ok(())
-    })
+    }
 }
 
 /// Lets the server hold as many connections as the hard file-descriptor limit allows.
@@ -404,11 +480,11 @@ fn load_config(dir: &Path) -> Result<(werk_core::cron::CronConfig, Vec<werk_stor
 
 /// SIGHUP: re-reads the cron entries and throttles; an invalid configuration is reported and the
 /// running one kept (all of it: nothing is half-applied).
-async fn reload_on_sighup(
+async fn reload_on_sighup<S: Store>(
     dir: PathBuf,
     schedule: tokio::sync::watch::Sender<Arc<werk_core::cron::CronConfig>>,
     throttles_tx: tokio::sync::watch::Sender<Arc<Vec<werk_store::Throttle>>>,
-    store: Arc<SqliteStore>,
+    store: Arc<S>,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {

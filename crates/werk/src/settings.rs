@@ -8,6 +8,8 @@
 //! [web]
 //! binding  = "0.0.0.0:7420"
 //! password = "ui-secret"     # optional: the web UI's own password (default: the server's)
+//! [storage]
+//! url = "postgresql://werk@db1,db2/werk?target_session_attrs=read-write"  # optional
 //! ```
 //!
 //! The command line wins over these (`-b`, `-w`, `--password-file`, `FAKTORY_PASSWORD`). They
@@ -26,6 +28,8 @@ pub struct FileSettings {
     pub faktory_password: Option<String>,
     pub web_binding: Option<String>,
     pub web_password: Option<String>,
+    /// `[storage] url`: the PostgreSQL database to serve from instead of the embedded store.
+    pub storage_url: Option<String>,
 }
 
 /// What the web UI is to serve with, decided in `werk serve`.
@@ -50,19 +54,24 @@ impl std::fmt::Debug for WebSettings {
     }
 }
 
-const KEYS: [&str; 2] = ["binding", "password"];
+/// The sections read here and their keys.
+const SECTIONS: [(&str, &[&str]); 3] = [
+    ("faktory", &["binding", "password"]),
+    ("web", &["binding", "password"]),
+    ("storage", &["url"]),
+];
 
 /// Parses `[faktory]` and `[web]` of every file (`(name, text)`). An unknown key, a value that
 /// is not a string, the same key in two files or an unreadable password file is an error
 /// naming the file and the key.
 pub fn parse(files: &[(String, String)]) -> Result<FileSettings, String> {
     // (value, file it came from) per section and key.
-    let mut found: [[Option<(String, &str)>; 2]; 2] = Default::default();
+    let mut found: [[Option<(String, &str)>; 2]; 3] = Default::default();
     for (file, text) in files {
         let doc: toml::Table = text
             .parse()
             .map_err(|e: toml::de::Error| format!("{file}: {}", e.message().trim_end()))?;
-        for (s, section) in ["faktory", "web"].into_iter().enumerate() {
+        for (s, (section, keys)) in SECTIONS.into_iter().enumerate() {
             let Some(value) = doc.get(section) else {
                 continue;
             };
@@ -70,9 +79,10 @@ pub fn parse(files: &[(String, String)]) -> Result<FileSettings, String> {
                 return Err(format!("{file}: `{section}` must be a table ([{section}])"));
             };
             for (key, value) in table {
-                let Some(k) = KEYS.iter().position(|k| k == key) else {
+                let Some(k) = keys.iter().position(|k| k == key) else {
                     return Err(format!(
-                        "{file}: [{section}] unknown key `{key}` (known: binding, password)"
+                        "{file}: [{section}] unknown key `{key}` (known: {})",
+                        keys.join(", ")
                     ));
                 };
                 let Value::String(text) = value else {
@@ -110,12 +120,16 @@ pub fn parse(files: &[(String, String)]) -> Result<FileSettings, String> {
                 Some((v, _)) => Ok(Some(v.clone())),
             }
         };
-    let [[fb, fp], [wb, wp]] = &found;
+    let [[fb, fp], [wb, wp], [su, _]] = &found;
     Ok(FileSettings {
         faktory_binding: fb.as_ref().map(|(v, _)| v.clone()),
         faktory_password: password(fp, "faktory")?,
         web_binding: wb.as_ref().map(|(v, _)| v.clone()),
         web_password: password(wp, "web")?,
+        storage_url: su
+            .as_ref()
+            .map(|(v, _)| v.clone())
+            .filter(|v| !v.is_empty()),
     })
 }
 
@@ -146,6 +160,18 @@ mod tests {
         assert_eq!(s.faktory_password.as_deref(), Some("pw"));
         assert_eq!(s.web_binding.as_deref(), Some("127.0.0.1:9"));
         assert_eq!(s.web_password, None);
+        assert_eq!(s.storage_url, None);
+        let s = parse(&files(&[(
+            "s.toml",
+            "[storage]\nurl = \"host=/run/postgresql dbname=werk\"\n",
+        )]))
+        .unwrap();
+        assert_eq!(
+            s.storage_url.as_deref(),
+            Some("host=/run/postgresql dbname=werk")
+        );
+        let e = parse(&files(&[("s.toml", "[storage]\nuri = \"x\"\n")])).unwrap_err();
+        assert!(e.contains("`uri`") && e.contains("known: url"), "{e}");
     }
 
     #[test]

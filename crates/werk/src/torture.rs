@@ -74,6 +74,11 @@ pub struct TortureArgs {
     /// (`crates/werk-powerloss`, docs/durability.md).
     #[arg(long)]
     after_kill: Option<String>,
+    /// Serve from this PostgreSQL database (`werk serve --database-url`) instead of the
+    /// embedded store: every restart connects to it again, so the run proves that killing a
+    /// werk node loses nothing of what it acknowledged. The database is FLUSHed first.
+    #[arg(long, env = "WERK_DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    database_url: Option<String>,
     /// Extra argument for `werk serve` (repeatable), e.g. `--serve-arg=--durability
     /// --serve-arg=none` to show what the power-loss test catches without the fsync.
     #[arg(long = "serve-arg", allow_hyphen_values = true)]
@@ -204,6 +209,11 @@ impl Server {
             ])
             .args(["--time-scale", &args.time_scale.to_string(), "-l", "warn"])
             .args(&args.serve_args)
+            .args(
+                args.database_url
+                    .iter()
+                    .flat_map(|u| ["--database-url", u.as_str()]),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -423,6 +433,18 @@ pub fn run(args: TortureArgs) -> Result<()> {
         next_jid: AtomicU64::new(0),
         run_id: started.elapsed().as_nanos() as u64 ^ u64::from(std::process::id()),
     });
+    if args.database_url.is_some() {
+        // A shared database may hold jobs of earlier runs, which the ledger knows nothing of.
+        let addr = *world.addr.read().unwrap();
+        let server = start_retrying(&exe, &dir, addr, &args)?;
+        let mut admin = Client::connect(addr, None).context("cannot connect to FLUSH")?;
+        match admin.call("FLUSH")? {
+            Reply::Ok => {}
+            other => bail!("FLUSH of the database failed: {other:?}"),
+        }
+        drop(admin);
+        server.stop();
+    }
     let mut threads = Vec::new();
     for _ in 0..args.producers {
         let w = world.clone();
