@@ -96,41 +96,60 @@ async fn serve_until<S: Store, T: Transport>(
     let mut framed = Framed::new(stream, LineCodec::new(shared.config.max_line));
     let id = shared.counters.next_conn_id.fetch_add(1, Ordering::Relaxed);
     let token = CancellationToken::new();
-    let (client, _counted, open) = match tokio::time::timeout_at(
-        deadline,
-        handshake(&shared, &mut framed, id, &token),
-    )
-    .await
-    {
-        Ok(Some(accepted)) => accepted,
+    let hello = match tokio::time::timeout_at(deadline, handshake(&shared, &mut framed)).await {
+        Ok(Some(hello)) => hello,
         Ok(None) => return,
         Err(_) => {
             tracing::debug!(%peer, "handshake timed out");
             return;
         }
     };
-    if open as usize > shared.config.max_connections {
-        let _ = framed
-            .send(Reply::error(format!("too many connections: {open}")))
-            .await;
-    } else {
-        command_loop(&shared, &mut framed, &client, &token, peer).await;
+    // A worker process is registered before its `+OK` (so a BEAT right after it finds the
+    // worker), outside the handshake timeout: a registration in the shared registry is not
+    // abandoned half-way (committed, with no connection left to unregister it).
+    if !hello.wid.is_empty() {
+        let registered = crate::workers::hello(
+            &shared,
+            WorkerHello {
+                wid: &hello.wid,
+                hostname: &hello.hostname,
+                pid: hello.pid,
+                labels: &hello.labels,
+            },
+            id,
+            token.clone(),
+        )
+        .await;
+        if let Err(e) = registered {
+            tracing::warn!(%peer, wid = %hello.wid, error = %e, "cannot register the worker");
+            let _ = framed.send(store_error(e)).await;
+            return;
+        }
+    }
+    let client = Client { id, wid: hello.wid };
+    // Counted in INFO's `connections` before its `+OK` is sent (so a client that has read it is
+    // counted), for as long as `_counted` lives.
+    let (_counted, open) = Counted::enter(&shared.counters.connections);
+    if framed.send(Reply::Ok).await.is_ok() {
+        if open as usize > shared.config.max_connections {
+            let _ = framed
+                .send(Reply::error(format!("too many connections: {open}")))
+                .await;
+        } else {
+            command_loop(&shared, &mut framed, &client, &token, peer).await;
+        }
     }
     if !client.wid.is_empty() {
-        shared.workers.unregister(&client.wid, client.id);
+        crate::workers::bye(&shared, &client.wid, client.id).await;
     }
 }
 
-/// HI → HELLO → password check → `+OK`. `None` means the connection is to be closed. The
-/// connection is counted in INFO's `connections` before its `+OK` is sent (so a client that has
-/// read it is counted), for as long as the returned [`Counted`] lives; the number is the count
-/// including this connection.
-async fn handshake<'s, S: Store, T: Transport>(
-    shared: &'s Shared<S>,
+/// HI → HELLO → password check. `None` means the connection is to be closed; otherwise the
+/// caller registers a worker process and answers `+OK`.
+async fn handshake<S: Store, T: Transport>(
+    shared: &Shared<S>,
     framed: &mut Conn<T>,
-    id: u64,
-    token: &CancellationToken,
-) -> Option<(Client, Counted<'s>, u64)> {
+) -> Option<werk_protocol::Hello> {
     let auth = shared.config.password.as_ref().map(|_| {
         let mut rng = rand::rng();
         let iterations: u32 = rng.random_range(4000..=8095);
@@ -155,28 +174,7 @@ async fn handshake<'s, S: Store, T: Transport>(
             return None;
         }
     }
-    if !hello.wid.is_empty() {
-        shared.workers.register(
-            WorkerHello {
-                wid: &hello.wid,
-                hostname: &hello.hostname,
-                pid: hello.pid,
-                labels: &hello.labels,
-            },
-            id,
-            token.clone(),
-            now_millis(),
-        );
-    }
-    let client = Client { id, wid: hello.wid };
-    let (counted, open) = Counted::enter(&shared.counters.connections);
-    if framed.send(Reply::Ok).await.is_err() {
-        if !client.wid.is_empty() {
-            shared.workers.unregister(&client.wid, id);
-        }
-        return None;
-    }
-    Some((client, counted, open))
+    Some(hello)
 }
 
 async fn command_loop<S: Store, T: Transport>(
@@ -295,13 +293,11 @@ async fn dispatch<S: Store>(
         }
         Command::Beat(args) => {
             let requested = WorkerState::parse(&args.current_state);
-            match shared
-                .workers
-                .beat(&args.wid, requested, args.rss_kb, now_millis())
-            {
-                None => Reply::error(format!("unknown worker {}", args.wid)),
-                Some(WorkerState::Running) => Reply::Ok,
-                Some(state) => Reply::bulk(format!(r#"{{"state":"{}"}}"#, state.as_str())),
+            match crate::workers::beat(shared, &args.wid, requested, args.rss_kb).await {
+                Ok(None) => Reply::error(format!("unknown worker {}", args.wid)),
+                Ok(Some(WorkerState::Running)) => Reply::Ok,
+                Ok(Some(state)) => Reply::bulk(format!(r#"{{"state":"{}"}}"#, state.as_str())),
+                Err(e) => store_error(e),
             }
         }
         Command::Mutate(args) => {

@@ -46,6 +46,7 @@ pub async fn info<S: Store>(shared: &Shared<S>) -> Reply {
 /// INFO's JSON (also the web UI's `/stats`).
 pub async fn info_json<S: Store>(shared: &Shared<S>) -> Result<Value, werk_store::StoreError> {
     let stats = shared.store.stats().await?;
+    let workers = crate::workers::count(shared).await?;
     let now = chrono::Utc::now();
     let queues: Map<String, Value> = stats
         .queues
@@ -70,7 +71,7 @@ pub async fn info_json<S: Store>(shared: &Shared<S>) -> Result<Value, werk_store
                 "Expired": task(&t.expired, stats.expired, "expired"),
                 "Retries": task(&t.scheduled, stats.retries, "enqueued"),
                 "Scheduled": task(&t.scheduled, stats.scheduled, "enqueued"),
-                "Workers": task(&t.workers, shared.workers.len() as u64, "reaped"),
+                "Workers": task(&t.workers, workers as u64, "reaped"),
             },
             "total_expired": stats.expired,
             "total_failures": stats.failures,

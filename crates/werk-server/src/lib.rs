@@ -6,7 +6,8 @@
 //!   purge, worker heartbeat reaping.
 //! * [`cron`]: the cron ticker (one job per entry and tick, exactly once).
 //! * [`ent`]: the Enterprise commands (`BATCH`, `TRACK`).
-//! * [`workers`]: the in-memory registry of worker processes.
+//! * [`workers`]: the registry of worker processes: in memory, or the cluster-wide one of a
+//!   shared store.
 //! * [`signals`]: wake-ups for blocked FETCHes.
 //! * [`tls`]: the optional TLS certificate of the configuration directory.
 //!

@@ -467,11 +467,14 @@ pub async fn render<S: Store>(shared: &Shared<S>) -> String {
         "FETCHes that found no job and are waiting for one (until an enqueue wakes them or the fetch timeout)",
         ConstGauge::new(c.fetches_waiting.load(Ordering::Relaxed) as i64),
     );
-    scrape.register(
-        "werk_workers",
-        "Worker processes registered (HELLO with a wid, heartbeating)",
-        ConstGauge::new(shared.workers.len() as i64),
-    );
+    match crate::workers::count(shared).await {
+        Ok(n) => scrape.register(
+            "werk_workers",
+            "Worker processes registered (HELLO with a wid, heartbeating), in the whole cluster",
+            ConstGauge::new(n as i64),
+        ),
+        Err(e) => tracing::warn!(error = %e, "metrics: cannot read the worker registry"),
+    }
     scrape.register_with_unit(
         "werk_uptime",
         "Time since the server started",

@@ -68,15 +68,17 @@ pub fn spawn_all<S: Store>(shared: &Arc<Shared<S>>, tracker: &TaskTracker) {
         let n = drain(|| s.store.purge_dead(now_millis(), TASK_BATCH), "purge").await;
         s.counters.tasks.dead.record(n, t);
     });
-    let beat_check =
-        (c.heartbeat_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(15));
-    every(shared, tracker, beat_check, |s| async move {
-        let t = Instant::now();
-        let cutoff = now_millis() - s.config.heartbeat_timeout.as_millis() as i64;
-        let n = s.workers.reap(cutoff);
-        s.signals.prune();
-        s.counters.tasks.workers.record(n, t);
-    });
+    every(
+        shared,
+        tracker,
+        crate::workers::sync_period(shared),
+        |s| async move {
+            let t = Instant::now();
+            let n = crate::workers::sync(&s).await;
+            s.signals.prune();
+            s.counters.tasks.workers.record(n, t);
+        },
+    );
 }
 
 /// Runs a batched store operation until it moves fewer than a full batch (bounded).

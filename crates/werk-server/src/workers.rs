@@ -1,28 +1,42 @@
 //! The registry of worker processes (connections whose HELLO carried a `wid`), their
-//! heartbeats and their quiet/terminate state. In memory only, as in Faktory: a restart forgets
-//! workers, and they re-register on reconnect. Heartbeat loss closes a worker's connections but
+//! heartbeats and their quiet/terminate state. Heartbeat loss closes a worker's connections but
 //! never moves a job: only reservation expiry does.
+//!
+//! Two modes, chosen by the store ([`Store::shared_workers`]):
+//!
+//! * **In memory** (the embedded stores: one node is the whole cluster). As in Faktory: a
+//!   restart forgets workers, and they re-register on reconnect.
+//! * **Shared** (PostgreSQL: several nodes). The store keeps one registry for the cluster, so a
+//!   worker process whose connections land on different nodes is one worker: HELLO, BEAT, the
+//!   web UI's signals, heartbeat expiry (by the last BEAT on *any* node) and the Busy page go
+//!   through it. The local map then holds only this node's connections (their cancellation
+//!   tokens) and a cache of each local wid's state for FETCH's "not running → no job" check, so
+//!   a FETCH costs no extra round trip. The cache is refreshed by HELLO, by a BEAT through this
+//!   node, by a signal from this node's web UI, and by the periodic [`sync`] (at least every
+//!   [`SHARED_SYNC`]): a quiet or terminate signalled through another node stops this node's
+//!   FETCHes within that period (the worker itself learns it from its next BEAT, on any node,
+//!   at once). The same sync closes this node's connections of a worker the cluster no longer
+//!   has (heartbeat expiry, or a registration dropped while this node was cut off from the
+//!   database for longer than the heartbeat timeout).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use werk_core::time::now_millis;
 use werk_core::worker::WorkerState;
 use werk_core::Millis;
+use werk_store::{Store, StoreError, WorkerHello};
+
+use crate::Shared;
 
 /// One worker process as the Busy page shows it.
-#[derive(Debug, Clone)]
-pub struct WorkerInfo {
-    pub wid: String,
-    pub hostname: String,
-    pub pid: i64,
-    pub labels: Vec<String>,
-    pub started_at: Millis,
-    pub last_beat: Millis,
-    pub state: WorkerState,
-    pub rss_kb: i64,
-    pub connections: usize,
-}
+pub use werk_store::WorkerInfo;
+
+/// The longest time between two [`sync`]s of a node in shared mode (more often when the
+/// heartbeat timeout is short: a quarter of it, at least 100 ms).
+pub const SHARED_SYNC: Duration = Duration::from_secs(1);
 
 struct Record {
     info: WorkerInfo,
@@ -97,7 +111,8 @@ impl Workers {
         Some(rec.info.state)
     }
 
-    /// The state of a wid (resolved on every FETCH, so quieting affects every connection).
+    /// The state of a wid (resolved on every FETCH, so quieting affects every connection; in
+    /// shared mode the cached state, see the module documentation).
     pub fn state(&self, wid: &str) -> WorkerState {
         self.lock()
             .get(wid)
@@ -136,6 +151,42 @@ impl Workers {
         dead.len()
     }
 
+    /// Sets the cached state of a local wid (shared mode: the registry's answer).
+    fn cache_state(&self, wid: &str, state: WorkerState) {
+        if let Some(rec) = self.lock().get_mut(wid) {
+            rec.info.state = state;
+        }
+    }
+
+    /// This node's wids and their connections, for [`sync`].
+    fn local_conns(&self) -> Vec<(String, Vec<u64>)> {
+        self.lock()
+            .iter()
+            .map(|(wid, rec)| (wid.clone(), rec.conns.keys().copied().collect()))
+            .collect()
+    }
+
+    /// Closes the given connections of a wid the cluster no longer has (shared mode). A
+    /// connection registered since the snapshot is left alone.
+    fn close(&self, wid: &str, conns: &[u64]) -> usize {
+        let mut map = self.lock();
+        let Some(rec) = map.get_mut(wid) else {
+            return 0;
+        };
+        let mut n = 0;
+        for conn in conns {
+            if let Some(token) = rec.conns.remove(conn) {
+                token.cancel();
+                n += 1;
+            }
+        }
+        rec.info.connections = rec.conns.len();
+        if rec.conns.is_empty() {
+            map.remove(wid);
+        }
+        n
+    }
+
     pub fn list(&self) -> Vec<WorkerInfo> {
         let mut v: Vec<WorkerInfo> = self.lock().values().map(|r| r.info.clone()).collect();
         v.sort_by(|a, b| a.wid.cmp(&b.wid));
@@ -149,6 +200,171 @@ impl Workers {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+// ---- the registry, in either mode ----------------------------------------------------------
+
+/// The oldest last-seen time of a node whose connections still count (shared mode).
+fn alive_since<S: Store>(shared: &Shared<S>, now: Millis) -> Millis {
+    now - shared.config.heartbeat_timeout.as_millis() as i64
+}
+
+/// HELLO with a wid: registers connection `conn` (closed through `token` on heartbeat loss).
+/// An error (shared mode: the store) refuses the HELLO; nothing is registered.
+pub async fn hello<S: Store>(
+    shared: &Shared<S>,
+    hello: Hello<'_>,
+    conn: u64,
+    token: CancellationToken,
+) -> Result<(), StoreError> {
+    let now = now_millis();
+    if !shared.store.shared_workers() {
+        shared.workers.register(hello, conn, token, now);
+        return Ok(());
+    }
+    // Registered in the store first: a sync that sees the local connection finds the worker.
+    let state = shared
+        .store
+        .worker_hello(
+            WorkerHello {
+                wid: hello.wid.to_string(),
+                hostname: hello.hostname.to_string(),
+                pid: hello.pid,
+                labels: hello.labels.to_vec(),
+            },
+            conn,
+            now,
+        )
+        .await?;
+    let wid = hello.wid;
+    shared.workers.register(hello, conn, token, now);
+    shared.workers.cache_state(wid, state);
+    Ok(())
+}
+
+/// A registered connection closed.
+pub async fn bye<S: Store>(shared: &Shared<S>, wid: &str, conn: u64) {
+    shared.workers.unregister(wid, conn);
+    if shared.store.shared_workers() {
+        let now = now_millis();
+        if let Err(e) = shared
+            .store
+            .worker_bye(wid.to_string(), conn, alive_since(shared, now))
+            .await
+        {
+            // The connection stays counted until the worker expires or this node is silent
+            // for the heartbeat timeout.
+            tracing::warn!(wid, error = %e, "cannot unregister a worker connection");
+        }
+    }
+}
+
+/// BEAT: the worker's new state, or `None` for an unknown wid.
+pub async fn beat<S: Store>(
+    shared: &Shared<S>,
+    wid: &str,
+    requested: WorkerState,
+    rss_kb: i64,
+) -> Result<Option<WorkerState>, StoreError> {
+    let now = now_millis();
+    if !shared.store.shared_workers() {
+        return Ok(shared.workers.beat(wid, requested, rss_kb, now));
+    }
+    let state = shared
+        .store
+        .worker_beat(wid.to_string(), requested, rss_kb, now)
+        .await?;
+    if let Some(state) = state {
+        shared.workers.cache_state(wid, state);
+    }
+    Ok(state)
+}
+
+/// Moves one worker (or all, with `None`) to `to` (the web UI). Returns how many it matched.
+pub async fn signal<S: Store>(
+    shared: &Shared<S>,
+    wid: Option<&str>,
+    to: WorkerState,
+) -> Result<usize, StoreError> {
+    if !shared.store.shared_workers() {
+        return Ok(shared.workers.signal(wid, to));
+    }
+    let n = shared
+        .store
+        .worker_signal(wid.map(str::to_string), to)
+        .await?;
+    // This node's FETCHes stop at once; the others' at their next sync.
+    shared.workers.signal(wid, to);
+    Ok(n)
+}
+
+/// The workers of the whole cluster, sorted by wid.
+pub async fn list<S: Store>(shared: &Shared<S>) -> Result<Vec<WorkerInfo>, StoreError> {
+    if !shared.store.shared_workers() {
+        return Ok(shared.workers.list());
+    }
+    shared
+        .store
+        .worker_list(alive_since(shared, now_millis()))
+        .await
+}
+
+/// How many workers the cluster has.
+pub async fn count<S: Store>(shared: &Shared<S>) -> Result<usize, StoreError> {
+    if !shared.store.shared_workers() {
+        return Ok(shared.workers.len());
+    }
+    Ok(list(shared).await?.len())
+}
+
+/// How often the background task runs [`sync`].
+pub fn sync_period<S: Store>(shared: &Shared<S>) -> Duration {
+    let beat_check = (shared.config.heartbeat_timeout / 4)
+        .clamp(Duration::from_millis(100), Duration::from_secs(15));
+    if shared.store.shared_workers() {
+        beat_check.min(SHARED_SYNC)
+    } else {
+        beat_check
+    }
+}
+
+/// The background task's step: heartbeat expiry. In memory: drops workers silent for the
+/// heartbeat timeout and closes their connections. Shared: [`Store::worker_sync`] (this node is
+/// alive; workers whose last BEAT on any node is too old are removed), then this node closes
+/// its connections of every wid the cluster no longer has and refreshes the cached states.
+/// Returns how many workers expired (shared: removed by this node's call).
+pub async fn sync<S: Store>(shared: &Shared<S>) -> usize {
+    let now = now_millis();
+    let cutoff = alive_since(shared, now);
+    if !shared.store.shared_workers() {
+        return shared.workers.reap(cutoff);
+    }
+    let local = shared.workers.local_conns();
+    let wids = local.iter().map(|(wid, _)| wid.clone()).collect();
+    let synced = match shared.store.worker_sync(wids, cutoff, now).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot sync the worker registry; will retry");
+            return 0;
+        }
+    };
+    for ((wid, conns), state) in local.iter().zip(synced.states) {
+        match state {
+            Some(state) => shared.workers.cache_state(wid, state),
+            None => {
+                let closed = shared.workers.close(wid, conns);
+                if closed > 0 {
+                    tracing::info!(
+                        wid,
+                        connections = closed,
+                        "worker no longer registered in the cluster (missed its heartbeats); \
+                         closing its connections on this node"
+                    );
+                }
+            }
+        }
+    }
+    synced.expired
 }
 
 #[cfg(test)]

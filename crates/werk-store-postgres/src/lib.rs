@@ -17,7 +17,8 @@
 //! by deadpool-postgres; every new connection runs `SET synchronous_commit = on` and
 //! `SET default_transaction_isolation = 'read committed'` before it is used, so neither a
 //! database-level `synchronous_commit = off` nor a serializable default changes what a
-//! committed answer means or how the transitions below behave.
+//! committed answer means or how the transitions below behave (and `SET client_min_messages =
+//! warning`, so the schema's `IF NOT EXISTS` notices do not reach the log).
 //!
 //! **TLS** is rustls (ring, no C library), with libpq's meaning of the URL's settings (the
 //! `tls` module takes them out of the URL before tokio-postgres, which knows few of them, sees
@@ -166,6 +167,7 @@ mod ops;
 pub mod schema;
 mod store_impl;
 mod tls;
+mod workers;
 
 pub use deadpool_postgres::Transaction;
 
@@ -204,6 +206,8 @@ pub struct PgStore {
     wake: Arc<notify::Wake>,
     /// The throttles FETCH obeys ([`werk_store::Store::set_throttles`]): per node, not stored.
     throttles: std::sync::Mutex<Vec<werk_store::Throttle>>,
+    /// This node's id in the shared worker registry (the `workers` module).
+    worker_node: String,
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -367,7 +371,8 @@ impl PgStore {
                     client
                         .batch_execute(
                             "SET synchronous_commit = on;
-                             SET default_transaction_isolation = 'read committed'",
+                             SET default_transaction_isolation = 'read committed';
+                             SET client_min_messages = warning",
                         )
                         .await
                         .map_err(deadpool_postgres::HookError::Backend)
@@ -394,6 +399,7 @@ impl PgStore {
             listener: wake.clone(),
             wake,
             throttles: Default::default(),
+            worker_node: workers::new_node_id(),
         })
     }
 

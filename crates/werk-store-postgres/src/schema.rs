@@ -7,7 +7,7 @@ use crate::ConnectError;
 
 /// The layout version this build writes. Bumped when the layout changes; a database whose
 /// `werk_meta.schema_version` is higher was migrated by a newer werk and is refused.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The `pg_advisory_xact_lock` key that serialises schema creation and migration between nodes
 /// starting at once (an arbitrary constant: ASCII "werkschm").
@@ -123,6 +123,33 @@ CREATE TABLE tracking (
 CREATE INDEX tracking_done ON tracking (updated_at) WHERE final IS NOT NULL;
 ";
 
+/// Version 2: the cluster-wide worker registry (see the `workers` module).
+const V2: &str = "
+CREATE TABLE workers (
+    wid        text     PRIMARY KEY,
+    hostname   text     NOT NULL,
+    pid        bigint   NOT NULL,
+    labels     text[]   NOT NULL,
+    started_at bigint   NOT NULL,
+    last_beat  bigint   NOT NULL,
+    state      smallint NOT NULL,
+    rss_kb     bigint   NOT NULL
+) WITH (fillfactor = 50);
+
+CREATE TABLE worker_conns (
+    wid  text   NOT NULL REFERENCES workers ON DELETE CASCADE,
+    node text   NOT NULL,
+    conn bigint NOT NULL,
+    PRIMARY KEY (wid, node, conn)
+);
+CREATE INDEX worker_conns_node ON worker_conns (node);
+
+CREATE TABLE nodes (
+    node      text   PRIMARY KEY,
+    last_seen bigint NOT NULL
+) WITH (fillfactor = 50);
+";
+
 /// Creates or migrates the schema in one transaction that holds
 /// `pg_advisory_xact_lock(SCHEMA_LOCK_KEY)`: nodes starting at once queue on the lock, the first
 /// creates everything, the others then find the version row and change nothing. A database at a
@@ -145,26 +172,32 @@ pub async fn migrate(client: &mut Client) -> Result<(), ConnectError> {
         .await
         .map_err(ConnectError::Schema)?
         .map(|r| r.get(0));
-    match found {
+    let from = match found {
         Some(v) if v > SCHEMA_VERSION => {
             return Err(ConnectError::SchemaTooNew {
                 found: v,
                 supported: SCHEMA_VERSION,
             })
         }
-        Some(_) => {
-            // Migrations from earlier versions go here, each guarded by the version it starts
-            // from, then the row is raised to SCHEMA_VERSION. (Version 1 is the first.)
-        }
+        Some(v) => v,
         None => {
             tx.batch_execute(V1).await.map_err(ConnectError::Schema)?;
-            tx.execute(
-                "INSERT INTO werk_meta (key, value) VALUES ('schema_version', $1)",
-                &[&SCHEMA_VERSION],
-            )
-            .await
-            .map_err(ConnectError::Schema)?;
+            1
         }
+    };
+    // Each step starts from the version before it; a node that finds the row already at
+    // SCHEMA_VERSION (another node migrated first, under the same lock) changes nothing.
+    if from < 2 {
+        tx.batch_execute(V2).await.map_err(ConnectError::Schema)?;
+    }
+    if found != Some(SCHEMA_VERSION) {
+        tx.execute(
+            "INSERT INTO werk_meta (key, value) VALUES ('schema_version', $1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[&SCHEMA_VERSION],
+        )
+        .await
+        .map_err(ConnectError::Schema)?;
     }
     tx.commit().await.map_err(ConnectError::Schema)
 }

@@ -1,11 +1,12 @@
 //! The [`Store`] trait, delegating to the transitions of [`PgStore`] (each one transaction,
 //! answered after its COMMIT).
 
+use werk_core::worker::WorkerState;
 use werk_core::{FailInfo, JobState, Millis, PushError};
 use werk_store::{
     AckOutcome, BatchError, BatchStatus, CronFire, DayStats, FailReply, Mutation, NewBatch, NewJob,
     Page, PageQuery, QueueSelector, Result, Stats, Store, StoredJob, Throttle, TrackUpdate,
-    Tracked,
+    Tracked, WorkerHello, WorkerInfo, WorkerSync,
 };
 
 use crate::PgStore;
@@ -132,6 +133,43 @@ impl Store for PgStore {
     }
     async fn track_get(&self, jid: String, now: Millis) -> Result<Option<Tracked>> {
         PgStore::track_get(self, jid, now).await
+    }
+    fn shared_workers(&self) -> bool {
+        true
+    }
+    async fn worker_hello(
+        &self,
+        hello: WorkerHello,
+        conn: u64,
+        now: Millis,
+    ) -> Result<WorkerState> {
+        PgStore::worker_hello(self, hello, conn, now).await
+    }
+    async fn worker_bye(&self, wid: String, conn: u64, alive_since: Millis) -> Result<()> {
+        PgStore::worker_bye(self, wid, conn, alive_since).await
+    }
+    async fn worker_beat(
+        &self,
+        wid: String,
+        requested: WorkerState,
+        rss_kb: i64,
+        now: Millis,
+    ) -> Result<Option<WorkerState>> {
+        PgStore::worker_beat(self, wid, requested, rss_kb, now).await
+    }
+    async fn worker_signal(&self, wid: Option<String>, to: WorkerState) -> Result<usize> {
+        PgStore::worker_signal(self, wid, to).await
+    }
+    async fn worker_list(&self, alive_since: Millis) -> Result<Vec<WorkerInfo>> {
+        PgStore::worker_list(self, alive_since).await
+    }
+    async fn worker_sync(
+        &self,
+        wids: Vec<String>,
+        cutoff: Millis,
+        now: Millis,
+    ) -> Result<WorkerSync> {
+        PgStore::worker_sync(self, wids, cutoff, now).await
     }
     fn set_throttles(&self, throttles: Vec<Throttle>) {
         PgStore::set_throttles(self, throttles)

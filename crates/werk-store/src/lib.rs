@@ -12,6 +12,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use werk_core::worker::WorkerState;
 use werk_core::{FailInfo, FailOutcome, Job, JobState, Millis, PushError};
 
 #[cfg(feature = "conformance")]
@@ -387,6 +388,49 @@ impl StoreConfig {
     }
 }
 
+/// A worker process: a client whose HELLO carried a `wid` (the Busy page's row).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerInfo {
+    pub wid: String,
+    pub hostname: String,
+    pub pid: i64,
+    pub labels: Vec<String>,
+    /// When the first connection of the process registered (HELLO).
+    pub started_at: Millis,
+    /// Its last BEAT (the registration time until the first BEAT).
+    pub last_beat: Millis,
+    pub state: WorkerState,
+    /// The `rss_kb` of its last BEAT (0 until one reports it).
+    pub rss_kb: i64,
+    /// Its open connections (in the shared registry: summed over the nodes that are alive).
+    pub connections: usize,
+}
+
+/// What a HELLO with a `wid` says about the worker process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerHello {
+    pub wid: String,
+    pub hostname: String,
+    pub pid: i64,
+    pub labels: Vec<String>,
+}
+
+/// The outcome of [`Store::worker_sync`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerSync {
+    /// Workers this call removed because their last BEAT (on any node) was before the cutoff.
+    pub expired: usize,
+    /// For each wid asked about, in order: its state, or `None` when it is no longer registered
+    /// (expired, or its last connection closed): this node then closes its connections of it.
+    pub states: Vec<Option<WorkerState>>,
+}
+
+fn no_shared_workers<T>() -> Result<T> {
+    Err(StoreError::Backend(
+        "this store keeps no shared worker registry (the server keeps it in memory)".into(),
+    ))
+}
+
 /// A storage backend. Every mutating method resolves only after its change is durable.
 pub trait Store: Send + Sync + 'static {
     /// (new) → enqueued, or → scheduled when `at` is in the future. Each job is independent: one
@@ -635,6 +679,97 @@ pub trait Store: Send + Sync + 'static {
     /// e.g. the database is unreachable. The embedded stores are always reachable.
     fn health(&self) -> impl Future<Output = Result<()>> + Send {
         async { Ok(()) }
+    }
+
+    // ---- the shared worker registry --------------------------------------------------------
+    //
+    // Worker processes (HELLO with a `wid`, BEAT, quiet/terminate, heartbeat expiry) are soft
+    // state. A store that serves a single node (SQLite, memory) leaves them to the server, which
+    // keeps them in memory as Faktory does: these methods keep their defaults and are never
+    // called. A store that several nodes share (PostgreSQL) keeps one registry for the whole
+    // cluster, so a worker process whose connections land on different nodes is one worker.
+    // Each store instance is one node: it tells its own connections apart from other nodes'.
+    // The state rule is [`WorkerState::advance`] (only forward), applied by the store.
+
+    /// Whether the worker registry is kept by the store, for every node ([`Store::worker_hello`]
+    /// and the methods after it), rather than by the server in memory.
+    fn shared_workers(&self) -> bool {
+        false
+    }
+
+    /// HELLO with a `wid`: registers connection `conn` (an id unique on this node) of the worker
+    /// process. The first connection of a wid creates the worker (running, `started_at` =
+    /// `last_beat` = `now`); later ones, on any node, join it. Returns the worker's state.
+    fn worker_hello(
+        &self,
+        hello: WorkerHello,
+        conn: u64,
+        now: Millis,
+    ) -> impl Future<Output = Result<WorkerState>> + Send {
+        let _ = (hello, conn, now);
+        async { no_shared_workers() }
+    }
+
+    /// A registered connection of this node closed. The worker goes with its last connection on
+    /// the nodes alive since `alive_since` (this node counts as alive).
+    fn worker_bye(
+        &self,
+        wid: String,
+        conn: u64,
+        alive_since: Millis,
+    ) -> impl Future<Output = Result<()>> + Send {
+        let _ = (wid, conn, alive_since);
+        async { no_shared_workers() }
+    }
+
+    /// BEAT: records the heartbeat (`last_beat` = `now`, `rss_kb`) and advances the state by
+    /// `requested`; returns the new state, which reflects a quiet or terminate signalled through
+    /// any node. `None` if the wid is not registered.
+    fn worker_beat(
+        &self,
+        wid: String,
+        requested: WorkerState,
+        rss_kb: i64,
+        now: Millis,
+    ) -> impl Future<Output = Result<Option<WorkerState>>> + Send {
+        let _ = (wid, requested, rss_kb, now);
+        async { no_shared_workers() }
+    }
+
+    /// Moves one worker (or every one, with `None`) forward to `to` (the web UI's quiet /
+    /// terminate). Returns how many workers it matched.
+    fn worker_signal(
+        &self,
+        wid: Option<String>,
+        to: WorkerState,
+    ) -> impl Future<Output = Result<usize>> + Send {
+        let _ = (wid, to);
+        async { no_shared_workers() }
+    }
+
+    /// The registered workers with at least one connection on a node alive since `alive_since`
+    /// (this node counts as alive), sorted by wid; `connections` sums those nodes' connections.
+    fn worker_list(
+        &self,
+        alive_since: Millis,
+    ) -> impl Future<Output = Result<Vec<WorkerInfo>>> + Send {
+        let _ = alive_since;
+        async { no_shared_workers() }
+    }
+
+    /// The periodic step each node runs (more often than `now - cutoff`): records that this
+    /// node is alive at `now` (its connections count for the others while its last sync is at or
+    /// after their cutoff); removes the workers whose last BEAT, on any node, is before `cutoff`
+    /// (heartbeat expiry) and nodes silent since before `cutoff` that hold no connection; and
+    /// reads the state of `wids` (this node's workers) for its FETCH check.
+    fn worker_sync(
+        &self,
+        wids: Vec<String>,
+        cutoff: Millis,
+        now: Millis,
+    ) -> impl Future<Output = Result<WorkerSync>> + Send {
+        let _ = (wids, cutoff, now);
+        async { no_shared_workers() }
     }
 
     /// Waits until every accepted request is committed and stops taking new ones.

@@ -378,7 +378,10 @@ pub async fn dashboard<S: Store>(
             "Commands",
             s.counters.commands.load(Ordering::Relaxed).to_string(),
         ),
-        ("Worker processes", s.workers.len().to_string()),
+        (
+            "Worker processes",
+            werk_server::workers::count(s).await?.to_string(),
+        ),
     ];
     html(DashboardTpl {
         c,
@@ -585,8 +588,8 @@ pub async fn busy<S: Store>(
     Query(q): Query<ListQuery>,
 ) -> Page {
     let c = chrome(&app, &prefix, "busy").await?;
-    let mut list = app.shared.workers.list();
-    list.sort_by(|a, b| a.wid.cmp(&b.wid));
+    // The whole cluster's workers (in memory for the embedded stores), sorted by wid.
+    let list = werk_server::workers::list(&app.shared).await?;
     let workers = list
         .into_iter()
         .map(|w| WorkerRow {
@@ -629,15 +632,12 @@ pub async fn busy_action<S: Store>(
         Some("terminate") => WorkerState::Terminate,
         _ => return bad_request("signal must be quiet or terminate"),
     };
-    match form.get("wid") {
-        Some("all") => {
-            app.shared.workers.signal(None, to);
-        }
-        Some(wid) if !wid.is_empty() => {
-            app.shared.workers.signal(Some(wid), to);
-        }
+    let wid = match form.get("wid") {
+        Some("all") => None,
+        Some(wid) if !wid.is_empty() => Some(wid),
         _ => return bad_request("wid is missing"),
-    }
+    };
+    werk_server::workers::signal(&app.shared, wid, to).await?;
     Ok(back(&prefix, "/busy"))
 }
 
