@@ -126,6 +126,30 @@ impl PgStore {
             .await
             .map_err(pg)?
             .get(0);
+        // Counter and history rows of backends that are gone (see "Counters and history" in
+        // the crate documentation) fold into shard 0. A live backend's row is never touched; a
+        // pid reused meanwhile waits for this transaction and then inserts a fresh row.
+        let fold = tx
+            .prepare_cached(
+                "WITH c AS (DELETE FROM counters c WHERE shard <> 0 AND NOT EXISTS
+                                (SELECT 1 FROM pg_stat_activity a WHERE a.pid = c.shard)
+                            RETURNING name, value),
+                      ci AS (INSERT INTO counters (name, shard, value)
+                             SELECT name, 0, sum(value) FROM c GROUP BY name
+                             ON CONFLICT (name, shard)
+                             DO UPDATE SET value = counters.value + excluded.value),
+                      h AS (DELETE FROM history h WHERE shard <> 0 AND NOT EXISTS
+                                (SELECT 1 FROM pg_stat_activity a WHERE a.pid = h.shard)
+                            RETURNING day, processed, failures)
+                 INSERT INTO history (day, shard, processed, failures)
+                 SELECT day, 0, sum(processed), sum(failures) FROM h GROUP BY day
+                 ON CONFLICT (day, shard) DO UPDATE
+                 SET processed = history.processed + excluded.processed,
+                     failures = history.failures + excluded.failures",
+            )
+            .await
+            .map_err(pg)?;
+        tx.execute(&fold, &[]).await.map_err(pg)?;
         commit(tx).await?;
         Ok(usize::try_from(n).unwrap_or(0))
     }

@@ -13,11 +13,6 @@ pub const SCHEMA_VERSION: i64 = 2;
 /// starting at once (an arbitrary constant: ASCII "werkschm").
 pub const SCHEMA_LOCK_KEY: i64 = 0x7765_726b_7363_686d;
 
-/// Number of rows each counter (and each day of history) is spread over. A transaction adds to
-/// the row `pg_backend_pid() % COUNTER_SHARDS`, so two connections rarely wait for one
-/// another's row lock; readers sum the shards.
-pub const COUNTER_SHARDS: i32 = 16;
-
 /// Version 1: everything, created in one transaction.
 const V1: &str = "
 CREATE SEQUENCE werk_enqueue_seq AS bigint CACHE 1;

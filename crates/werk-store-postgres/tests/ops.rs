@@ -1368,3 +1368,55 @@ async fn close_waits_for_requests_in_flight_and_refuses_new_ones() {
         "a push answered before close returned is stored"
     );
 }
+
+/// Counter and history rows are per backend (`shard = pg_backend_pid()`); the purge folds the
+/// rows of backends that are gone into shard 0 without changing any total, and leaves live
+/// backends' rows alone.
+#[tokio::test]
+async fn purge_folds_counter_rows_of_gone_backends_into_shard_zero() {
+    let (s, _) = fresh().await;
+    push(&s, &[spec("fold-job-1"), spec("fold-job-2")], T0).await;
+    for _ in 0..2 {
+        let jid = fetch_jid(&s, &["default"], T0).await.unwrap();
+        assert_eq!(s.ack(jid, T0).await.unwrap(), AckOutcome::Acked);
+    }
+    let day = local_day(T0);
+    let client = s.pool().get().await.unwrap();
+    // Rows left by two backends that no longer exist (pids far above any live one).
+    client
+        .batch_execute(&format!(
+            "INSERT INTO counters (name, shard, value) VALUES
+                 ('processed', 2000000001, 5), ('processed', 2000000002, 7),
+                 ('failures', 2000000001, 3);
+             INSERT INTO history (day, shard, processed, failures) VALUES
+                 ('{day}', 2000000001, 5, 3), ('{day}', 2000000002, 7, 0);"
+        ))
+        .await
+        .unwrap();
+    let before = s.stats().await.unwrap();
+    assert_eq!((before.processed, before.failures), (14, 3));
+    let history_before = s.history(1, T0).await.unwrap();
+    let live_rows = |sql: &'static str| {
+        let client = &client;
+        async move { client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    let live_before = live_rows(
+        "SELECT count(*) FROM counters c WHERE shard <> 0 AND EXISTS
+             (SELECT 1 FROM pg_stat_activity a WHERE a.pid = c.shard)",
+    )
+    .await;
+    assert!(live_before >= 1, "the ACKs wrote rows of live backends");
+    s.purge_dead(T0, 100).await.unwrap();
+    let after = s.stats().await.unwrap();
+    assert_eq!((after.processed, after.failures), (14, 3));
+    assert_eq!(s.history(1, T0).await.unwrap(), history_before);
+    let gone = live_rows("SELECT count(*) FROM counters WHERE shard > 2000000000").await
+        + live_rows("SELECT count(*) FROM history WHERE shard > 2000000000").await;
+    assert_eq!(gone, 0, "rows of gone backends folded");
+    let live_after = live_rows(
+        "SELECT count(*) FROM counters c WHERE shard <> 0 AND EXISTS
+             (SELECT 1 FROM pg_stat_activity a WHERE a.pid = c.shard)",
+    )
+    .await;
+    assert_eq!(live_after, live_before, "live backends' rows untouched");
+}
