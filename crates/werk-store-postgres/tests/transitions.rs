@@ -764,3 +764,45 @@ async fn newer_schema_is_refused_and_synchronous_commit_is_on() {
         Ok(_) => panic!("a newer schema must be refused"),
     }
 }
+
+/// Two stores (two nodes) pushing the same unique identity under different jids at the same
+/// moment, 30 rounds: each round exactly one push is stored and the other is `NotUnique`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_racing_unique_pushes_store_one() {
+    let (a, _, url) = fresh().await;
+    let (b, _) = open(&url).await;
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let u = |jid: String, round: usize| {
+        job(
+            &format!(
+                r#"{{"jid":"{jid}","jobtype":"U","queue":"uq","args":[{round}],"custom":{{"unique_for":3600}}}}"#
+            ),
+            T0,
+        )
+    };
+    for round in 0..30 {
+        let (ja, jb) = (format!("ua-{round:06}"), format!("ub-{round:06}"));
+        let (ra, rb) = tokio::join!(
+            {
+                let (a, j) = (a.clone(), u(ja.clone(), round));
+                async move { a.push(vec![j], T0).await.unwrap().remove(0) }
+            },
+            {
+                let (b, j) = (b.clone(), u(jb.clone(), round));
+                async move { b.push(vec![j], T0).await.unwrap().remove(0) }
+            }
+        );
+        let stored = [&ra, &rb].iter().filter(|r| r.is_ok()).count();
+        assert_eq!(stored, 1, "round {round}: {ra:?} / {rb:?}");
+        assert!(
+            [&ra, &rb].contains(&&Err(PushError::NotUnique)),
+            "round {round}: {ra:?} / {rb:?}"
+        );
+        let (sa, sb) = (state(&a, &ja).await, state(&b, &jb).await);
+        assert_eq!(
+            usize::from(sa.is_some()) + usize::from(sb.is_some()),
+            1,
+            "round {round}: one of the two is stored"
+        );
+    }
+}
