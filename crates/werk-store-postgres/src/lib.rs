@@ -5,7 +5,9 @@
 //! inherent methods), passing every case of the backend conformance suite on a real
 //! PostgreSQL (`tests/conformance.rs`, one database per case), plus multi-store race tests
 //! (`tests/*.rs`: racing FETCHes, sweeps, cron fires, batch ACKs and throttles across two
-//! stores on one database). Not yet selectable from `werk serve` (see "What remains").
+//! stores on one database, unique pushes). `werk serve --database-url` selects it; the
+//! cross-node wake-ups of blocked FETCHes are the `notify` module's, the cluster-wide worker
+//! registry the `workers` module's, TLS the `tls` module's.
 //!
 //! # Connecting
 //!
@@ -140,13 +142,10 @@
 //!
 //! # What remains (issue 12)
 //!
-//! `werk serve --database-url` and `werk torture`/`werk bench` wiring; the cross-node FETCH
-//! wake-up (a debounced NOTIFY after commit, polling as the fallback; the listener is told only
-//! of this store's own commits); per-node batching of
-//! FETCHes and ACKs into shared round trips; reconnect with backoff and a 503
-//! `/health` while the database is unreachable; INFO/web/metrics across nodes (sizes are
-//! already read from the database); worker registry across nodes; the end-to-end suites on
-//! this backend; the benchmark (and the cost of COUNTed sizes at 10M jobs); docs/ha.md.
+//! Sharing round trips and commits between a node's concurrent requests (one statement for
+//! several waiting FETCHes, ACKs or PUSHes, as the embedded writer shares one commit), and the
+//! measurement of table bloat and COUNTed sizes after 10 million jobs. See docs/ha.md and
+//! docs/performance.md for the figures.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
