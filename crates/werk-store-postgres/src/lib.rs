@@ -55,10 +55,11 @@
 //!
 //! # Durability
 //!
-//! Each transition is one transaction, and each method returns only after its `COMMIT`
-//! succeeded (with `synchronous_commit = on`: flushed on the primary and, with a synchronous
-//! standby configured, on the standby too). A `COMMIT` that fails without a server error (the
-//! connection broke while it was in flight) has an unknown outcome: it is reported as an error
+//! Each transition is one transaction (ACKs: concurrent ones may share one, see the `batch_ack`
+//! module), and each method returns only after its `COMMIT` succeeded (with
+//! `synchronous_commit = on`: flushed on the primary and, with a synchronous standby configured,
+//! on the standby too). A `COMMIT` that fails without a server error (the connection broke
+//! while it was in flight) has an unknown outcome: it is reported as an error
 //! ([`werk_store::StoreError::Backend`], saying so), never as success; the idempotent PUSH
 //! retry ([`werk_core::Job::is_retried_push_of`]) makes a client's retry safe.
 //!
@@ -142,8 +143,9 @@
 //!
 //! # What remains (issue 12)
 //!
-//! Sharing round trips and commits between a node's concurrent requests (one statement for
-//! several waiting FETCHes, ACKs or PUSHes, as the embedded writer shares one commit), and the
+//! Sharing round trips and commits between a node's concurrent FETCHes and PUSHes (one
+//! statement for several waiting FETCHes or PUSHes, as the embedded writer shares one commit;
+//! ACKs already share them, see the `batch_ack` module), and the
 //! measurement of table bloat and COUNTed sizes after 10 million jobs. See docs/ha.md and
 //! docs/performance.md for the figures.
 
@@ -163,6 +165,7 @@ use werk_store::{
     StoreError, StoredJob,
 };
 
+mod batch_ack;
 mod ent;
 mod notify;
 mod ops;
@@ -171,6 +174,7 @@ mod store_impl;
 mod tls;
 mod workers;
 
+pub use batch_ack::{ACK_BATCH_MAX, ACK_LANES};
 pub use deadpool_postgres::Transaction;
 
 /// Why [`PgStore::connect`] failed.
@@ -207,9 +211,11 @@ pub struct PgStore {
     listener: Listener,
     wake: Arc<notify::Wake>,
     /// The throttles FETCH obeys ([`werk_store::Store::set_throttles`]): per node, not stored.
-    throttles: std::sync::Mutex<Vec<werk_store::Throttle>>,
+    throttles: Arc<std::sync::Mutex<Vec<werk_store::Throttle>>>,
     /// This node's id in the shared worker registry (the `workers` module).
     worker_node: String,
+    /// This node's ACK combiner (the `batch_ack` module).
+    acks: batch_ack::AckCombiner,
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -395,14 +401,17 @@ impl PgStore {
         let wake = notify::Wake::new(listener);
         tokio::spawn(notify::announce(Arc::downgrade(&wake), pool.clone()));
         tokio::spawn(notify::listen(Arc::downgrade(&wake), listen_config, listen_tls));
-        Ok(PgStore {
+        let mut store = PgStore {
             pool,
             config,
             listener: wake.clone(),
             wake,
             throttles: Default::default(),
             worker_node: workers::new_node_id(),
-        })
+            acks: batch_ack::AckCombiner::direct(),
+        };
+        store.start_ack_lanes();
+        Ok(store)
     }
 
     /// See [`werk_store::Store::wake_poll_interval`]: `None` while this node listens for the
@@ -870,9 +879,10 @@ impl PgStore {
         Ok(found)
     }
 
-    /// [`werk_store::Store::ack`]: working → gone; a late ACK takes an enqueued, retry or dead
-    /// job → gone too; unknown or scheduled: nothing changes.
-    pub async fn ack(&self, jid: String, now: Millis) -> Result<AckOutcome> {
+    /// One ACK in a transaction of its own ([`PgStore::ack`] batches them; see the `batch_ack`
+    /// module): working → gone; a late ACK takes an enqueued, retry or dead job → gone too;
+    /// unknown or scheduled: nothing changes.
+    async fn ack_one(&self, jid: String, now: Millis) -> Result<AckOutcome> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
         let stmt = tx
