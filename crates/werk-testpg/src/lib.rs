@@ -23,6 +23,12 @@
 //!    on that private socket and on 127.0.0.1. With [`PgOptions::fsync`] off (the default)
 //!    initdb gets `--no-sync` and the server `fsync=off`: fast, but a crash of the *machine*
 //!    could corrupt the cluster. Tests that cut power or compare durability must turn it on.
+//!    With fsync off, `initdb` runs only once per user and PostgreSQL installation: its result
+//!    is kept as a template, `werk-testpg-template-UID-KEY` in the same base directory (about
+//!    40 MB), and each cluster's `data/` is a copy of it, made in half an `initdb`'s time or
+//!    less — which adds up where every test runs in its own process (nextest). The key changes
+//!    with the programs (their directory, size and modification time), so an upgrade makes a
+//!    new template; concurrent first runs each make one and atomically rename it into place.
 //! 3. The `postgres` server is started directly as a child of the test process (no `pg_ctl`,
 //!    which would detach it: this way the postmaster's pid is known exactly, an early exit is
 //!    noticed at once, and [`PgCluster::kill`] is a plain `SIGKILL` of that pid). It listens on
@@ -71,6 +77,8 @@
 //!   are missing, [`PgCluster::start`] fails saying which Debian package to install; it never
 //!   skips.
 //! * `WERK_TESTPG_USER`: the account to run as when root (default `postgres`, else `nobody`).
+//! * `WERK_TESTPG_NO_TEMPLATE` (any value): run `initdb` for every cluster, as with fsync on,
+//!   instead of copying the template.
 //! * Variables `PG*` (`PGHOST`, `PGPORT`, …) of the test process are not passed to the
 //!   PostgreSQL programs, and they run with `LC_ALL=C`, so that their messages are English.
 
@@ -104,6 +112,17 @@ const PROGRAMS: [&str; 4] = ["initdb", "postgres", "pg_isready", "createdb"];
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause between two readiness polls.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// How every cluster is initialised (plus `--no-sync` with fsync off).
+const INITDB_ARGS: [&str; 8] = [
+    "-A",
+    "trust",
+    "-U",
+    SUPERUSER,
+    "-E",
+    "UTF8",
+    "--no-locale",
+    "--no-instructions",
+];
 /// Room for `/.s.PGSQL.65535` and the terminating NUL in `sockaddr_un.sun_path` (108 bytes).
 const MAX_SOCKET_DIR_LEN: usize = 107 - "/.s.PGSQL.65535".len();
 
@@ -343,7 +362,7 @@ impl PgCluster {
             killed: false,
             registry_id: 0,
         };
-        cluster.initdb()?;
+        cluster.init_data_dir()?;
         cluster.write_data_files()?;
 
         let mut attempt = 0;
@@ -534,19 +553,107 @@ impl PgCluster {
         cmd
     }
 
-    fn initdb(&self) -> Result<()> {
+    /// Makes the data directory: a copy of the cached template when fsync is off (see
+    /// [`Self::template`]), else a fresh `initdb` (which then syncs what it wrote).
+    fn init_data_dir(&self) -> Result<()> {
+        if self.options.fsync || std::env::var_os("WERK_TESTPG_NO_TEMPLATE").is_some() {
+            return self.initdb(&self.data_dir);
+        }
+        let template = self.template()?;
+        copy_data_dir(&template, &self.data_dir, self.account.as_ref()).map_err(|e| {
+            Error::io(
+                format_args!(
+                    "copying the template data directory {} to {}",
+                    template.display(),
+                    self.data_dir.display()
+                ),
+                e,
+            )
+        })
+    }
+
+    /// The template data directory: what `initdb --no-sync` makes, made once and kept in the
+    /// temporary base directory for every later cluster of the same user, programs and account
+    /// (`werk-testpg-template-UID-KEY`). Several test processes may make it at once: each
+    /// runs `initdb` in a directory of its own and renames the result into place, which
+    /// succeeds for one and fails, with the directory then present, for the others — so the
+    /// template, once there, is always complete.
+    fn template(&self) -> Result<PathBuf> {
+        let base = temp_base(self.account.is_some());
+        // SAFETY: geteuid cannot fail.
+        let uid = unsafe { libc::geteuid() };
+        let path = base.join(format!(
+            "werk-testpg-template-{uid}-{:016x}",
+            self.template_key()
+        ));
+        if path.join("PG_VERSION").is_file() {
+            return Ok(path);
+        }
+        let work = tempfile::Builder::new()
+            .prefix("werk-testpg-initdb-")
+            .tempdir_in(&base)
+            .map_err(|e| {
+                Error::io(
+                    format_args!("creating a temporary directory in {}", base.display()),
+                    e,
+                )
+            })?;
+        if let Some(a) = &self.account {
+            std::os::unix::fs::chown(work.path(), Some(a.uid), Some(a.gid)).map_err(|e| {
+                Error::io(
+                    format_args!("chown {} to {}", work.path().display(), a.name),
+                    e,
+                )
+            })?;
+        }
+        let made = work.path().join("data");
+        self.initdb(&made)?;
+        match fs::rename(&made, &path) {
+            Ok(()) => Ok(path),
+            // Another process put its template there first.
+            Err(_) if path.join("PG_VERSION").is_file() => Ok(path),
+            Err(e) => Err(Error::io(
+                format_args!("renaming {} to {}", made.display(), path.display()),
+                e,
+            )),
+        }
+    }
+
+    /// What the template depends on: the programs (their directory, and the size and
+    /// modification time of `postgres` and `initdb`, which change with an upgrade), the
+    /// account they run as, and how `initdb` is run ([`INITDB_ARGS`]).
+    fn template_key(&self) -> u64 {
+        // FNV-1a: stable across Rust versions, unlike std's DefaultHasher.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for &b in bytes.iter().chain(&[0xff]) {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        eat(self.bin_dir.as_os_str().as_bytes());
+        for program in ["postgres", "initdb"] {
+            if let Ok(m) = fs::metadata(self.bin_dir.join(program)) {
+                let mtime = m
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_nanos());
+                eat(&m.len().to_le_bytes());
+                eat(&mtime.to_le_bytes());
+            }
+        }
+        eat(self.account.as_ref().map_or(&[][..], |a| a.name.as_bytes()));
+        for arg in INITDB_ARGS {
+            eat(arg.as_bytes());
+        }
+        h
+    }
+
+    fn initdb(&self, data_dir: &Path) -> Result<()> {
         let mut cmd = self.command("initdb");
-        cmd.arg("-D").arg(&self.data_dir);
-        cmd.args([
-            "-A",
-            "trust",
-            "-U",
-            SUPERUSER,
-            "-E",
-            "UTF8",
-            "--no-locale",
-            "--no-instructions",
-        ]);
+        cmd.arg("-D").arg(data_dir);
+        cmd.args(INITDB_ARGS);
         if !self.options.fsync {
             cmd.arg("--no-sync");
         }
@@ -821,6 +928,35 @@ extern "C" fn cleanup_at_exit() {
         }
         let _ = fs::remove_dir_all(&entry.dir);
     }
+}
+
+/// Copies a data directory: directories mode 0700 (PostgreSQL's demand), files with their
+/// permissions, everything owned by `account` when there is one (the process is root).
+fn copy_data_dir(from: &Path, to: &Path, account: Option<&Account>) -> io::Result<()> {
+    fs::create_dir(to)?;
+    fs::set_permissions(to, fs::Permissions::from_mode(0o700))?;
+    if let Some(a) = account {
+        std::os::unix::fs::chown(to, Some(a.uid), Some(a.gid))?;
+    }
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let target = to.join(entry.file_name());
+        if kind.is_dir() {
+            copy_data_dir(&entry.path(), &target, account)?;
+        } else if kind.is_file() {
+            fs::copy(entry.path(), &target)?;
+            if let Some(a) = account {
+                std::os::unix::fs::chown(&target, Some(a.uid), Some(a.gid))?;
+            }
+        } else {
+            return Err(io::Error::other(format!(
+                "{} is neither a file nor a directory",
+                entry.path().display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Fails, naming the package to install, if a program is missing.

@@ -2,8 +2,9 @@
 //! spawned by the test), against the `werk serve` binary. Checks the live dashboard graph (the
 //! JavaScript polling `/stats`), and that the buttons a person clicks (Retry, Quiet, Pause)
 //! really change the server, checked through the raw protocol. Saves a screenshot of each page
-//! into `target/web-screenshots/`; the dashboard's also into `docs/screenshots/dashboard.png` (when
-//! missing, or always with `WERK_UPDATE_SCREENSHOTS=1`) for the README.
+//! into `target/web-screenshots/` (`postgresql/` there for `pg_web_browser`); the embedded
+//! store's dashboard also into `docs/screenshots/dashboard.png` (when missing, or always with
+//! `WERK_UPDATE_SCREENSHOTS=1`) for the README.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them). Without them
 //! these tests FAIL, saying so: they never pass silently.
@@ -213,12 +214,17 @@ fn png_size(png: &[u8]) -> (u32, u32) {
     (w, h)
 }
 
-/// Saves a screenshot of the current page as `target/web-screenshots/NAME.png`.
+/// Saves a screenshot of the current page as `target/web-screenshots/NAME.png` (on PostgreSQL,
+/// `pg_web_browser`: `target/web-screenshots/postgresql/NAME.png`, so that the two targets
+/// running at once never write the same file).
 async fn screenshot(c: &Client, name: &str) -> Vec<u8> {
     let png = c.screenshot().await.expect("screenshot");
     assert_eq!(png_size(&png), (WIDTH, HEIGHT), "screenshot {name}");
-    let dir = workspace_root().join("target/web-screenshots");
-    std::fs::create_dir_all(&dir).expect("create target/web-screenshots");
+    let mut dir = workspace_root().join("target/web-screenshots");
+    if on_postgres() {
+        dir.push("postgresql");
+    }
+    std::fs::create_dir_all(&dir).expect("create the screenshot directory");
     let path = dir.join(format!("{name}.png"));
     std::fs::write(&path, &png).expect("write screenshot");
     eprintln!("screenshot: {}", path.display());
@@ -556,10 +562,13 @@ mailers = { concurrency = 5, timeout = 60 }
         eprintln!("docs screenshot zoom: {zoom}");
         let png = screenshot(&c, "dashboard-readme").await;
         // docs/screenshots/dashboard.png is tracked: written when missing, or refreshed with
-        // WERK_UPDATE_SCREENSHOTS=1, so an ordinary test run leaves the work tree clean.
+        // WERK_UPDATE_SCREENSHOTS=1, so an ordinary test run leaves the work tree clean. The
+        // README shows the embedded store's server, so the PostgreSQL run never writes it.
         let docs = workspace_root().join("docs/screenshots");
         let readme_png = docs.join("dashboard.png");
-        if !readme_png.exists() || std::env::var_os("WERK_UPDATE_SCREENSHOTS").is_some() {
+        if !on_postgres()
+            && (!readme_png.exists() || std::env::var_os("WERK_UPDATE_SCREENSHOTS").is_some())
+        {
             std::fs::create_dir_all(&docs).unwrap();
             std::fs::write(&readme_png, &png).unwrap();
             eprintln!("screenshot: {}", readme_png.display());

@@ -1,8 +1,24 @@
 //! Shared helpers for Werk's end-to-end suites: spawning and killing a `werk serve` child
 //! process on a free port with its own data directory, and a tiny raw-protocol client over
 //! `std::net::TcpStream` (every read has a timeout, so no test can hang on the socket).
+//!
+//! # Both backends
+//!
+//! Every suite runs on the embedded store, and the end-to-end suites run on PostgreSQL too:
+//! a test target named `pg_*` (e.g. `tests/pg_protocol.rs`, which is just
+//! `#[path = "protocol.rs"] mod protocol;`) compiles the same suite again, and this module,
+//! knowing which target it is compiled into ([`backend`]), makes [`Server::spawn`] add
+//! `--database-url` for a database of its own to every server. The database belongs to the
+//! server's data directory: a server restarted on the same directory (after a kill, say) finds
+//! its jobs again, and servers on different directories see nothing of each other — as with
+//! the embedded store. The databases live in one PostgreSQL cluster per test process
+//! ([`werk_testpg`], started on first use, stopped when the process exits). Cases that are
+//! about the embedded store itself (its files, SQLite's durability flags, damaged files, a full
+//! disk under the data directory) return early on PostgreSQL through [`skip_on_postgres`],
+//! which says so on stderr.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -10,7 +26,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -19,6 +35,90 @@ use sha2::{Digest, Sha256};
 
 /// The binary under test.
 pub const WERK: &str = env!("CARGO_BIN_EXE_werk");
+
+/// The store the servers of this test target use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded (SQLite) store in the data directory.
+    Embedded,
+    /// PostgreSQL (`--database-url`): test targets named `pg_*`.
+    Postgres,
+}
+
+/// This test target's backend: [`Backend::Postgres`] in the `pg_*` targets.
+pub fn backend() -> Backend {
+    if env!("CARGO_CRATE_NAME").starts_with("pg_") {
+        Backend::Postgres
+    } else {
+        Backend::Embedded
+    }
+}
+
+/// Whether this test target serves from PostgreSQL.
+pub fn on_postgres() -> bool {
+    backend() == Backend::Postgres
+}
+
+/// For a test about the embedded store itself: on PostgreSQL, says on stderr that the test is
+/// skipped and why, and returns `true` (the test then returns at once); on the embedded store,
+/// `false`. The line goes to the process's stderr directly, not through `eprintln!`, so that
+/// `cargo test` shows it even though the test passes (nextest shows it with
+/// `--success-output immediate`).
+///
+/// ```ignore
+/// if skip_on_postgres("reads the SQLite files in the data directory") {
+///     return;
+/// }
+/// ```
+#[must_use]
+pub fn skip_on_postgres(why: &str) -> bool {
+    if on_postgres() {
+        let line = format!(
+            "SKIPPED on PostgreSQL: {} ({}): {why}\n",
+            thread::current().name().unwrap_or("a test"),
+            env!("CARGO_CRATE_NAME"),
+        );
+        let _ = io::stderr().write_all(line.as_bytes());
+    }
+    on_postgres()
+}
+
+/// The PostgreSQL cluster of this test process, started on first use (its `atexit` hook stops
+/// it when the process exits). Room for many connections: with `cargo test` every test of a
+/// target shares it, and each server may open a pool of up to 16 plus its listener.
+pub fn pg_cluster() -> &'static werk_testpg::PgCluster {
+    static CLUSTER: OnceLock<werk_testpg::PgCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let options = werk_testpg::PgOptions::new().setting("max_connections", "400");
+        werk_testpg::PgCluster::start_with(options)
+            .unwrap_or_else(|e| panic!("cannot start PostgreSQL for the pg_* suites: {e}"))
+    })
+}
+
+/// The URL of the database that belongs to `data_dir`: the cluster's own `werk` database for
+/// the first data directory of the process (most tests have one), a new database for each
+/// further one.
+pub fn database_url_for(data_dir: &Path) -> String {
+    static DATABASES: Mutex<BTreeMap<PathBuf, String>> = Mutex::new(BTreeMap::new());
+    let mut dbs = DATABASES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(url) = dbs.get(data_dir) {
+        return url.clone();
+    }
+    let cluster = pg_cluster();
+    let url = if dbs.is_empty() {
+        cluster.url()
+    } else {
+        let name = format!("werk_e2e_{}", dbs.len());
+        cluster.create_database(&name).unwrap_or_else(|e| {
+            panic!(
+                "cannot create database {name} for {}: {e}",
+                data_dir.display()
+            )
+        })
+    };
+    dbs.insert(data_dir.to_path_buf(), url.clone());
+    url
+}
 
 /// How long a server may take to print its listening line.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -136,12 +236,16 @@ impl Server {
             .arg("-d")
             .arg(&data_dir)
             .args(&opts.args)
+            .env_remove("WERK_DATABASE_URL")
             .env_remove("FAKTORY_PASSWORD")
             .env_remove("FAKTORY_URL")
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log));
+        if on_postgres() {
+            cmd.arg("--database-url").arg(database_url_for(&data_dir));
+        }
         if let Some(pw) = &opts.password {
             if opts.password_via_env {
                 cmd.env("FAKTORY_PASSWORD", pw);
@@ -233,6 +337,15 @@ impl Server {
             0,
             "listening line must name the real port: {line:?}"
         );
+        if on_postgres() {
+            // Proof that this suite really runs on PostgreSQL: no embedded store was opened.
+            for file in ["werk.db", "werk.lock"] {
+                assert!(
+                    !data_dir.join(file).exists(),
+                    "a server given --database-url made {file} in its data directory"
+                );
+            }
+        }
 
         Server {
             child: Some(child),
@@ -897,20 +1010,32 @@ pub fn median_max(v: &[Duration]) -> (Duration, Duration) {
 /// plain HTTP/1.0 GET.
 #[track_caller]
 pub fn scrape_metrics(s: &Server) -> String {
-    let url = s.web_url.as_deref().expect("the server was started without the web UI");
+    let url = s
+        .web_url
+        .as_deref()
+        .expect("the server was started without the web UI");
     let host = url.strip_prefix("http://").expect("http:// web URL");
     let mut t = TcpStream::connect(host).unwrap_or_else(|e| panic!("connect {host}: {e}"));
-    t.set_read_timeout(Some(READ_TIMEOUT)).expect("set_read_timeout");
+    t.set_read_timeout(Some(READ_TIMEOUT))
+        .expect("set_read_timeout");
     write!(t, "GET /metrics HTTP/1.0\r\nHost: {host}\r\n\r\n").expect("send GET /metrics");
     let mut resp = String::new();
     t.read_to_string(&mut resp).expect("read /metrics");
     let (head, body) = resp.split_once("\r\n\r\n").expect("HTTP response");
-    assert!(head.starts_with("HTTP/1.") && head.contains(" 200 "), "GET /metrics: {head}");
+    assert!(
+        head.starts_with("HTTP/1.") && head.contains(" 200 "),
+        "GET /metrics: {head}"
+    );
     body.to_string()
 }
 
 /// The value of one series (`name{labels}` exactly as exposed) in a `/metrics` text.
 pub fn metric_value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }

@@ -5,6 +5,7 @@
 //! the faktory-rs contributors).
 
 use std::sync::Mutex;
+use std::time::Duration;
 
 use crate::common::{Server, ServerOpts};
 
@@ -25,6 +26,15 @@ pub fn shared_werk() -> String {
     let mut s = SHARED.lock().unwrap_or_else(|e| e.into_inner());
     if s.is_none() {
         let server = Server::start(ServerOpts::new());
+        // The crate's tests expect a server that has been up a while: `server_state` asserts a
+        // nonzero uptime (whole seconds), which a server started a moment ago does not have
+        // when this test runs first (always so with nextest, one test per process).
+        crate::common::wait_info(
+            &mut server.conn(),
+            Duration::from_secs(10),
+            "an uptime of one second",
+            |i| i["server"]["uptime"].as_u64().unwrap_or(0) >= 1,
+        );
         std::env::set_var("FAKTORY_URL", server.url());
         // SAFETY: registers a plain function; it runs once at process exit.
         unsafe { libc::atexit(stop_shared) };
