@@ -59,10 +59,10 @@ as_pg "$PG_BIN/pg_ctl" -D "$WORK/pg/data" -l "$WORK/pg/log" -w start -o \
     "-c listen_addresses='' -c unix_socket_directories='$WORK/pg' -c fsync=on -c synchronous_commit=on \
      -c shared_buffers=512MB -c max_connections=300 -c max_wal_size=4GB" >/dev/null
 DB=0
-new_db() { # prints a URL for a fresh database
+new_db() { # sets URL to a fresh database
     DB=$((DB + 1))
     as_pg "$PG_BIN/createdb" -h "$WORK/pg" -U werk "w$DB"
-    echo "host=$WORK/pg user=werk dbname=w$DB"
+    URL="host=$WORK/pg user=werk dbname=w$DB"
 }
 
 # start_node ARGS...: starts a werk node, appends to PIDS/ADDRS.
@@ -105,15 +105,17 @@ run_one() { # scenario
     local sc=$1 url pg0 w0 json
     case $sc in
     embedded) start_node -d "$WORK/emb$RANDOM" ;;
-    pg-1) url=$(new_db); start_node -d "$WORK/n" --database-url "$url" ;;
-    pg-3) url=$(new_db); for _ in 1 2 3; do start_node -d "$WORK/n" --database-url "$url"; done ;;
+    pg-1) new_db; start_node -d "$WORK/n" --database-url "$URL" ;;
+    pg-3) new_db; for _ in 1 2 3; do start_node -d "$WORK/n" --database-url "$URL"; done ;;
     faktory)
         [ -x "$FAKTORY_DIR/bin/faktory" ] || return 1
+        command -v redis-server >/dev/null || { echo "faktory needs redis-server" >&2; return 1; }
         rm -rf "$WORK/fk"; mkdir -p "$WORK/fk"
-        "$FAKTORY_DIR/start.sh" 7550 7551 "$WORK/fk" >/dev/null
+        "$FAKTORY_DIR/start.sh" 7550 7551 "$WORK/fk" >/dev/null || return 1
         ADDRS=("tcp://127.0.0.1:7550")
         ;;
     esac
+    [ "${#ADDRS[@]}" -gt 0 ] || return 1
     local urls
     urls=$(IFS=,; echo "${ADDRS[*]}")
     pg0=$(pg_ticks); w0=$(ticks_of "${PIDS[@]}")
@@ -122,8 +124,15 @@ run_one() { # scenario
     local pg1 w1 acked
     pg1=$(pg_ticks); w1=$(ticks_of "${PIDS[@]}")
     acked=$(jq -r .acked <<<"$json")
+    if ! [ "${acked:-0}" -gt 0 ] 2>/dev/null; then
+        echo "$sc: the bench failed" >&2
+        if [ "$sc" = faktory ]; then "$FAKTORY_DIR/stop.sh" 7550 "$WORK/fk" >/dev/null 2>&1 || true; fi
+        stop_nodes
+        return 1
+    fi
     if [ "$sc" = faktory ]; then
         "$FAKTORY_DIR/stop.sh" 7550 "$WORK/fk" >/dev/null 2>&1 || true
+        ADDRS=()
         WCPU[$sc]+=" -"; PCPU[$sc]+=" -"
     else
         stop_nodes
