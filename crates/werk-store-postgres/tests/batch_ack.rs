@@ -8,8 +8,7 @@
 //! together.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -22,18 +21,10 @@ use werk_testpg::PgCluster;
 const T0: Millis = 1_700_000_000_000;
 const SEC: Millis = 1000;
 
-static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
-static NEXT_DB: AtomicUsize = AtomicUsize::new(0);
-
 async fn fresh() -> Arc<PgStore> {
-    let n = NEXT_DB.fetch_add(1, Ordering::SeqCst);
-    let url = tokio::task::spawn_blocking(move || {
-        let pg = CLUSTER.get_or_init(|| PgCluster::start().expect("start PostgreSQL"));
-        pg.create_database(&format!("b{n}"))
-            .expect("create database")
-    })
-    .await
-    .expect("create database task");
+    let url = tokio::task::spawn_blocking(|| PgCluster::fresh_database().expect("fresh database"))
+        .await
+        .expect("create database task");
     Arc::new(
         PgStore::connect(&url, StoreConfig::default(), Arc::new(NoListener))
             .await

@@ -2,16 +2,10 @@
 //! PostgreSQL store on a real PostgreSQL 15 (werk-testpg): one cluster for this test binary, a
 //! fresh database per case.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
-
 use werk_store::conformance::Harness;
 use werk_store::{Listener, StoreConfig};
 use werk_store_postgres::PgStore;
 use werk_testpg::PgCluster;
-
-static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
-static NEXT_DB: AtomicUsize = AtomicUsize::new(0);
 
 pub struct PgHarness {
     url: String,
@@ -26,14 +20,10 @@ impl Harness for PgHarness {
     type S = PgStore;
 
     async fn create(config: StoreConfig, listener: Listener) -> Self {
-        let n = NEXT_DB.fetch_add(1, Ordering::SeqCst);
-        let url = tokio::task::spawn_blocking(move || {
-            let pg = CLUSTER.get_or_init(|| PgCluster::start().expect("start PostgreSQL"));
-            pg.create_database(&format!("c{n}"))
-                .expect("create database")
-        })
-        .await
-        .expect("create database task");
+        let url =
+            tokio::task::spawn_blocking(|| PgCluster::fresh_database().expect("fresh database"))
+                .await
+                .expect("create database task");
         let store = PgStore::connect(&url, config.clone(), listener.clone())
             .await
             .expect("connect");

@@ -6,8 +6,7 @@
 //! second store connected to the same database. Plus races between two stores on one database.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use werk_core::time::{format_stamp, parse_rfc3339};
 use werk_core::{FailOutcome, Job, JobState, Millis, PushError};
@@ -27,19 +26,11 @@ const MIN: Millis = 60 * SEC;
 const HOUR: Millis = 60 * MIN;
 const DAY: Millis = 24 * HOUR;
 
-static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
-static NEXT_DB: AtomicUsize = AtomicUsize::new(0);
-
-/// A fresh database on the shared cluster (started on first use).
+/// A fresh database on the test process's shared cluster.
 async fn fresh_db() -> String {
-    let n = NEXT_DB.fetch_add(1, Ordering::SeqCst);
-    tokio::task::spawn_blocking(move || {
-        let pg = CLUSTER.get_or_init(|| PgCluster::start().expect("start PostgreSQL"));
-        pg.create_database(&format!("e{n}"))
-            .expect("create database")
-    })
-    .await
-    .expect("create database task")
+    tokio::task::spawn_blocking(|| PgCluster::fresh_database().expect("fresh database"))
+        .await
+        .expect("create database task")
 }
 
 #[derive(Default)]

@@ -5,8 +5,7 @@
 //! plus chunked MUTATE over more rows than one chunk and two stores sweeping at once.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use werk_core::time::local_day;
 use werk_core::{FailInfo, FailOutcome, Job, JobState, Millis};
@@ -26,19 +25,11 @@ const HOUR: Millis = 60 * MIN;
 const DAY: Millis = 24 * HOUR;
 const RETENTION: Millis = 180 * DAY;
 
-static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
-static NEXT_DB: AtomicUsize = AtomicUsize::new(0);
-
-/// A fresh database on the shared cluster (started on first use).
+/// A fresh database on the test process's shared cluster.
 async fn fresh_db() -> String {
-    let n = NEXT_DB.fetch_add(1, Ordering::SeqCst);
-    tokio::task::spawn_blocking(move || {
-        let pg = CLUSTER.get_or_init(|| PgCluster::start().expect("start PostgreSQL"));
-        pg.create_database(&format!("o{n}"))
-            .expect("create database")
-    })
-    .await
-    .expect("create database task")
+    tokio::task::spawn_blocking(|| PgCluster::fresh_database().expect("fresh database"))
+        .await
+        .expect("create database task")
 }
 
 #[derive(Default)]

@@ -4,8 +4,7 @@
 //! expiry,concurrency}.rs), plus two stores racing on one database.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use werk_core::time::parse_rfc3339;
 use werk_core::{FailInfo, FailOutcome, Job, JobState, Millis, PushError};
@@ -18,19 +17,11 @@ const SEC: Millis = 1000;
 const MIN: Millis = 60 * SEC;
 const HOUR: Millis = 60 * MIN;
 
-static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
-static NEXT_DB: AtomicUsize = AtomicUsize::new(0);
-
-/// A fresh database on the shared cluster (started on first use).
+/// A fresh database on the test process's shared cluster.
 async fn fresh_db() -> String {
-    let n = NEXT_DB.fetch_add(1, Ordering::SeqCst);
-    tokio::task::spawn_blocking(move || {
-        let pg = CLUSTER.get_or_init(|| PgCluster::start().expect("start PostgreSQL"));
-        pg.create_database(&format!("t{n}"))
-            .expect("create database")
-    })
-    .await
-    .expect("create database task")
+    tokio::task::spawn_blocking(|| PgCluster::fresh_database().expect("fresh database"))
+        .await
+        .expect("create database task")
 }
 
 #[derive(Default)]

@@ -4,8 +4,7 @@
 //! other, the list shows one worker with the connections of both, heartbeat expiry goes by the
 //! last BEAT on any node, and a node that died does not keep its connections counted.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use werk_core::worker::WorkerState::{self, Quiet, Running, Terminate};
 use werk_core::Millis;
@@ -18,18 +17,11 @@ const SEC: Millis = 1000;
 /// The heartbeat timeout the tests use.
 const TIMEOUT: Millis = 60 * SEC;
 
-static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
-static NEXT_DB: AtomicUsize = AtomicUsize::new(0);
-
+/// A fresh database on the test process's shared cluster.
 async fn fresh_db() -> String {
-    let n = NEXT_DB.fetch_add(1, Ordering::SeqCst);
-    tokio::task::spawn_blocking(move || {
-        let pg = CLUSTER.get_or_init(|| PgCluster::start().expect("start PostgreSQL"));
-        pg.create_database(&format!("w{n}"))
-            .expect("create database")
-    })
-    .await
-    .expect("create database task")
+    tokio::task::spawn_blocking(|| PgCluster::fresh_database().expect("fresh database"))
+        .await
+        .expect("create database task")
 }
 
 async fn open(url: &str) -> PgStore {

@@ -452,6 +452,21 @@ impl PgCluster {
         self.postmaster.as_ref().map(Child::id)
     }
 
+    /// A new, empty database on a cluster shared by the whole test process (started with the
+    /// default [`PgOptions`] on first use; the `atexit` hook stops it when the process exits),
+    /// for tests that need a database of their own but not a cluster of their own. Blocks
+    /// (call it from `spawn_blocking` in async tests). Databases are named `fresh_N`.
+    pub fn fresh_database() -> Result<String> {
+        static SHARED: std::sync::OnceLock<std::result::Result<PgCluster, String>> =
+            std::sync::OnceLock::new();
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let pg = SHARED
+            .get_or_init(|| PgCluster::start().map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| Error::new(format!("the shared test cluster did not start: {e}")))?;
+        pg.create_database(&format!("fresh_{}", NEXT.fetch_add(1, Ordering::SeqCst)))
+    }
+
     /// Creates database `name` (a fresh copy of `template1`) and returns its
     /// [`url_for`](Self::url_for). Tests sharing one cluster give each their own database.
     ///
