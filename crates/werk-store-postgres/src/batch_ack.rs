@@ -57,12 +57,17 @@ struct Pending {
 /// stops the lanes once they have answered what they took.
 pub(crate) struct AckCombiner {
     queue: Option<mpsc::UnboundedSender<Pending>>,
+    /// The receiving end the lanes share (read by [`PgStore::queued_acks`]).
+    requests: Option<Arc<Mutex<mpsc::UnboundedReceiver<Pending>>>>,
 }
 
 impl AckCombiner {
     /// No lanes: ACKs run one transaction each, in the caller's task.
     pub(crate) fn direct() -> AckCombiner {
-        AckCombiner { queue: None }
+        AckCombiner {
+            queue: None,
+            requests: None,
+        }
     }
 }
 
@@ -84,7 +89,19 @@ impl PgStore {
         for _ in 0..ACK_LANES {
             tokio::spawn(lane(Arc::new(self.lane_handle()), requests.clone()));
         }
-        self.acks = AckCombiner { queue: Some(queue) };
+        self.acks = AckCombiner {
+            queue: Some(queue),
+            requests: Some(requests),
+        };
+    }
+
+    /// For tests: ACKs queued that no lane has taken yet (waits while a lane is taking some).
+    #[doc(hidden)]
+    pub async fn queued_acks(&self) -> usize {
+        match &self.acks.requests {
+            Some(r) => r.lock().await.len(),
+            None => 0,
+        }
     }
 
     /// The store as a lane sees it: the same pool, configuration, listener and throttles,

@@ -68,6 +68,18 @@ type AckTask = tokio::task::JoinHandle<werk_store::Result<AckOutcome>>;
 /// transaction of a connection of its own, then ACKs them one at a time, each waiting until
 /// its lane waits for the lock. Returns the sender that commits that transaction (releasing
 /// the lanes) and the blockers' ACK tasks.
+/// Waits (with a deadline) until `n` ACKs are queued, not yet taken by any lane.
+async fn wait_queued(s: &PgStore, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.queued_acks().await < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} ACKs never queued behind the busy lanes"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
 async fn occupy_lanes(s: &Arc<PgStore>) -> (oneshot::Sender<()>, Vec<AckTask>) {
     let blockers: Vec<String> = (0..ACK_LANES).map(|i| format!("blocker-{i}")).collect();
     push(s, blockers.iter().map(|j| plain(j, "blk", "{}")).collect()).await;
@@ -263,6 +275,7 @@ async fn concurrent_acks_with_mixed_outcomes_share_a_transaction() {
         .chain(twice.iter().cloned())
         .chain(twice.iter().cloned())
         .collect();
+    let n_requests = requests.len();
     for jid in requests {
         let s2 = s.clone();
         tasks.push(tokio::spawn(async move {
@@ -270,8 +283,8 @@ async fn concurrent_acks_with_mixed_outcomes_share_a_transaction() {
             (jid, outcome)
         }));
     }
-    // Every request is queued behind the busy lanes (sending is immediate).
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Every request is queued behind the busy lanes.
+    wait_queued(&s, n_requests).await;
     release.send(()).unwrap();
     for b in blockers {
         assert_eq!(b.await.unwrap().unwrap(), AckOutcome::Acked);
@@ -382,7 +395,7 @@ async fn a_failing_batch_falls_back_to_one_transaction_per_ack() {
             (jid, outcome)
         }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_queued(&s, jids.len() + 1).await;
     let before = delete_attempts(&s).await;
     release.send(()).unwrap();
     for b in blockers {
