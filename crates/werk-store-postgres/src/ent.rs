@@ -557,7 +557,7 @@ impl PgStore {
 
     // ---- throttles: hooks --------------------------------------------------------------------
 
-    fn throttle_of(&self, queue: &str) -> Option<Throttle> {
+    pub(crate) fn throttle_of(&self, queue: &str) -> Option<Throttle> {
         let all = self.throttles.lock().unwrap_or_else(|p| p.into_inner());
         all.iter().find(|t| t.queue == queue).cloned()
     }

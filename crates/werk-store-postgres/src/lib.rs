@@ -84,7 +84,14 @@
 //!   for pushes one after another (what FIFO can promise anyway) the order is exact. Gaps are
 //!   harmless (only the order matters).
 //! * **FETCH**: `SELECT … WHERE state = 1 AND queue = $1 ORDER BY score LIMIT 1 FOR UPDATE OF
-//!   jobs SKIP LOCKED`, then the reservation `UPDATE`, in the same transaction. A head row
+//!   jobs SKIP LOCKED`, then the reservation `UPDATE`, in one statement (data-modifying CTEs,
+//!   which also release a `start:` unique lock and mark a tracked job started) that commits
+//!   on its own: one round trip and one commit per FETCH. The reservation's length is the
+//!   `reserve_ms` column, computed from the job's `reserve_for` when it was stored, so the
+//!   statement needs nothing from the payload. Throttled queues and expired heads take the
+//!   transaction that does the same in several statements. A PUSH of jobs that need no
+//!   batch, lock or tracking row is likewise one statement (`INSERT … SELECT FROM unnest(…)`
+//!   plus the queue's row). A head row
 //!   locked by another node's FETCH is skipped, not waited for; one that another node already
 //!   reserved and committed is re-checked against `state = 1` (READ COMMITTED re-evaluation)
 //!   and skipped. So racing FETCHes on any number of nodes never get the same job.
@@ -149,7 +156,7 @@
 //! measurement of table bloat and COUNTed sizes after 10 million jobs. See docs/ha.md and
 //! docs/performance.md for the figures.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -286,6 +293,15 @@ fn code(s: JobState) -> i16 {
 
 fn state_of(code: i16) -> JobState {
     JobState::from_code(i64::from(code)).unwrap_or(JobState::Dead)
+}
+
+/// Whether a job's push is a plain insert ([`PgStore::push_plain`]): not a batch member, not
+/// tracked, no unique lock to take.
+fn plain(j: &NewJob, now: Millis) -> bool {
+    let scheduled_at = j.at.filter(|&at| at > now);
+    !j.job.tracked()
+        && j.job.batch_id().ok().flatten().is_none()
+        && j.job.uniqueness(now, scheduled_at).ok().flatten().is_none()
 }
 
 /// Columns read into a [`StoredJob`] by [`stored`].
@@ -600,6 +616,9 @@ impl PgStore {
         now: Millis,
     ) -> Result<Vec<std::result::Result<(), PushError>>> {
         let mut client = self.client().await?;
+        if jobs.iter().all(|j| plain(j, now)) {
+            return self.push_plain(&mut client, jobs, now).await;
+        }
         let tx = client.transaction().await.map_err(pg)?;
         let mut woken = BTreeSet::new();
         let results = self.push_in(&tx, jobs, now, None, &mut woken).await?;
@@ -608,6 +627,117 @@ impl PgStore {
             self.listener.enqueued(queue);
         }
         Ok(results)
+    }
+
+    /// [`PgStore::push`] of [`plain`] jobs: one statement (its own transaction) inserts them
+    /// all and makes their queues known — one round trip and one commit, where
+    /// [`PgStore::push_in`]'s transaction takes four for a single job. A job whose jid is taken
+    /// (stored before, or twice in this request) is not inserted by it; those are answered by
+    /// [`PgStore::push_in`] afterwards (a retried push is OK, anything else a duplicate).
+    async fn push_plain(
+        &self,
+        client: &mut deadpool_postgres::Object,
+        jobs: Vec<NewJob>,
+        now: Millis,
+    ) -> Result<Vec<std::result::Result<(), PushError>>> {
+        let insert = client
+            .prepare_cached(
+                "WITH stored AS (
+                     INSERT INTO jobs (jid, state, queue, jobtype, score, ts, payload, expires,
+                                       reserve_ms)
+                     SELECT jid, state,  queue, jobtype,
+                            CASE WHEN state = 1 THEN nextval('werk_enqueue_seq') ELSE at END,
+                            ts, payload, expires, reserve_ms
+                     FROM unnest($1::text[], $2::smallint[], $3::text[], $4::text[],
+                                 $5::bigint[], $6::bigint[], $7::text[], $8::bigint[],
+                                 $9::bigint[])
+                          AS u(jid, state, queue, jobtype, at, ts, payload, expires, reserve_ms)
+                     ON CONFLICT (jid) DO NOTHING
+                     RETURNING jid, state, queue),
+                 known AS (
+                     INSERT INTO queues (name)
+                     SELECT DISTINCT queue FROM stored WHERE state = 1 ORDER BY queue
+                     ON CONFLICT DO NOTHING)
+                 SELECT jid FROM stored",
+            )
+            .await
+            .map_err(pg)?;
+        let n = jobs.len();
+        let (mut jid, mut state, mut queue, mut jobtype) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut at, mut ts, mut payload, mut expires, mut reserve) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let mut jobs = jobs;
+        for NewJob { job, at: when } in &mut jobs {
+            let scheduled_at = when.filter(|&at| at > now);
+            if scheduled_at.is_none() {
+                job.enqueued_at = format_stamp(now);
+            }
+            let (s, score, stamp) = match scheduled_at {
+                Some(at) => (JobState::Scheduled, at, at),
+                None => (JobState::Enqueued, 0, now),
+            };
+            jid.push(job.jid.clone());
+            state.push(code(s));
+            queue.push(job.queue.clone());
+            jobtype.push(job.jobtype.clone());
+            at.push(score);
+            ts.push(stamp);
+            payload.push(job.to_json());
+            expires.push(job.expiry(now).ok().flatten());
+            reserve.push(self.reservation_ms(job.reserve_for));
+        }
+        let rows = client
+            .query(
+                &insert,
+                &[
+                    &jid, &state, &queue, &jobtype, &at, &ts, &payload, &expires, &reserve,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        let mut inserted: HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
+        let mut woken = BTreeSet::new();
+        let mut results: Vec<Option<std::result::Result<(), PushError>>> =
+            (0..n).map(|_| None).collect();
+        let mut rest = Vec::new();
+        for (i, job) in jobs.into_iter().enumerate() {
+            // A jid twice in the request: the first is the one inserted.
+            if inserted.remove(&job.job.jid) {
+                if state[i] == code(JobState::Enqueued) {
+                    woken.insert(job.job.queue.clone());
+                }
+                results[i] = Some(Ok(()));
+            } else {
+                rest.push((i, job));
+            }
+        }
+        for queue in &woken {
+            self.listener.enqueued(queue);
+        }
+        if !rest.is_empty() {
+            let (slots, rest): (Vec<usize>, Vec<NewJob>) = rest.into_iter().unzip();
+            let tx = client.transaction().await.map_err(pg)?;
+            let mut woken = BTreeSet::new();
+            let answers = self.push_in(&tx, rest, now, None, &mut woken).await?;
+            commit(tx).await?;
+            for queue in &woken {
+                self.listener.enqueued(queue);
+            }
+            for (slot, answer) in slots.into_iter().zip(answers) {
+                results[slot] = Some(answer);
+            }
+        }
+        Ok(results.into_iter().map(|r| r.expect("every job answered")).collect())
     }
 
     /// [`PgStore::push`] inside `tx`, adding the queues to wake after commit to `woken`.
@@ -624,10 +754,10 @@ impl PgStore {
         let insert = tx
             .prepare_cached(
                 "INSERT INTO jobs (jid, state, queue, jobtype, score, ts, payload, expires, uniq,
-                                   batch, track)
+                                   batch, track, reserve_ms)
                  VALUES ($1, $2::smallint, $3, $4,
                          CASE WHEN $2::smallint = 1 THEN nextval('werk_enqueue_seq') ELSE $5 END,
-                         $6, $7, $8, $9, $11, $10)
+                         $6, $7, $8, $9, $11, $10, $12)
                  ON CONFLICT (jid) DO NOTHING
                  RETURNING id",
             )
@@ -685,6 +815,7 @@ impl PgStore {
                         &uniq.as_ref().map(uniq_column),
                         &job.tracked(),
                         &batch_column,
+                        &self.reservation_ms(job.reserve_for),
                     ],
                 )
                 .await
@@ -773,7 +904,15 @@ impl PgStore {
         }))
     }
 
-    /// [`werk_store::Store::fetch`].
+    /// [`werk_store::Store::fetch`]. Unless a queue asked for is throttled, each queue is tried
+    /// with one statement that reserves its head in its own (implicit) transaction: one round
+    /// trip and one commit for a FETCH, where the transaction of [`PgStore::fetch_in_tx`] takes
+    /// four. The statement also releases a `start:` unique lock and marks a tracked job
+    /// started, as that transaction does, so the step stays one atomic commit. It leaves the
+    /// rarer cases to the transaction: a head that has expired (dropped there, with its batch
+    /// and tracking consequences), and a throttled queue. A head whose payload no longer
+    /// parses is reserved, then quarantined by a second transaction (a crash in between leaves
+    /// it reserved; the reaper puts it back and the next FETCH quarantines it).
     pub async fn fetch(
         &self,
         queues: Vec<String>,
@@ -781,6 +920,119 @@ impl PgStore {
         now: Millis,
     ) -> Result<Option<StoredJob>> {
         let mut client = self.client().await?;
+        if queues.iter().any(|q| self.throttle_of(q).is_some()) {
+            return self.fetch_in_tx(&mut client, &queues, wid, now).await;
+        }
+        let default_ms = self.reservation_ms(0);
+        let head = client
+            .prepare_cached(
+                "WITH head AS (
+                     SELECT id, expires FROM jobs
+                     WHERE state = 1 AND queue = $1
+                       AND NOT EXISTS (SELECT 1 FROM queues WHERE name = $1 AND paused)
+                     ORDER BY score LIMIT 1
+                     FOR UPDATE OF jobs SKIP LOCKED),
+                 reserved AS (
+                     UPDATE jobs j SET state = 2,
+                         score = $2 + COALESCE(j.reserve_ms, $3),
+                         ts = $2 + COALESCE(j.reserve_ms, $3),
+                         reserved_at = $2, wid = $4
+                     FROM head
+                     WHERE j.id = head.id AND (head.expires IS NULL OR head.expires > $2)
+                     RETURNING j.id, j.jid, j.jobtype, j.payload, j.score, j.uniq, j.track),
+                 unlocked AS (
+                     DELETE FROM unique_locks l USING reserved r
+                     WHERE r.uniq LIKE 'start:%' AND l.key = substr(r.uniq, 7) AND l.jid = r.jid),
+                 started AS (
+                     UPDATE tracking t SET updated_at = $2, final = NULL
+                     FROM reserved r WHERE r.track AND t.jid = r.jid)
+                 SELECT head.id, r.jid, r.jobtype, r.payload, r.score
+                 FROM head LEFT JOIN reserved r ON r.id = head.id",
+            )
+            .await
+            .map_err(pg)?;
+        for (i, name) in queues.iter().enumerate() {
+            loop {
+                let Some(r) = client
+                    .query_opt(&head, &[name, &now, &default_ms, &wid])
+                    .await
+                    .map_err(pg)?
+                else {
+                    break;
+                };
+                let id: i64 = r.get(0);
+                let Some(jid) = r.get::<_, Option<String>>(1) else {
+                    // The head has expired: the transaction drops it (and whatever follows).
+                    return self.fetch_in_tx(&mut client, &queues[i..], wid, now).await;
+                };
+                let payload: String = r.get(3);
+                let job = match Job::from_stored(&payload) {
+                    Ok(job) => job,
+                    Err(e) => {
+                        let row = Row {
+                            id,
+                            queue: name.clone(),
+                            payload,
+                        };
+                        let tx = client.transaction().await.map_err(pg)?;
+                        self.quarantine(&tx, &row, JobState::Working, now, &e.to_string())
+                            .await?;
+                        commit(tx).await?;
+                        continue;
+                    }
+                };
+                let mut until: i64 = r.get(4);
+                let wanted = now.saturating_add(self.reservation_ms(job.reserve_for));
+                if until != wanted {
+                    // Stored before `reserve_ms` existed (or by a node with another time
+                    // scale): reserved for the default, corrected here. A crash in between
+                    // leaves the default reservation, never a lost job.
+                    let fix = client
+                        .prepare_cached(
+                            "UPDATE jobs SET score = $2, ts = $2, reserve_ms = $3
+                             WHERE id = $1 AND state = 2 AND reserved_at = $4 AND wid = $5",
+                        )
+                        .await
+                        .map_err(pg)?;
+                    client
+                        .execute(&fix, &[&id, &wanted, &(wanted - now), &now, &wid])
+                        .await
+                        .map_err(pg)?;
+                    until = wanted;
+                }
+                return Ok(Some(StoredJob {
+                    jid,
+                    state: JobState::Working,
+                    queue: name.clone(),
+                    jobtype: r.get(2),
+                    payload,
+                    at: until,
+                    reservation: Some(Reservation {
+                        reserved_at: now,
+                        expires_at: until,
+                        wid,
+                    }),
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// How long a FETCH reserves a job whose `reserve_for` is `reserve_for`, in (scaled)
+    /// milliseconds: the `reserve_ms` column.
+    fn reservation_ms(&self, reserve_for: i64) -> i64 {
+        self.config.scaled(reservation_seconds(reserve_for) * 1000)
+    }
+
+    /// [`PgStore::fetch`] as one transaction: the queues in order, throttles obeyed, expired
+    /// heads dropped.
+    async fn fetch_in_tx(
+        &self,
+        client: &mut deadpool_postgres::Object,
+        queues: &[String],
+        wid: String,
+        now: Millis,
+    ) -> Result<Option<StoredJob>> {
         let tx = client.transaction().await.map_err(pg)?;
         let head = tx
             .prepare_cached(
@@ -794,7 +1046,7 @@ impl PgStore {
             .map_err(pg)?;
         let mut found = None;
         let mut woken = BTreeSet::new();
-        'queues: for name in &queues {
+        'queues: for name in queues {
             // A throttled queue at its limit counts as empty.
             if self.throttled(&tx, name, &wid, now).await? {
                 continue;
@@ -836,10 +1088,7 @@ impl PgStore {
                         continue;
                     }
                 };
-                let until = now.saturating_add(
-                    self.config
-                        .scaled(reservation_seconds(job.reserve_for) * 1000),
-                );
+                let until = now.saturating_add(self.reservation_ms(job.reserve_for));
                 let stmt = tx
                     .prepare_cached(
                         "UPDATE jobs SET state = 2, score = $2, ts = $2, reserved_at = $3, wid = $4

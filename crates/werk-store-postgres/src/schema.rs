@@ -7,7 +7,7 @@ use crate::ConnectError;
 
 /// The layout version this build writes. Bumped when the layout changes; a database whose
 /// `werk_meta.schema_version` is higher was migrated by a newer werk and is refused.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The `pg_advisory_xact_lock` key that serialises schema creation and migration between nodes
 /// starting at once (an arbitrary constant: ASCII "werkschm").
@@ -145,6 +145,12 @@ CREATE TABLE nodes (
 ) WITH (fillfactor = 50);
 ";
 
+/// Version 3: the reservation a FETCH gives a job, in milliseconds, computed by the node that
+/// stored the job (`reservation_seconds(reserve_for)`, scaled), so that a FETCH reserves in one
+/// statement without parsing the payload first. NULL for jobs stored before version 3: the FETCH
+/// then reserves for the default and corrects it from the payload (see `PgStore::fetch`).
+const V3: &str = "ALTER TABLE jobs ADD COLUMN reserve_ms bigint;";
+
 /// Creates or migrates the schema in one transaction that holds
 /// `pg_advisory_xact_lock(SCHEMA_LOCK_KEY)`: nodes starting at once queue on the lock, the first
 /// creates everything, the others then find the version row and change nothing. A database at a
@@ -184,6 +190,9 @@ pub async fn migrate(client: &mut Client) -> Result<(), ConnectError> {
     // SCHEMA_VERSION (another node migrated first, under the same lock) changes nothing.
     if from < 2 {
         tx.batch_execute(V2).await.map_err(ConnectError::Schema)?;
+    }
+    if from < 3 {
+        tx.batch_execute(V3).await.map_err(ConnectError::Schema)?;
     }
     if found != Some(SCHEMA_VERSION) {
         tx.execute(

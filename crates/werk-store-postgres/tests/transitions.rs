@@ -797,3 +797,42 @@ async fn two_stores_racing_unique_pushes_store_one() {
         );
     }
 }
+
+/// A job stored before schema version 3 (no `reserve_ms`) is reserved for its own
+/// `reserve_for`, read from its payload, not for the default the one-statement FETCH starts
+/// with; a job stored since carries its reservation and needs no correction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_stored_without_reserve_ms_is_reserved_for_its_own_reserve_for() {
+    let (s, _, _) = fresh().await;
+    let long = |jid: &str| {
+        job(
+            &format!(r#"{{"jid":"{jid}","jobtype":"T","queue":"q","args":[],"reserve_for":600}}"#),
+            T0,
+        )
+    };
+    push_ok(&s, vec![long("legacy-0001"), long("current-01")], T0).await;
+    let c = s.pool().get().await.unwrap();
+    c.execute(
+        "UPDATE jobs SET reserve_ms = NULL WHERE jid = 'legacy-0001'",
+        &[],
+    )
+    .await
+    .unwrap();
+    for jid in ["legacy-0001", "current-01"] {
+        let got = s
+            .fetch(vec!["q".into()], "w1".into(), T0 + SEC)
+            .await
+            .unwrap()
+            .expect("a job");
+        assert_eq!(got.jid, jid);
+        let r = got.reservation.expect("reserved");
+        assert_eq!(r.expires_at, T0 + SEC + 600 * SEC, "{jid}: the answer");
+        let (score, ms): (i64, Option<i64>) = c
+            .query_one("SELECT score, reserve_ms FROM jobs WHERE jid = $1", &[&jid])
+            .await
+            .map(|r| (r.get(0), r.get(1)))
+            .unwrap();
+        assert_eq!(score, T0 + SEC + 600 * SEC, "{jid}: the stored reservation");
+        assert_eq!(ms, Some(600 * SEC), "{jid}");
+    }
+}

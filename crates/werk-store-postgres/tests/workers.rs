@@ -312,6 +312,7 @@ async fn a_version_1_database_is_migrated() {
     let c = first.pool().get().await.unwrap();
     c.batch_execute(
         "DROP TABLE worker_conns, workers, nodes;
+         ALTER TABLE jobs DROP COLUMN reserve_ms;
          UPDATE werk_meta SET value = 1 WHERE key = 'schema_version'",
     )
     .await
