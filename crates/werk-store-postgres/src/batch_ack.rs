@@ -1,11 +1,11 @@
 //! Per-node batching of ACKs (issue 12: "concurrent requests share round trips and commits").
 //!
 //! Every ACK of a node goes through one combiner: [`PgStore::ack`] queues the request and
-//! awaits its answer. [`ACK_LANES`] lanes (tasks, each using one pooled connection at a time)
-//! take the requests: a lane that is idle takes a request the moment it arrives, together
-//! with whatever else is waiting (at most [`ACK_BATCH_MAX`]), so a lone ACK never waits for
-//! company; batches form only from the ACKs that queued up while every lane was busy
-//! committing. A batch of one runs the single ACK transaction ([`PgStore::ack_one`]); a larger
+//! awaits its answer. [`ACK_LANES`] lanes (the `lanes` module: tasks, each using one pooled
+//! connection at a time) take the requests: a lane that is idle takes a request the moment it
+//! arrives, together with whatever else is waiting (at most [`ACK_BATCH_MAX`]), so a lone ACK
+//! never waits for company; batches form only from the ACKs that queued up while every lane
+//! was busy committing. A batch of one runs the single ACK transaction ([`PgStore::ack_one`]); a larger
 //! batch is applied in **one transaction**:
 //!
 //! 1. one `DELETE FROM jobs WHERE jid = ANY($1) AND state <> 0 RETURNING …` (a jid asked for
@@ -32,11 +32,12 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::oneshot;
 use werk_core::time::local_day;
 use werk_core::{JobState, Millis};
 use werk_store::{AckOutcome, StoreError};
 
+use crate::lanes::{Lanes, Weighed};
 use crate::{lock_key, pg, state_of, PgStore, Result, Transaction};
 
 /// Lanes per node: batched ACK transactions in flight at once (each holds one pooled
@@ -47,29 +48,13 @@ pub const ACK_LANES: usize = 4;
 pub const ACK_BATCH_MAX: usize = 128;
 
 /// One queued ACK.
-struct Pending {
+pub(crate) struct Pending {
     jid: String,
     now: Millis,
     reply: oneshot::Sender<Result<AckOutcome>>,
 }
 
-/// The node's ACK queue (the lanes hold its receiving end). Dropping it (with the store)
-/// stops the lanes once they have answered what they took.
-pub(crate) struct AckCombiner {
-    queue: Option<mpsc::UnboundedSender<Pending>>,
-    /// The receiving end the lanes share (read by [`PgStore::queued_acks`]).
-    requests: Option<Arc<Mutex<mpsc::UnboundedReceiver<Pending>>>>,
-}
-
-impl AckCombiner {
-    /// No lanes: ACKs run one transaction each, in the caller's task.
-    pub(crate) fn direct() -> AckCombiner {
-        AckCombiner {
-            queue: None,
-            requests: None,
-        }
-    }
-}
+impl Weighed for Pending {}
 
 /// Why a batched transaction did not commit.
 enum Failed {
@@ -84,29 +69,22 @@ enum Failed {
 impl PgStore {
     /// Starts this store's ACK lanes (once, from [`PgStore::connect`]; needs a Tokio runtime).
     pub(crate) fn start_ack_lanes(&mut self) {
-        let (queue, requests) = mpsc::unbounded_channel();
-        let requests = Arc::new(Mutex::new(requests));
-        for _ in 0..ACK_LANES {
-            tokio::spawn(lane(Arc::new(self.lane_handle()), requests.clone()));
-        }
-        self.acks = AckCombiner {
-            queue: Some(queue),
-            requests: Some(requests),
-        };
+        let store = Arc::new(self.lane_handle());
+        self.acks = Lanes::start(ACK_LANES, ACK_BATCH_MAX, "ACK", move |batch| {
+            let store = store.clone();
+            async move { store.ack_batch(batch).await }
+        });
     }
 
     /// For tests: ACKs queued that no lane has taken yet (waits while a lane is taking some).
     #[doc(hidden)]
     pub async fn queued_acks(&self) -> usize {
-        match &self.acks.requests {
-            Some(r) => r.lock().await.len(),
-            None => 0,
-        }
+        self.acks.queued().await
     }
 
     /// The store as a lane sees it: the same pool, configuration, listener and throttles,
     /// without lanes of its own.
-    fn lane_handle(&self) -> PgStore {
+    pub(crate) fn lane_handle(&self) -> PgStore {
         PgStore {
             pool: self.pool.clone(),
             config: self.config.clone(),
@@ -114,7 +92,9 @@ impl PgStore {
             wake: self.wake.clone(),
             throttles: self.throttles.clone(),
             worker_node: self.worker_node.clone(),
-            acks: AckCombiner::direct(),
+            acks: Lanes::direct(),
+            pushes: Lanes::direct(),
+            fetches: Lanes::direct(),
         }
     }
 
@@ -123,18 +103,12 @@ impl PgStore {
     /// lanes, batched with concurrent ACKs (see the `batch_ack` module); answered after the
     /// COMMIT that applied it.
     pub async fn ack(&self, jid: String, now: Millis) -> Result<AckOutcome> {
-        let Some(queue) = &self.acks.queue else {
+        if !self.acks.running() {
             return self.ack_one(jid, now).await;
-        };
-        let (reply, answer) = oneshot::channel();
-        if queue.send(Pending { jid, now, reply }).is_err() {
-            return Err(StoreError::Closed);
         }
-        answer.await.unwrap_or_else(|_| {
-            Err(StoreError::Backend(
-                "the ACK was dropped by its lane (outcome unknown)".to_string(),
-            ))
-        })
+        self.acks
+            .ask("ACK", |reply| Pending { jid, now, reply })
+            .await
     }
 
     /// Applies one batch taken by a lane and answers each of its requests.
@@ -315,32 +289,5 @@ impl PgStore {
             .map_err(pg)?;
         tx.execute(&stmt, &[&days]).await.map_err(pg)?;
         Ok((outcomes, woken, true))
-    }
-}
-
-/// A lane: takes the next request as soon as it is idle, with whatever else is waiting, and
-/// applies them. Ends when the store (the queue's sending end) is gone.
-async fn lane(store: Arc<PgStore>, requests: Arc<Mutex<mpsc::UnboundedReceiver<Pending>>>) {
-    loop {
-        let batch = {
-            let mut requests = requests.lock().await;
-            let Some(first) = requests.recv().await else {
-                return;
-            };
-            let mut batch = vec![first];
-            while batch.len() < ACK_BATCH_MAX {
-                match requests.try_recv() {
-                    Ok(p) => batch.push(p),
-                    Err(_) => break,
-                }
-            }
-            batch
-        };
-        // In a task of its own, so that a panic answers this batch's requests with an error
-        // (their reply channels are dropped) and the lane carries on.
-        let store_ = store.clone();
-        if let Err(e) = tokio::spawn(async move { store_.ack_batch(batch).await }).await {
-            tracing::error!(error = %e, "an ACK lane's batch panicked; its ACKs were answered with an error");
-        }
     }
 }

@@ -173,7 +173,10 @@ use werk_store::{
 };
 
 mod batch_ack;
+mod batch_fetch;
+mod batch_push;
 mod ent;
+mod lanes;
 mod notify;
 mod ops;
 pub mod schema;
@@ -182,6 +185,8 @@ mod tls;
 mod workers;
 
 pub use batch_ack::{ACK_BATCH_MAX, ACK_LANES};
+pub use batch_fetch::{FETCH_BATCH_MAX, FETCH_LANES};
+pub use batch_push::{PUSH_BATCH_MAX, PUSH_LANES};
 pub use deadpool_postgres::Transaction;
 
 /// Why [`PgStore::connect`] failed.
@@ -222,7 +227,11 @@ pub struct PgStore {
     /// This node's id in the shared worker registry (the `workers` module).
     worker_node: String,
     /// This node's ACK combiner (the `batch_ack` module).
-    acks: batch_ack::AckCombiner,
+    acks: lanes::Lanes<batch_ack::Pending>,
+    /// This node's PUSH combiner for plain jobs (the `batch_push` module).
+    pushes: lanes::Lanes<batch_push::Pending>,
+    /// This node's FETCH combiner for unthrottled queues (the `batch_fetch` module).
+    fetches: lanes::Lanes<batch_fetch::Pending>,
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -302,6 +311,30 @@ fn plain(j: &NewJob, now: Millis) -> bool {
     !j.job.tracked()
         && j.job.batch_id().ok().flatten().is_none()
         && j.job.uniqueness(now, scheduled_at).ok().flatten().is_none()
+}
+
+/// A job a FETCH reserved for `wid` at `now` until `until`.
+fn reserved_job(
+    jid: String,
+    queue: &str,
+    jobtype: String,
+    payload: String,
+    (now, until): (Millis, Millis),
+    wid: &str,
+) -> StoredJob {
+    StoredJob {
+        jid,
+        state: JobState::Working,
+        queue: queue.to_string(),
+        jobtype,
+        payload,
+        at: until,
+        reservation: Some(Reservation {
+            reserved_at: now,
+            expires_at: until,
+            wid: wid.to_string(),
+        }),
+    }
 }
 
 /// Columns read into a [`StoredJob`] by [`stored`].
@@ -416,7 +449,11 @@ impl PgStore {
         drop(client);
         let wake = notify::Wake::new(listener);
         tokio::spawn(notify::announce(Arc::downgrade(&wake), pool.clone()));
-        tokio::spawn(notify::listen(Arc::downgrade(&wake), listen_config, listen_tls));
+        tokio::spawn(notify::listen(
+            Arc::downgrade(&wake),
+            listen_config,
+            listen_tls,
+        ));
         let mut store = PgStore {
             pool,
             config,
@@ -424,9 +461,13 @@ impl PgStore {
             wake,
             throttles: Default::default(),
             worker_node: workers::new_node_id(),
-            acks: batch_ack::AckCombiner::direct(),
+            acks: lanes::Lanes::direct(),
+            pushes: lanes::Lanes::direct(),
+            fetches: lanes::Lanes::direct(),
         };
         store.start_ack_lanes();
+        store.start_push_lanes();
+        store.start_fetch_lanes();
         Ok(store)
     }
 
@@ -615,10 +656,10 @@ impl PgStore {
         jobs: Vec<NewJob>,
         now: Millis,
     ) -> Result<Vec<std::result::Result<(), PushError>>> {
-        let mut client = self.client().await?;
         if jobs.iter().all(|j| plain(j, now)) {
-            return self.push_plain(&mut client, jobs, now).await;
+            return self.push_batched(jobs, now).await;
         }
+        let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
         let mut woken = BTreeSet::new();
         let results = self.push_in(&tx, jobs, now, None, &mut woken).await?;
@@ -629,17 +670,17 @@ impl PgStore {
         Ok(results)
     }
 
-    /// [`PgStore::push`] of [`plain`] jobs: one statement (its own transaction) inserts them
-    /// all and makes their queues known — one round trip and one commit, where
-    /// [`PgStore::push_in`]'s transaction takes four for a single job. A job whose jid is taken
-    /// (stored before, or twice in this request) is not inserted by it; those are answered by
-    /// [`PgStore::push_in`] afterwards (a retried push is OK, anything else a duplicate).
-    async fn push_plain(
+    /// Inserts [`plain`] jobs, each pushed at its own `now`, in one statement (its own
+    /// transaction) that also makes their queues known: one round trip and one commit, where
+    /// [`PgStore::push_in`]'s transaction takes four for a single job. Returns for each job
+    /// whether it was inserted; one whose jid is taken (stored before, or earlier in `jobs`)
+    /// is not, and is left to [`PgStore::push_in`]. Sets the jobs' `enqueued_at` and tells
+    /// the listener about the queues that got jobs.
+    async fn insert_plain(
         &self,
-        client: &mut deadpool_postgres::Object,
-        jobs: Vec<NewJob>,
-        now: Millis,
-    ) -> Result<Vec<std::result::Result<(), PushError>>> {
+        client: &deadpool_postgres::Object,
+        jobs: &mut [(NewJob, Millis)],
+    ) -> std::result::Result<Vec<bool>, tokio_postgres::Error> {
         let insert = client
             .prepare_cached(
                 "WITH stored AS (
@@ -660,8 +701,7 @@ impl PgStore {
                      ON CONFLICT DO NOTHING)
                  SELECT jid FROM stored",
             )
-            .await
-            .map_err(pg)?;
+            .await?;
         let n = jobs.len();
         let (mut jid, mut state, mut queue, mut jobtype) = (
             Vec::with_capacity(n),
@@ -676,8 +716,8 @@ impl PgStore {
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
-        let mut jobs = jobs;
-        for NewJob { job, at: when } in &mut jobs {
+        for (NewJob { job, at: when }, now) in jobs.iter_mut() {
+            let now = *now;
             let scheduled_at = when.filter(|&at| at > now);
             if scheduled_at.is_none() {
                 job.enqueued_at = format_stamp(now);
@@ -686,10 +726,10 @@ impl PgStore {
                 Some(at) => (JobState::Scheduled, at, at),
                 None => (JobState::Enqueued, 0, now),
             };
-            jid.push(job.jid.clone());
+            jid.push(job.jid.as_str());
             state.push(code(s));
-            queue.push(job.queue.clone());
-            jobtype.push(job.jobtype.clone());
+            queue.push(job.queue.as_str());
+            jobtype.push(job.jobtype.as_str());
             at.push(score);
             ts.push(stamp);
             payload.push(job.to_json());
@@ -703,29 +743,56 @@ impl PgStore {
                     &jid, &state, &queue, &jobtype, &at, &ts, &payload, &expires, &reserve,
                 ],
             )
-            .await
-            .map_err(pg)?;
-        let mut inserted: HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
+            .await?;
+        let mut inserted: HashSet<&str> = rows.iter().map(|r| r.get(0)).collect();
         let mut woken = BTreeSet::new();
-        let mut results: Vec<Option<std::result::Result<(), PushError>>> =
-            (0..n).map(|_| None).collect();
-        let mut rest = Vec::new();
-        for (i, job) in jobs.into_iter().enumerate() {
-            // A jid twice in the request: the first is the one inserted.
-            if inserted.remove(&job.job.jid) {
-                if state[i] == code(JobState::Enqueued) {
-                    woken.insert(job.job.queue.clone());
-                }
-                results[i] = Some(Ok(()));
-            } else {
-                rest.push((i, job));
+        let mut done = Vec::with_capacity(n);
+        for (i, (job, _)) in jobs.iter().enumerate() {
+            // A jid twice: the first one is the one inserted.
+            let yes = inserted.remove(job.job.jid.as_str());
+            if yes && state[i] == code(JobState::Enqueued) {
+                woken.insert(job.job.queue.as_str());
             }
+            done.push(yes);
         }
-        for queue in &woken {
+        for queue in woken {
             self.listener.enqueued(queue);
         }
+        Ok(done)
+    }
+
+    /// [`PgStore::push`] of [`plain`] jobs by one request, on `client`: [`PgStore::insert_plain`]
+    /// and, for the jobs whose jid was taken, [`PgStore::push_in`] (a retried push is OK,
+    /// anything else a duplicate).
+    pub(crate) async fn push_plain(
+        &self,
+        client: &mut deadpool_postgres::Object,
+        jobs: Vec<NewJob>,
+        now: Millis,
+    ) -> Result<Vec<std::result::Result<(), PushError>>> {
+        let mut jobs: Vec<(NewJob, Millis)> = jobs.into_iter().map(|j| (j, now)).collect();
+        let inserted = self.insert_plain(client, &mut jobs).await.map_err(pg)?;
+        self.push_taken(client, jobs, &inserted, now).await
+    }
+
+    /// The answers to one request's plain push once [`PgStore::insert_plain`] has run:
+    /// inserted jobs are OK; the others go through [`PgStore::push_in`] in one transaction.
+    pub(crate) async fn push_taken(
+        &self,
+        client: &mut deadpool_postgres::Object,
+        jobs: Vec<(NewJob, Millis)>,
+        inserted: &[bool],
+        now: Millis,
+    ) -> Result<Vec<std::result::Result<(), PushError>>> {
+        let mut results: Vec<Option<std::result::Result<(), PushError>>> =
+            inserted.iter().map(|&yes| yes.then_some(Ok(()))).collect();
+        let (slots, rest): (Vec<usize>, Vec<NewJob>) = jobs
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| !inserted[*i])
+            .map(|(i, (job, _))| (i, job))
+            .unzip();
         if !rest.is_empty() {
-            let (slots, rest): (Vec<usize>, Vec<NewJob>) = rest.into_iter().unzip();
             let tx = client.transaction().await.map_err(pg)?;
             let mut woken = BTreeSet::new();
             let answers = self.push_in(&tx, rest, now, None, &mut woken).await?;
@@ -737,7 +804,10 @@ impl PgStore {
                 results[slot] = Some(answer);
             }
         }
-        Ok(results.into_iter().map(|r| r.expect("every job answered")).collect())
+        Ok(results
+            .into_iter()
+            .map(|r| r.expect("every job answered"))
+            .collect())
     }
 
     /// [`PgStore::push`] inside `tx`, adding the queues to wake after commit to `woken`.
@@ -919,10 +989,22 @@ impl PgStore {
         wid: String,
         now: Millis,
     ) -> Result<Option<StoredJob>> {
-        let mut client = self.client().await?;
         if queues.iter().any(|q| self.throttle_of(q).is_some()) {
+            let mut client = self.client().await?;
             return self.fetch_in_tx(&mut client, &queues, wid, now).await;
         }
+        self.fetch_batched(queues, wid, now).await
+    }
+
+    /// One FETCH of unthrottled queues on `client`, by the one-statement reservation of
+    /// [`PgStore::fetch`] (what a batch of one runs).
+    pub(crate) async fn fetch_one(
+        &self,
+        client: &mut deadpool_postgres::Object,
+        queues: &[String],
+        wid: String,
+        now: Millis,
+    ) -> Result<Option<StoredJob>> {
         let default_ms = self.reservation_ms(0);
         let head = client
             .prepare_cached(
@@ -963,59 +1045,88 @@ impl PgStore {
                 let id: i64 = r.get(0);
                 let Some(jid) = r.get::<_, Option<String>>(1) else {
                     // The head has expired: the transaction drops it (and whatever follows).
-                    return self.fetch_in_tx(&mut client, &queues[i..], wid, now).await;
+                    return self.fetch_in_tx(client, &queues[i..], wid, now).await;
                 };
                 let payload: String = r.get(3);
-                let job = match Job::from_stored(&payload) {
-                    Ok(job) => job,
-                    Err(e) => {
-                        let row = Row {
+                let Some(job) = self
+                    .parse_reserved(
+                        client,
+                        Row {
                             id,
                             queue: name.clone(),
-                            payload,
-                        };
-                        let tx = client.transaction().await.map_err(pg)?;
-                        self.quarantine(&tx, &row, JobState::Working, now, &e.to_string())
-                            .await?;
-                        commit(tx).await?;
-                        continue;
-                    }
+                            payload: payload.clone(),
+                        },
+                        now,
+                    )
+                    .await?
+                else {
+                    continue;
                 };
-                let mut until: i64 = r.get(4);
-                let wanted = now.saturating_add(self.reservation_ms(job.reserve_for));
-                if until != wanted {
-                    // Stored before `reserve_ms` existed (or by a node with another time
-                    // scale): reserved for the default, corrected here. A crash in between
-                    // leaves the default reservation, never a lost job.
-                    let fix = client
-                        .prepare_cached(
-                            "UPDATE jobs SET score = $2, ts = $2, reserve_ms = $3
-                             WHERE id = $1 AND state = 2 AND reserved_at = $4 AND wid = $5",
-                        )
-                        .await
-                        .map_err(pg)?;
-                    client
-                        .execute(&fix, &[&id, &wanted, &(wanted - now), &now, &wid])
-                        .await
-                        .map_err(pg)?;
-                    until = wanted;
-                }
-                return Ok(Some(StoredJob {
+                let until = self
+                    .correct_reservation(client, id, r.get(4), now, &wid, &job)
+                    .await?;
+                return Ok(Some(reserved_job(
                     jid,
-                    state: JobState::Working,
-                    queue: name.clone(),
-                    jobtype: r.get(2),
+                    name,
+                    r.get(2),
                     payload,
-                    at: until,
-                    reservation: Some(Reservation {
-                        reserved_at: now,
-                        expires_at: until,
-                        wid,
-                    }),
-                }));
+                    (now, until),
+                    &wid,
+                )));
             }
         }
         Ok(None)
+    }
+
+    /// The job a one-statement FETCH reserved (`row`), or `None` when its payload does not
+    /// parse: then it is quarantined, in a transaction of its own.
+    pub(crate) async fn parse_reserved(
+        &self,
+        client: &mut deadpool_postgres::Object,
+        row: Row,
+        now: Millis,
+    ) -> Result<Option<Job>> {
+        match Job::from_stored(&row.payload) {
+            Ok(job) => Ok(Some(job)),
+            Err(e) => {
+                let tx = client.transaction().await.map_err(pg)?;
+                self.quarantine(&tx, &row, JobState::Working, now, &e.to_string())
+                    .await?;
+                commit(tx).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// The end of the reservation a one-statement FETCH gave `job` (row `id`) at `now`:
+    /// `until`, unless the job was stored before `reserve_ms` existed (or by a node with
+    /// another time scale) and so was reserved for the default; that is corrected here from
+    /// its payload. A crash in between leaves the default reservation, never a lost job.
+    pub(crate) async fn correct_reservation(
+        &self,
+        client: &deadpool_postgres::Object,
+        id: i64,
+        until: i64,
+        now: Millis,
+        wid: &str,
+        job: &Job,
+    ) -> Result<i64> {
+        let wanted = now.saturating_add(self.reservation_ms(job.reserve_for));
+        if until == wanted {
+            return Ok(until);
+        }
+        let fix = client
+            .prepare_cached(
+                "UPDATE jobs SET score = $2, ts = $2, reserve_ms = $3
+                 WHERE id = $1 AND state = 2 AND reserved_at = $4 AND wid = $5",
+            )
+            .await
+            .map_err(pg)?;
+        client
+            .execute(&fix, &[&id, &wanted, &(wanted - now), &now, &wid])
+            .await
+            .map_err(pg)?;
+        Ok(wanted)
     }
 
     /// How long a FETCH reserves a job whose `reserve_for` is `reserve_for`, in (scaled)
@@ -1105,19 +1216,14 @@ impl PgStore {
                 if track {
                     Self::touch_tracking(&tx, &jid, None, now).await?;
                 }
-                found = Some(StoredJob {
+                found = Some(reserved_job(
                     jid,
-                    state: JobState::Working,
-                    queue: name.clone(),
+                    name,
                     jobtype,
                     payload,
-                    at: until,
-                    reservation: Some(Reservation {
-                        reserved_at: now,
-                        expires_at: until,
-                        wid: wid.clone(),
-                    }),
-                });
+                    (now, until),
+                    &wid,
+                ));
                 break 'queues;
             }
         }

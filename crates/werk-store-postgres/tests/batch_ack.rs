@@ -9,33 +9,15 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::oneshot;
 use werk_core::tracking::TrackState;
-use werk_core::{Job, JobState, Millis};
-use werk_store::{AckOutcome, NewBatch, NewJob, NoListener, StoreConfig, StoreError};
+use werk_core::{Job, JobState};
+use werk_store::{AckOutcome, NewBatch, NewJob, StoreError};
 use werk_store_postgres::{PgStore, ACK_LANES};
-use werk_testpg::PgCluster;
 
-const T0: Millis = 1_700_000_000_000;
-const SEC: Millis = 1000;
-
-async fn fresh() -> Arc<PgStore> {
-    let url = tokio::task::spawn_blocking(|| PgCluster::fresh_database().expect("fresh database"))
-        .await
-        .expect("create database task");
-    Arc::new(
-        PgStore::connect(&url, StoreConfig::default(), Arc::new(NoListener))
-            .await
-            .expect("connect"),
-    )
-}
-
-fn job(json: &str) -> NewJob {
-    let (job, at) = Job::parse_for_push(json, T0).expect("valid job");
-    NewJob { job, at }
-}
+mod lanes_util;
+use lanes_util::{fresh, job, wait_for_lock_waiters, wait_queued, SEC, T0};
 
 fn plain(jid: &str, queue: &str, custom: &str) -> NewJob {
     job(&format!(
@@ -68,18 +50,6 @@ type AckTask = tokio::task::JoinHandle<werk_store::Result<AckOutcome>>;
 /// transaction of a connection of its own, then ACKs them one at a time, each waiting until
 /// its lane waits for the lock. Returns the sender that commits that transaction (releasing
 /// the lanes) and the blockers' ACK tasks.
-/// Waits (with a deadline) until `n` ACKs are queued, not yet taken by any lane.
-async fn wait_queued(s: &PgStore, n: usize) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while s.queued_acks().await < n {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{n} ACKs never queued behind the busy lanes"
-        );
-        tokio::task::yield_now().await;
-    }
-}
-
 async fn occupy_lanes(s: &Arc<PgStore>) -> (oneshot::Sender<()>, Vec<AckTask>) {
     let blockers: Vec<String> = (0..ACK_LANES).map(|i| format!("blocker-{i}")).collect();
     push(s, blockers.iter().map(|j| plain(j, "blk", "{}")).collect()).await;
@@ -106,7 +76,7 @@ async fn occupy_lanes(s: &Arc<PgStore>) -> (oneshot::Sender<()>, Vec<AckTask>) {
     for (i, jid) in blockers.into_iter().enumerate() {
         let s2 = s.clone();
         tasks.push(tokio::spawn(async move { s2.ack(jid, T0 + 2 * SEC).await }));
-        wait_for_lock_waiters(s, i + 1).await;
+        wait_for_lock_waiters(s, i + 1, "ACK").await;
     }
     (release, tasks)
 }
@@ -117,26 +87,6 @@ async fn delete_attempts(s: &PgStore) -> i64 {
         .await
         .unwrap()
         .get(0)
-}
-
-async fn wait_for_lock_waiters(s: &PgStore, n: usize) {
-    let c = s.pool().get().await.expect("connection");
-    for _ in 0..500 {
-        let waiting: i64 = c
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if waiting as usize >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{n} ACK lanes never waited for the blockers' row locks");
 }
 
 /// Counts every DELETE statement on `jobs` and the rows each deleted (transactional log),
@@ -284,7 +234,7 @@ async fn concurrent_acks_with_mixed_outcomes_share_a_transaction() {
         }));
     }
     // Every request is queued behind the busy lanes.
-    wait_queued(&s, n_requests).await;
+    wait_queued(n_requests, "ACK", || s.queued_acks()).await;
     release.send(()).unwrap();
     for b in blockers {
         assert_eq!(b.await.unwrap().unwrap(), AckOutcome::Acked);
@@ -395,7 +345,7 @@ async fn a_failing_batch_falls_back_to_one_transaction_per_ack() {
             (jid, outcome)
         }));
     }
-    wait_queued(&s, jids.len() + 1).await;
+    wait_queued(jids.len() + 1, "ACK", || s.queued_acks()).await;
     let before = delete_attempts(&s).await;
     release.send(()).unwrap();
     for b in blockers {
