@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::retry::Failure;
+use crate::text::{no_nul, NulInText};
 use crate::time::{format_stamp, parse_rfc3339, Millis, MAX_MILLIS};
 
 /// Retries given to a job that does not say.
@@ -121,6 +122,9 @@ pub enum PushError {
     /// `custom.bid` of the wrong type.
     #[error("invalid custom.{0}: {1}")]
     Custom(&'static str, String),
+    /// The jid, the jobtype or `custom.bid` contains NUL (see [`crate::text`]).
+    #[error(transparent)]
+    Nul(#[from] NulInText),
 }
 
 impl PushError {
@@ -190,9 +194,11 @@ impl Job {
         if self.jid.len() < 8 {
             return Err(PushError::Jid);
         }
+        no_nul("jid", &self.jid)?;
         if self.jobtype.is_empty() {
             return Err(PushError::Jobtype);
         }
+        no_nul("jobtype", &self.jobtype)?;
         match &self.args {
             None => return Err(PushError::Args),
             Some(raw) if !raw.get().trim_start().starts_with('[') => {
@@ -359,7 +365,10 @@ impl Job {
         match keys.bid {
             None | Some(serde_json::Value::Null) => Ok(None),
             Some(serde_json::Value::String(s)) if s.is_empty() => Ok(None),
-            Some(serde_json::Value::String(s)) => Ok(Some(s)),
+            Some(serde_json::Value::String(s)) => {
+                no_nul("custom.bid", &s)?;
+                Ok(Some(s))
+            }
             Some(other) => Err(PushError::Custom(
                 "bid",
                 format!("{other} is not a batch id string"),
@@ -494,6 +503,38 @@ mod tests {
             .0;
         let named = push(r#"{"jid":"retried-3","jobtype":"T","queue":"default","args":[]}"#);
         assert!(named.unwrap().0.is_retried_push_of(&d));
+    }
+
+    #[test]
+    fn nul_is_refused_in_jid_jobtype_and_bid_but_kept_escaped_in_json_content() {
+        let err = |text: &str| push(text).unwrap_err().to_string();
+        assert_eq!(
+            err(r#"{"jid":"nul-\u0000-jid","jobtype":"X","args":[]}"#),
+            "jid must not contain NUL (U+0000)"
+        );
+        assert_eq!(
+            err(r#"{"jid":"nul-jobtype","jobtype":"X\u0000","args":[]}"#),
+            "jobtype must not contain NUL (U+0000)"
+        );
+        assert_eq!(
+            err(r#"{"jid":"nul-bid-1","jobtype":"X","args":[],"custom":{"bid":"b-\u0000"}}"#),
+            "custom.bid must not contain NUL (U+0000)"
+        );
+        // In args and custom a NUL is JSON content: accepted, and written escaped, so the
+        // stored text holds no NUL.
+        let (job, _) = push(
+            r#"{"jid":"nul-args-1","jobtype":"X","args":["a\u0000b",{"\u0000":0}],"custom":{"note":"\u0000"}}"#,
+        )
+        .unwrap();
+        let json = job.to_json();
+        assert!(!json.contains('\0'), "{json}");
+        assert!(
+            json.contains(r#""args":["a\u0000b",{"\u0000":0}]"#),
+            "{json}"
+        );
+        let back = Job::from_stored(&json).unwrap();
+        let args: serde_json::Value = serde_json::from_str(back.args.unwrap().get()).unwrap();
+        assert_eq!(args, serde_json::json!(["a\u{0}b", {"\u{0}": 0}]));
     }
 
     #[test]

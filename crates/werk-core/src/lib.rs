@@ -10,6 +10,7 @@
 //! * [`tracking`]: what `TRACK GET` reports for a tracked job.
 //! * [`worker`]: the worker-process lifecycle (running → quiet → terminate).
 //! * [`state`]: the job states of `shared/job-state-machine.md`.
+//! * [`text`]: strings kept as text outside JSON (jids, queue names, …) never contain NUL.
 
 pub mod batch;
 pub mod cron;
@@ -17,6 +18,7 @@ pub mod glob;
 pub mod job;
 pub mod retry;
 pub mod state;
+pub mod text;
 pub mod throttle;
 pub mod time;
 pub mod tracking;

@@ -16,12 +16,13 @@ use tokio::time::Instant;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use werk_core::retry::FailInfo;
+use werk_core::text::no_nul;
 use werk_core::time::now_millis;
 use werk_core::worker::WorkerState;
 use werk_core::{Job, JobState, PushError};
 use werk_protocol::{
-    hi_payload, parse_command, parse_hello, verify_password, CodecError, Command, LineCodec,
-    MutateOp, MutateTarget, QueueCommand, Reply,
+    hi_payload, parse_command, parse_hello, verify_password, CodecError, Command, CommandError,
+    LineCodec, MutateOp, MutateTarget, QueueCommand, Reply,
 };
 use werk_store::{
     AckOutcome, FailReply, MutateFilter, Mutation, NewJob, QueueSelector, Store, StoreError,
@@ -165,9 +166,9 @@ async fn handshake<S: Store, T: Transport>(
             return None;
         }
     };
-    // Anything but a well-formed HELLO (a TLS ClientHello on a plaintext port, garbage) is
-    // closed without a reply, as Faktory does.
-    let hello = parse_hello(&line).ok()?;
+    // Anything but a well-formed HELLO (a TLS ClientHello on a plaintext port, garbage, a NUL
+    // in a string the worker registry would keep) is closed without a reply, as Faktory does.
+    let hello = parse_hello(&line).ok().filter(hello_nul_free)?;
     if let (Some(password), Some((iterations, salt))) = (&shared.config.password, &auth) {
         if !verify_password(password, salt, *iterations, hello.v, &hello.pwdhash) {
             let _ = framed.send(Reply::error("Invalid password")).await;
@@ -221,7 +222,7 @@ async fn command_loop<S: Store, T: Transport>(
         let started = std::time::Instant::now();
         let parsed = parse_command(&line);
         let verb = parsed.as_ref().map_or(INVALID_COMMAND, Command::verb);
-        let reply = match parsed {
+        let reply = match parsed.and_then(refuse_nul) {
             Err(e) => Reply::from(e),
             Ok(Command::End) => return,
             Ok(Command::Fetch(queues)) => {
@@ -235,6 +236,43 @@ async fn command_loop<S: Store, T: Transport>(
             return;
         }
     }
+}
+
+/// The command, unless one of the strings it has the store keep or look up as text (queue
+/// names, jids, a worker id, MUTATE's filter) contains NUL ([`werk_core::text`]). PUSH and PUSHB
+/// are checked with the rest of a job's validation, BATCH and TRACK by their parsers.
+fn refuse_nul(cmd: Command) -> Result<Command, CommandError> {
+    let queues = |names: &[String]| names.iter().try_for_each(|q| no_nul("queue name", q));
+    let checked = match &cmd {
+        Command::Fetch(names) | Command::Queue(QueueCommand::Latency(names)) => queues(names),
+        Command::Queue(
+            QueueCommand::Pause(sel) | QueueCommand::Resume(sel) | QueueCommand::Remove(sel),
+        ) => match sel {
+            werk_protocol::QueueSelector::All => Ok(()),
+            werk_protocol::QueueSelector::Names(names) => queues(names),
+        },
+        Command::Ack(args) => no_nul("jid", &args.jid),
+        Command::Fail(args) => no_nul("jid", &args.jid),
+        Command::Beat(args) => no_nul("wid", &args.wid),
+        Command::Mutate(args) => args.filter.as_ref().map_or(Ok(()), |f| {
+            f.jids.iter().try_for_each(|j| no_nul("jid", j))?;
+            no_nul("jobtype", &f.jobtype)?;
+            no_nul("regexp", &f.regexp)
+        }),
+        _ => Ok(()),
+    };
+    checked
+        .map(|()| cmd)
+        .map_err(|e| CommandError(e.to_string()))
+}
+
+/// Whether the strings of a HELLO that the worker registry keeps are free of NUL
+/// ([`werk_core::text`]).
+fn hello_nul_free(hello: &werk_protocol::Hello) -> bool {
+    [&hello.wid, &hello.hostname]
+        .into_iter()
+        .chain(&hello.labels)
+        .all(|s| no_nul("HELLO", s).is_ok())
 }
 
 fn store_error(e: StoreError) -> Reply {

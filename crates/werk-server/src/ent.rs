@@ -6,6 +6,7 @@
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use werk_core::text::no_nul;
 use werk_core::time::{format_millis, now_millis, parse_rfc3339};
 use werk_core::{Job, Millis};
 use werk_protocol::Reply;
@@ -40,10 +41,12 @@ fn split(arg: &str) -> (String, &str) {
     }
 }
 
-/// An id argument: one non-empty word.
-fn id(rest: &str, what: &str, cmd: &str) -> Result<String, String> {
+/// An id argument: one non-empty word, without NUL ([`werk_core::text`]).
+fn id(rest: &str, what: &'static str, cmd: &str) -> Result<String, String> {
     match rest.split_whitespace().collect::<Vec<_>>().as_slice() {
-        [one] => Ok(one.to_string()),
+        [one] => no_nul(what, one)
+            .map(|()| one.to_string())
+            .map_err(|e| format!("{cmd}: {e}")),
         [] => Err(format!("{cmd} needs a {what}")),
         _ => Err(format!("{cmd} takes one {what}")),
     }
@@ -77,6 +80,11 @@ pub fn parse_track(arg: &str) -> Result<TrackCommand, String> {
             "unknown TRACK sub-command {other:?}: expected SET or GET"
         )),
     }
+}
+
+/// `Err` if a string the store keeps as text contains NUL ([`werk_core::text`]).
+fn nul_free(what: &'static str, text: Option<&str>) -> Result<(), String> {
+    no_nul(what, text.unwrap_or_default()).map_err(|e| e.to_string())
 }
 
 /// A new batch id: `b-` and 14 URL-safe base64 characters (Faktory's form).
@@ -131,6 +139,8 @@ pub fn decode_new_batch(text: &str, now: Millis) -> Result<NewBatch, String> {
     if b.success.is_none() && b.complete.is_none() {
         return Err("a batch needs a success or complete callback job".into());
     }
+    nul_free("parent_bid", b.parent_bid.as_deref())?;
+    nul_free("description", b.description.as_deref())?;
     Ok(NewBatch {
         bid: new_bid(),
         parent_bid: b.parent_bid.filter(|p| !p.is_empty()),
@@ -197,6 +207,8 @@ pub fn decode_track_set(text: &str) -> Result<TrackUpdate, String> {
         .jid
         .filter(|j| !j.is_empty())
         .ok_or("TRACK SET needs a jid")?;
+    nul_free("jid", Some(&jid))?;
+    nul_free("desc", t.desc.as_deref())?;
     let percent = match t.percent {
         None | Some(serde_json::Value::Null) => None,
         Some(v) => Some(
@@ -355,6 +367,30 @@ mod tests {
         );
         assert!(parse_track("GET").is_err());
         assert!(parse_track("DEL j").is_err());
+    }
+
+    #[test]
+    fn nul_is_refused_in_ids_and_descriptions() {
+        let nul = "must not contain NUL (U+0000)";
+        for e in [
+            parse_batch("OPEN b-\0").unwrap_err(),
+            parse_batch("COMMIT \0").unwrap_err(),
+            parse_batch("STATUS b\0x").unwrap_err(),
+            parse_track("GET j\0").unwrap_err(),
+            decode_new_batch(r#"{"parent_bid":"b-\u0000","complete":{"jobtype":"D"}}"#, 0)
+                .unwrap_err(),
+            decode_new_batch(r#"{"description":"\u0000","complete":{"jobtype":"D"}}"#, 0)
+                .unwrap_err(),
+            decode_new_batch(r#"{"complete":{"jobtype":"D\u0000"}}"#, 0).unwrap_err(),
+            decode_track_set(r#"{"jid":"j\u0000"}"#).unwrap_err(),
+            decode_track_set(r#"{"jid":"j","desc":"half\u0000way"}"#).unwrap_err(),
+        ] {
+            assert!(e.contains(nul), "{e}");
+        }
+        assert_eq!(
+            parse_batch("OPEN b-\0").unwrap_err(),
+            "BATCH OPEN: batch id must not contain NUL (U+0000)"
+        );
     }
 
     #[test]

@@ -66,8 +66,10 @@ fn raw_connect(addr: SocketAddr) -> io::Result<TcpStream> {
     Ok(s)
 }
 
-/// Polls INFO until `server.connections` is back to `conns` and the server's fd count is at
-/// most `fds + slack`; returns the last values seen and whether both held.
+/// Polls INFO until `server.connections` is back to `conns` and the server's fd count (besides
+/// its connections to PostgreSQL, which its pool opens as concurrent requests need them and
+/// keeps: see [`open_fds_besides_store`]) is at most `fds + slack`; returns the last values
+/// seen and whether both held.
 fn wait_for_baseline(
     c: &mut Conn,
     pid: i32,
@@ -80,7 +82,7 @@ fn wait_for_baseline(
     let ok = wait_for(limit, Duration::from_millis(50), || {
         last = (
             info_connections(&c.info()),
-            open_fds(pid).unwrap_or(usize::MAX),
+            open_fds_besides_store(pid).unwrap_or(usize::MAX),
         );
         (last.0 == conns && last.1 <= fds + slack).then_some(())
     })
@@ -88,12 +90,12 @@ fn wait_for_baseline(
     (last.0, last.1, ok)
 }
 
-/// The server's open fd count once it has settled after start-up and a first round trip (the
-/// same count on three reads in a row, 50 ms apart).
+/// The server's open fd count besides its connections to PostgreSQL once it has settled after
+/// start-up and a first round trip (the same count on three reads in a row, 50 ms apart).
 fn settled_fds(pid: i32) -> usize {
     let mut seen = Vec::new();
     wait_for(Duration::from_secs(10), Duration::from_millis(50), || {
-        seen.push(open_fds(pid).expect("cannot read /proc/<pid>/fd of the server"));
+        seen.push(open_fds_besides_store(pid).expect("cannot read /proc/<pid>/fd of the server"));
         let n = seen.len();
         (n >= 3 && seen[n - 3..].iter().all(|&x| x == seen[n - 1])).then(|| seen[n - 1])
     })
@@ -410,6 +412,7 @@ fn thousands_of_abrupt_disconnects_leak_no_connection_or_fd() {
     round_trip(&mut ctl, "warmup", 0);
     let base_conns = info_connections(&ctl.info());
     let base_fds = settled_fds(pid);
+    let base_store = store_connections(pid);
     assert_eq!(base_conns, 1, "only the control connection should be open");
 
     const TOTAL: usize = 3000;
@@ -429,7 +432,7 @@ fn thousands_of_abrupt_disconnects_leak_no_connection_or_fd() {
         let (stop, peak) = (stop_monitor.clone(), peak_fds.clone());
         thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
-                if let Some(n) = open_fds(pid) {
+                if let Some(n) = open_fds_besides_store(pid) {
                     peak.fetch_max(n, Ordering::SeqCst);
                 }
                 thread::sleep(Duration::from_millis(20));
@@ -491,8 +494,10 @@ fn thousands_of_abrupt_disconnects_leak_no_connection_or_fd() {
             .join(", ")
     );
     println!(
-        "churn: server fds baseline {base_fds}, peak {}, after {fds} (settled in {settled:?}); INFO connections baseline {base_conns}, after {conns}",
-        peak_fds.load(Ordering::SeqCst)
+        "churn: server fds besides PostgreSQL baseline {base_fds}, peak {}, after {fds} (settled in {settled:?}; \
+         PostgreSQL connections {base_store} before, {} after); INFO connections baseline {base_conns}, after {conns}",
+        peak_fds.load(Ordering::SeqCst),
+        store_connections(pid)
     );
     let errors = errors.lock().unwrap().clone();
     assert!(
@@ -508,7 +513,7 @@ fn thousands_of_abrupt_disconnects_leak_no_connection_or_fd() {
     assert!(
         ok,
         "after {n} abrupt disconnects the server did not return to its baseline within 10 s: \
-         INFO connections {conns} (baseline {base_conns}), open fds {fds} (baseline {base_fds}, slack 4)"
+         INFO connections {conns} (baseline {base_conns}), open fds besides PostgreSQL {fds} (baseline {base_fds}, slack 4)"
     );
     let info = ctl.info();
     assert_eq!(
@@ -660,24 +665,99 @@ fn repeat(s: &str, n: usize) -> String {
     s.repeat(n)
 }
 
-/// A bystander doing round trips on its own connection until `stop`; returns the latencies.
-fn bystander(
-    s: &Server,
-    queue: &'static str,
+/// A client doing PUSH+FETCH+ACK round trips on its own connection and queue while the test
+/// does something else to the server; [`Bystander::finish`] stops it and returns its latencies.
+///
+/// Declare it after its [`Server`] (locals drop in reverse order): when the test fails first,
+/// dropping it stops the bystander and waits for its round trip in flight before the server is
+/// killed. Without that, the bystander ran on into the killed server and failed too, with
+/// "connection closed by server": a second failure that looked like a server bug and hid the
+/// real one.
+struct Bystander {
     stop: Arc<AtomicBool>,
-) -> thread::JoinHandle<Vec<Duration>> {
-    let mut c = s.conn();
-    thread::spawn(move || {
-        let mut lat = Vec::new();
-        let mut n = 0;
-        while !stop.load(Ordering::SeqCst) {
-            let d = round_trip(&mut c, queue, n);
-            assert!(d < ROUND_TRIP_LIMIT, "bystander round trip {n} took {d:?}");
-            lat.push(d);
-            n += 1;
+    /// Round trips done so far.
+    rounds: Arc<AtomicUsize>,
+    /// Set when the thread has been joined: whether it ended because it was asked to (and not
+    /// by a failed round trip).
+    ended_cleanly: Arc<Mutex<Option<bool>>>,
+    thread: Option<thread::JoinHandle<Vec<Duration>>>,
+}
+
+impl Bystander {
+    fn start(s: &Server, queue: &'static str) -> Bystander {
+        let mut c = s.conn();
+        let stop = Arc::new(AtomicBool::new(false));
+        let rounds = Arc::new(AtomicUsize::new(0));
+        let thread = {
+            let (stop, rounds) = (stop.clone(), rounds.clone());
+            thread::spawn(move || {
+                let mut lat = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    let n = lat.len();
+                    let d = round_trip(&mut c, queue, n);
+                    assert!(d < ROUND_TRIP_LIMIT, "bystander round trip {n} took {d:?}");
+                    lat.push(d);
+                    rounds.fetch_add(1, Ordering::SeqCst);
+                }
+                lat
+            })
+        };
+        Bystander {
+            stop,
+            rounds,
+            ended_cleanly: Default::default(),
+            thread: Some(thread),
         }
-        lat
-    })
+    }
+
+    /// Stops the bystander and waits for it.
+    fn join(&mut self) -> Option<thread::Result<Vec<Duration>>> {
+        let thread = self.thread.take()?;
+        self.stop.store(true, Ordering::SeqCst);
+        let result = thread.join();
+        *self.ended_cleanly.lock().unwrap() = Some(result.is_ok());
+        Some(result)
+    }
+
+    /// Stops the bystander; its latencies, or a panic if one of its round trips failed.
+    #[track_caller]
+    fn finish(mut self) -> Vec<Duration> {
+        self.join()
+            .expect("joined once")
+            .unwrap_or_else(|_| panic!("the bystander failed (see its panic above)"))
+    }
+}
+
+impl Drop for Bystander {
+    fn drop(&mut self) {
+        // A failure of the bystander's own was printed by its thread.
+        let _ = self.join();
+    }
+}
+
+/// A test that fails while a [`Bystander`] runs reports its own failure only: the bystander is
+/// stopped before the server goes away, instead of failing on the killed server.
+#[test]
+fn a_failing_test_stops_its_bystander_before_the_server_goes_away() {
+    let mut ended_cleanly = None;
+    let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let s = Server::start(ServerOpts::new().fetch_timeout_ms(300));
+        let by = Bystander::start(&s, "bystander-of-a-failure");
+        ended_cleanly = Some(by.ended_cleanly.clone());
+        wait_for(Duration::from_secs(10), Duration::from_millis(5), || {
+            (by.rounds.load(Ordering::SeqCst) >= 3).then_some(())
+        })
+        .expect("the bystander did no round trip");
+        panic!("a deliberate test failure while a bystander runs (expected in this test's output)");
+    }));
+    assert!(failed.is_err(), "the deliberate failure did not happen");
+    let ended = *ended_cleanly.expect("started").lock().unwrap();
+    assert_eq!(
+        ended,
+        Some(true),
+        "the bystander of a failed test was not stopped cleanly before its server went away \
+         (None: still running; false: it failed)"
+    );
 }
 
 #[test]
@@ -689,8 +769,7 @@ fn garbage_gets_clear_errors_and_nobody_else_notices() {
         "--handshake-timeout-ms",
         "1000",
     ]));
-    let stop = Arc::new(AtomicBool::new(false));
-    let by = bystander(&s, "bystander", stop.clone());
+    let by = Bystander::start(&s, "bystander");
     let mut rng = Rng(0x5eed_1234_abcd_0001);
     const DEEP: usize = 100_000;
     let valid = r#"{"jid":"garbage-valid-job-1","jobtype":"X","args":[]}"#;
@@ -851,20 +930,96 @@ fn garbage_gets_clear_errors_and_nobody_else_notices() {
         );
     }
 
-    // Not garbage, but odd: answered either way, and if stored, served byte for byte.
-    // QUEUE PAUSE of a queue named by NULs (no such queue can exist): pausing a queue that does
-    // not exist is a silent no-op (+OK), and it must not pause anything else nor create it.
+    // NUL (U+0000) in a string the store keeps or looks up as text (queue names, jids, job
+    // types, batch ids, worker ids, descriptions), raw or JSON-escaped: the same -ERR naming the
+    // string on every backend (PostgreSQL's text cannot hold NUL; see werk_core::text), and the
+    // whole command is refused: nothing is created, paused, removed, fetched or stored.
     let names = |c: &mut Conn| -> Vec<String> {
         let info = c.info();
-        info["faktory"]["queues"].as_object().unwrap().keys().cloned().collect()
+        info["faktory"]["queues"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
     };
-    c.push_ok(&json!({"jid": "garbage-nul-neighbour", "jobtype": "X", "queue": "nul-neighbour", "args": []}));
+    let neighbour = "garbage-nul-neighbour";
+    c.push_ok(&json!({"jid": neighbour, "jobtype": "X", "queue": "nul-neighbour", "args": []}));
     let known = names(&mut c);
-    let r = c.cmd("QUEUE PAUSE \0\0");
-    assert!(r.is_ok(), "QUEUE PAUSE with NULs: {r:?}");
-    assert_eq!(names(&mut c), known, "QUEUE PAUSE \\0\\0 changed the known queues");
-    // No known queue is paused (FETCH would skip it). The bystander's own round trips check its
-    // queue; every other one gets a probe job that FETCH must hand out.
+    let nul_cases = [
+        ("QUEUE PAUSE of a NUL-named queue", "QUEUE PAUSE \0\0"),
+        (
+            "QUEUE PAUSE beside a real queue",
+            "QUEUE PAUSE nul-neighbour a\0b",
+        ),
+        ("QUEUE RESUME", "QUEUE RESUME \0"),
+        (
+            "QUEUE REMOVE beside a real queue",
+            "QUEUE REMOVE nul-neighbour \0",
+        ),
+        ("QUEUE LATENCY", "QUEUE LATENCY nul-neighbour \0"),
+        ("FETCH beside a real queue", "FETCH nul-neighbour \0"),
+        (
+            "PUSH, jid",
+            r#"PUSH {"jid":"garbage-escaped-\u0000-nul","jobtype":"X","queue":"nul","args":[]}"#,
+        ),
+        (
+            "PUSH, jobtype",
+            r#"PUSH {"jid":"garbage-nul-jobtype","jobtype":"X\u0000Y","queue":"nul","args":[]}"#,
+        ),
+        (
+            "PUSH, custom.bid",
+            r#"PUSH {"jid":"garbage-nul-bid","jobtype":"X","queue":"nul","args":[],"custom":{"bid":"b-\u0000"}}"#,
+        ),
+        ("ACK", r#"ACK {"jid":"garbage-nul-\u0000"}"#),
+        (
+            "FAIL",
+            r#"FAIL {"jid":"garbage-nul-\u0000","errtype":"E","message":"m"}"#,
+        ),
+        ("BEAT", r#"BEAT {"wid":"wid-\u0000"}"#),
+        (
+            "MUTATE, filter jids",
+            r#"MUTATE {"cmd":"kill","target":"retries","filter":{"jids":["garbage-\u0000"]}}"#,
+        ),
+        (
+            "MUTATE, filter jobtype",
+            r#"MUTATE {"cmd":"discard","target":"dead","filter":{"jobtype":"\u0000"}}"#,
+        ),
+        (
+            "BATCH NEW, description",
+            r#"BATCH NEW {"description":"a\u0000b","complete":{"jobtype":"Done"}}"#,
+        ),
+        ("BATCH STATUS", "BATCH STATUS b-\0"),
+        (
+            "TRACK SET, desc",
+            r#"TRACK SET {"jid":"garbage-nul-track","percent":1,"desc":"\u0000"}"#,
+        ),
+        ("TRACK GET", "TRACK GET garbage-\0"),
+    ];
+    for (what, line) in nul_cases {
+        let r = c.cmd(line);
+        println!("garbage: NUL, {what} -> {}", r.wire_str().trim_end());
+        match &r {
+            Reply::Error(e)
+                if e.starts_with("ERR ") && e.ends_with(" must not contain NUL (U+0000)") => {}
+            other => panic!("{what}: expected -ERR … must not contain NUL (U+0000), got {other:?}"),
+        }
+    }
+    let r =
+        c.cmd(r#"PUSHB [{"jid":"garbage-pushb-\u0000","jobtype":"X","queue":"nul","args":[]}]"#);
+    assert_eq!(
+        r.json(),
+        json!({"garbage-pushb-\u{0}": "jid must not contain NUL (U+0000)"}),
+        "PUSHB of a job with NUL in its jid"
+    );
+    assert_eq!(
+        names(&mut c),
+        known,
+        "a command with NUL changed the known queues"
+    );
+    // No known queue is paused (FETCH would skip it) and the neighbour is still there. The
+    // bystander's own round trips check its queue; every other one gets a probe job that FETCH
+    // must hand out.
     for q in known.iter().filter(|q| *q != "bystander") {
         let probe = format!("garbage-nul-probe-{q}");
         c.push_ok(&json!({"jid": probe, "jobtype": "X", "queue": q, "args": []}));
@@ -876,13 +1031,37 @@ fn garbage_gets_clear_errors_and_nobody_else_notices() {
         }
         assert!(
             seen.contains(&probe),
-            "queue {q:?} is paused after QUEUE PAUSE \\0\\0 (fetched {seen:?})"
+            "queue {q:?} is paused after the commands with NUL (fetched {seen:?})"
         );
+        if q == "nul-neighbour" {
+            assert!(
+                seen.iter().any(|j| j == neighbour),
+                "{neighbour} is gone: {seen:?}"
+            );
+        }
     }
-    println!(
-        "garbage: QUEUE PAUSE of a NUL-named queue -> {}",
-        r.wire_str().trim_end()
+    // In JSON content (args, custom, a failure) a NUL is stored escaped: accepted, and served
+    // back intact after a round through the retry set.
+    let j = "garbage-nul-in-json";
+    c.push_ok(
+        &json!({"jid": j, "jobtype": "X", "queue": "nul-json", "retry": 1,
+        "args": ["a\u{0}b", {"\u{0}": 0}], "custom": {"note": "\u{0}"}}),
     );
+    let got = c.fetch_job("nul-json");
+    assert_eq!(got["args"], json!(["a\u{0}b", {"\u{0}": 0}]), "{got}");
+    assert_eq!(got["custom"]["note"], "\u{0}", "{got}");
+    c.fail(
+        &json!({"jid": j, "errtype": "E\u{0}", "message": "boom\u{0}", "backtrace": ["at\u{0}"]}),
+    )
+    .expect_ok();
+    c.mutate(&json!({"cmd": "requeue", "target": "retries", "filter": {"jids": [j]}}))
+        .expect_ok();
+    let again = c.fetch_job("nul-json");
+    assert_eq!(again["failure"]["errtype"], "E\u{0}", "{again}");
+    assert_eq!(again["failure"]["message"], "boom\u{0}", "{again}");
+    assert_eq!(again["args"], got["args"], "{again}");
+    c.ack(j).expect_ok();
+    println!("garbage: NULs (\\u0000) in args, custom and a failure -> +OK, served back intact");
     let deep_args = format!("{}{}", repeat("[", DEEP), repeat("]", DEEP));
     let line = format!(
         r#"PUSH {{"jid":"garbage-deep-balanced","jobtype":"X","queue":"deep","args":{deep_args}}}"#
@@ -904,24 +1083,9 @@ fn garbage_gets_clear_errors_and_nobody_else_notices() {
         ),
         other => panic!("PUSH of 100k-deep args: unexpected reply {other:?}"),
     }
-    let nul_job = r#"{"jid":"garbage-escaped-\u0000-nul","jobtype":"X\u0000Y","queue":"nul","args":["a\u0000b",{"\u0000":0}]}"#;
-    match c.cmd(&format!("PUSH {nul_job}")) {
-        r if r.is_ok() => {
-            let got = c.fetch_job("nul");
-            assert_eq!(got["jid"], "garbage-escaped-\u{0}-nul");
-            assert_eq!(got["jobtype"], "X\u{0}Y");
-            assert_eq!(got["args"], json!(["a\u{0}b", {"\u{0}": 0}]));
-            c.ack("garbage-escaped-\u{0}-nul").expect_ok();
-            println!(
-                "garbage: escaped NULs (\\u0000) in jid/jobtype/args -> +OK, served back intact"
-            );
-        }
-        Reply::Error(e) => println!("garbage: escaped NULs (\\u0000) -> -{e}"),
-        other => panic!("PUSH with escaped NULs: unexpected reply {other:?}"),
-    }
 
     // Garbage instead of HELLO: closed without a reply.
-    let pre_hello: [(&str, &[u8]); 4] = [
+    let pre_hello: [(&str, &[u8]); 7] = [
         (
             "binary line instead of HELLO",
             b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\xff\n",
@@ -931,6 +1095,19 @@ fn garbage_gets_clear_errors_and_nobody_else_notices() {
             b"HELLO {\"hostname\":\"\xff\xfe\"}\r\n",
         ),
         ("HELLO with NULs", b"HELLO {\"v\":2\0\0}\r\n"),
+        // A string the worker registry would keep, with an escaped NUL (see werk_core::text).
+        (
+            "HELLO with a NUL in wid",
+            b"HELLO {\"v\":2,\"wid\":\"wid-\\u0000\"}\r\n",
+        ),
+        (
+            "HELLO with a NUL in hostname",
+            b"HELLO {\"v\":2,\"wid\":\"wid-nul-host\",\"hostname\":\"h\\u0000\"}\r\n",
+        ),
+        (
+            "HELLO with a NUL in a label",
+            b"HELLO {\"v\":2,\"wid\":\"wid-nul-label\",\"labels\":[\"a\",\"\\u0000\"]}\r\n",
+        ),
         (
             "TLS ClientHello without newline (handshake timeout)",
             b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
@@ -984,10 +1161,7 @@ fn garbage_gets_clear_errors_and_nobody_else_notices() {
         println!("garbage: {what} -> -ERR {too_long}, then closed");
     }
 
-    stop.store(true, Ordering::SeqCst);
-    let lat = by
-        .join()
-        .expect("the bystander failed while garbage was being sent");
+    let lat = by.finish();
     let (med, max) = median_max(&lat);
     println!(
         "garbage: bystander did {} round trips meanwhile: median {}, max {}",
@@ -1063,7 +1237,7 @@ fn a_client_that_never_reads_does_not_block_others() {
     let mut ctl = s.conn();
     round_trip(&mut ctl, "warmup", 0);
     let base_conns = info_connections(&ctl.info());
-    let base_fds = open_fds(pid).expect("/proc/<pid>/fd");
+    let base_fds = open_fds_besides_store(pid).expect("/proc/<pid>/fd");
     let before = ctl.info();
 
     let mut lazy = connect_small_rcvbuf(s.addr, 4096);
@@ -1091,13 +1265,28 @@ fn a_client_that_never_reads_does_not_block_others() {
     // executed (between two INFOs of ours, only the second INFO itself is counted).
     let cmds = |i: &Value| i["server"]["command_count"].as_u64().unwrap_or(0);
     let mut last = cmds(&before);
+    let mut polls = 0;
     wait_for(Duration::from_secs(10), Duration::from_millis(50), || {
         let now = cmds(&ctl.info());
+        polls += 1;
         let stuck = now == last + 1 && now > cmds(&before) + 100;
         last = now;
         stuck.then_some(())
     })
     .unwrap_or_else(|| panic!("the never-reader's commands kept running (count {last})"));
+    // It was held once the replies it did not read filled the socket's buffers, which the server
+    // keeps small (werk_server::CLIENT_SEND_BUFFER): no more than 1 MiB of INFO replies.
+    let lazy_ran = last - cmds(&before) - polls;
+    let info_bytes = ctl.cmd("INFO").bulk_str().len() as u64;
+    println!(
+        "never-reader: held after ~{lazy_ran} of its INFO commands (~{} KiB of unread replies)",
+        lazy_ran * info_bytes / 1024
+    );
+    assert!(
+        lazy_ran * info_bytes <= 1 << 20,
+        "the server ran {lazy_ran} INFO commands ({info_bytes} bytes each) of a client that reads \
+         none of their replies before it stopped"
+    );
 
     // Everyone else is served.
     let mut c = s.conn();

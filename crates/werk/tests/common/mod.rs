@@ -988,6 +988,64 @@ pub fn open_fds(pid: i32) -> Option<usize> {
         .map(|d| d.count())
 }
 
+/// Most connections a server keeps to PostgreSQL: its pool and its `LISTEN` connection.
+pub const MAX_STORE_CONNECTIONS: usize = werk_store_postgres::POOL_SIZE + 1;
+
+/// How many of a server's open fds are its connections to this test process's PostgreSQL
+/// cluster (its pool, which opens connections as concurrent requests need them and keeps them,
+/// and its `LISTEN` connection): TCP sockets whose remote port is the cluster's, matched by
+/// inode between `/proc/PID/fd` and `/proc/PID/net/tcp{,6}`. Always 0 on the embedded store.
+pub fn store_connections(pid: i32) -> usize {
+    if !on_postgres() {
+        return 0;
+    }
+    let socket_inodes: std::collections::BTreeSet<u64> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let target = fs::read_link(e.ok()?.path()).ok()?;
+            let inode = target
+                .to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?;
+            inode.parse().ok()
+        })
+        .collect();
+    let port = pg_cluster().port();
+    let mut n = 0;
+    for table in ["tcp", "tcp6"] {
+        let text = fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
+        for f in text
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        {
+            let rem_port = f
+                .get(2)
+                .and_then(|a| u16::from_str_radix(a.rsplit(':').next()?, 16).ok());
+            let inode = f.get(9).and_then(|i| i.parse::<u64>().ok());
+            if let (Some(rem_port), Some(inode)) = (rem_port, inode) {
+                n += usize::from(rem_port == port && socket_inodes.contains(&inode));
+            }
+        }
+    }
+    n
+}
+
+/// [`open_fds`] less the server's connections to PostgreSQL ([`store_connections`]): what
+/// clients, listeners and files hold. Panics if the server holds more store connections than it
+/// may ([`MAX_STORE_CONNECTIONS`]), so a leak there is still caught.
+#[track_caller]
+pub fn open_fds_besides_store(pid: i32) -> Option<usize> {
+    let store = store_connections(pid);
+    assert!(
+        store <= MAX_STORE_CONNECTIONS,
+        "the server holds {store} connections to PostgreSQL (at most {MAX_STORE_CONNECTIONS})"
+    );
+    Some(open_fds(pid)?.saturating_sub(store))
+}
+
 /// INFO `server.connections`.
 #[track_caller]
 pub fn info_connections(info: &Value) -> u64 {
