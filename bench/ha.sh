@@ -11,6 +11,10 @@
 #
 # Environment: REPEAT=3 JOBS=300000 MAX_SECS=120 SCENARIOS="embedded pg-1 pg-3 faktory"
 #              PG_BIN=/usr/lib/postgresql/15/bin CARGO_TARGET_DIR
+#              OLD_WERK=path: another werk binary (say, a build of the previous commit); the
+#                scenario `pg-1-old` runs it as `pg-1` runs this tree's, alternating with it.
+#              STATEMENTS=N: after each PostgreSQL run, the N statements with the most total
+#                execution time (pg_stat_statements): calls, mean and total ms.
 # Prints one line per run and a table of medians: jobs/s, ACK p50/p99 (µs), werk CPU ms per 1000
 # jobs (all nodes), PostgreSQL CPU ms per 1000 jobs.
 set -euo pipefail
@@ -57,19 +61,32 @@ mkdir -p "$WORK/pg"
 as_pg "$PG_BIN/initdb" -D "$WORK/pg/data" -A trust -U werk -E UTF8 --no-locale >/dev/null
 as_pg "$PG_BIN/pg_ctl" -D "$WORK/pg/data" -l "$WORK/pg/log" -w start -o \
     "-c listen_addresses='' -c unix_socket_directories='$WORK/pg' -c fsync=on -c synchronous_commit=on \
-     -c shared_buffers=512MB -c max_connections=300 -c max_wal_size=4GB" >/dev/null
+     -c shared_buffers=512MB -c max_connections=300 -c max_wal_size=4GB \
+     -c shared_preload_libraries=pg_stat_statements" >/dev/null
+STATEMENTS=${STATEMENTS:-0}
 DB=0
 new_db() { # sets URL to a fresh database
     DB=$((DB + 1))
     as_pg "$PG_BIN/createdb" -h "$WORK/pg" -U werk "w$DB"
     URL="host=$WORK/pg user=werk dbname=w$DB"
+    if [ "$STATEMENTS" -gt 0 ]; then
+        "$PG_BIN/psql" -qAt "$URL" -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" \
+            -c "SELECT pg_stat_statements_reset()" >/dev/null
+    fi
+}
+statements() { # prints the top statements of the last database
+    [ "$STATEMENTS" -gt 0 ] || return 0
+    "$PG_BIN/psql" -qAt -F ' | ' "$URL" -c "SELECT calls, round(mean_exec_time::numeric, 3),
+        round(total_exec_time::numeric), regexp_replace(left(query, 90), '\s+', ' ', 'g')
+        FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+        ORDER BY total_exec_time DESC LIMIT $STATEMENTS" | sed 's/^/    /' >&2
 }
 
 # start_node ARGS...: starts a werk node, appends to PIDS/ADDRS.
 start_node() {
     local n=${#PIDS[@]} out="$WORK/node${#PIDS[@]}.out"
     : >"$out"
-    "$WERK" serve -b 127.0.0.1:0 -w :0 -l warn "$@" >"$out" 2>>"$WORK/node.log" </dev/null &
+    "${NODE_WERK:-$WERK}" serve -b 127.0.0.1:0 -w :0 -l warn "$@" >"$out" 2>>"$WORK/node.log" </dev/null &
     PIDS+=($!)
     for _ in $(seq 1 300); do
         local a
@@ -106,6 +123,9 @@ run_one() { # scenario
     case $sc in
     embedded) start_node -d "$WORK/emb$RANDOM" ;;
     pg-1) new_db; start_node -d "$WORK/n" --database-url "$URL" ;;
+    pg-1-old)
+        [ -x "${OLD_WERK:-}" ] || { echo "pg-1-old needs OLD_WERK" >&2; return 1; }
+        new_db; NODE_WERK=$OLD_WERK start_node -d "$WORK/n" --database-url "$URL" ;;
     pg-3) new_db; for _ in 1 2 3; do start_node -d "$WORK/n" --database-url "$URL"; done ;;
     faktory)
         [ -x "$FAKTORY_DIR/bin/faktory" ] || return 1
@@ -139,6 +159,7 @@ run_one() { # scenario
         WCPU[$sc]+=" $(( (w1 - w0) * 1000 * 1000 / HZ / acked ))"
         if [ "$sc" = embedded ]; then PCPU[$sc]+=" -"; else PCPU[$sc]+=" $(( (pg1 - pg0) * 1000 * 1000 / HZ / acked ))"; fi
     fi
+    case $sc in pg-*) statements ;; esac
     TPUT[$sc]+=" $(jq -r .throughput_per_s <<<"$json")"
     P50[$sc]+=" $(jq -r '.latency_us.ACK.p50' <<<"$json")"
     P99[$sc]+=" $(jq -r '.latency_us.ACK.p99' <<<"$json")"
