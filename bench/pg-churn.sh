@@ -10,6 +10,7 @@
 #
 # Environment: TOTAL=10000000 CHUNK=1000000 BACKLOG=1000000 PG_BIN=/usr/lib/postgresql/15/bin
 #              CARGO_TARGET_DIR
+#              PG_OPTS: more server settings, e.g. "-c autovacuum_naptime=1s" (docs/ha.md)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -43,7 +44,7 @@ mkdir -p "$WORK/pg"
 as_pg "$PG_BIN/initdb" -D "$WORK/pg/data" -A trust -U werk -E UTF8 --no-locale >/dev/null
 as_pg "$PG_BIN/pg_ctl" -D "$WORK/pg/data" -l "$WORK/pg/log" -w start -o \
     "-c listen_addresses='' -c unix_socket_directories='$WORK/pg' -c fsync=on -c synchronous_commit=on \
-     -c shared_buffers=512MB -c max_connections=300 -c max_wal_size=4GB" >/dev/null
+     -c shared_buffers=512MB -c max_connections=300 -c max_wal_size=4GB ${PG_OPTS:-}" >/dev/null
 as_pg "$PG_BIN/createdb" -h "$WORK/pg" -U werk churn
 URL="host=$WORK/pg user=werk dbname=churn"
 psql_() { "$PG_BIN/psql" -qAt -F ' ' "$URL" -c "$1"; }
@@ -75,7 +76,7 @@ sizes() { # jobs heap MB, jobs indexes MB, jobs TOAST MB, other tables MB, live,
            FROM pg_stat_user_tables WHERE relname = 'jobs'"
 }
 
-echo "bench/pg-churn.sh: $(nproc) CPUs, commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), TOTAL=$TOTAL CHUNK=$CHUNK" >&2
+echo "bench/pg-churn.sh: $(nproc) CPUs, commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), TOTAL=$TOTAL CHUNK=$CHUNK PG_OPTS=${PG_OPTS:-}" >&2
 printf '%10s %8s %9s %9s %9s %9s %9s %9s %9s %9s %7s %9s\n' jobs jobs/s "p50 µs" "p99 µs" \
     "heap MB" "idx MB" "toast MB" "other MB" live dead autovac "/stats ms"
 done_jobs=0
