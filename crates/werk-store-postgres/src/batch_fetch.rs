@@ -198,14 +198,19 @@ impl PgStore {
                     queue: name.clone(),
                     payload: payload.clone(),
                 };
-                let Some(job) = self.parse_reserved(client, row, now).await? else {
-                    // Quarantined. Leaves `got[slot]` empty: the request tries again, alone.
-                    expired = true;
-                    continue;
+                // Errors from here on leave this statement's reservations to be delivered.
+                let job = match self.parse_reserved(client, row, now).await {
+                    Ok(Some(job)) => job,
+                    Ok(None) | Err(_) => {
+                        // Quarantined (or the quarantine failed: the reaper brings it back).
+                        // Leaves `got[slot]` empty: the request tries again, alone.
+                        expired = true;
+                        continue;
+                    }
                 };
                 let until = self
                     .correct_reservation(client, id, r.get(5), now, &request.wid, &job)
-                    .await?;
+                    .await;
                 got[slot] = Some(Ok(Some(reserved_job(
                     jid,
                     name,

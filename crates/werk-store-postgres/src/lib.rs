@@ -1064,7 +1064,7 @@ impl PgStore {
                 };
                 let until = self
                     .correct_reservation(client, id, r.get(4), now, &wid, &job)
-                    .await?;
+                    .await;
                 return Ok(Some(reserved_job(
                     jid,
                     name,
@@ -1101,7 +1101,9 @@ impl PgStore {
     /// The end of the reservation a one-statement FETCH gave `job` (row `id`) at `now`:
     /// `until`, unless the job was stored before `reserve_ms` existed (or by a node with
     /// another time scale) and so was reserved for the default; that is corrected here from
-    /// its payload. A crash in between leaves the default reservation, never a lost job.
+    /// its payload. A crash in between leaves the default reservation, never a lost job; so
+    /// does a failed correction (logged): the job is still delivered, with the reservation it
+    /// has.
     pub(crate) async fn correct_reservation(
         &self,
         client: &deadpool_postgres::Object,
@@ -1110,23 +1112,29 @@ impl PgStore {
         now: Millis,
         wid: &str,
         job: &Job,
-    ) -> Result<i64> {
+    ) -> i64 {
         let wanted = now.saturating_add(self.reservation_ms(job.reserve_for));
         if until == wanted {
-            return Ok(until);
+            return until;
         }
-        let fix = client
-            .prepare_cached(
-                "UPDATE jobs SET score = $2, ts = $2, reserve_ms = $3
-                 WHERE id = $1 AND state = 2 AND reserved_at = $4 AND wid = $5",
-            )
-            .await
-            .map_err(pg)?;
-        client
-            .execute(&fix, &[&id, &wanted, &(wanted - now), &now, &wid])
-            .await
-            .map_err(pg)?;
-        Ok(wanted)
+        let fixed = async {
+            let fix = client
+                .prepare_cached(
+                    "UPDATE jobs SET score = $2, ts = $2, reserve_ms = $3
+                     WHERE id = $1 AND state = 2 AND reserved_at = $4 AND wid = $5",
+                )
+                .await?;
+            client
+                .execute(&fix, &[&id, &wanted, &(wanted - now), &now, &wid])
+                .await
+        };
+        match fixed.await {
+            Ok(_) => wanted,
+            Err(e) => {
+                tracing::warn!(jid = %job.jid, error = %pg(e), "could not correct a job's reservation; it keeps the default");
+                until
+            }
+        }
     }
 
     /// How long a FETCH reserves a job whose `reserve_for` is `reserve_for`, in (scaled)
