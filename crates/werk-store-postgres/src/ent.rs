@@ -24,8 +24,8 @@
 //! Locks are taken child before parent (a child's progress is propagated upwards); a request
 //! that touches several unrelated batches (a PUSHB mixing batches, a reaper pass) takes them
 //! in request order, so two such requests in opposite orders may deadlock: PostgreSQL then
-//! aborts one of them (an error, nothing applied; PUSH is retried by its client, the reaper
-//! runs again).
+//! aborts one of them (nothing of it applied), and the store runs it again (the `retry`
+//! module).
 //!
 //! The `jobs.batch` column says what a job is to a batch: `m:<bid>` a member that has not
 //! finished yet, `f:<bid>` a member whose last run failed, `c:<bid>` / `s:<bid>` the batch's

@@ -179,6 +179,7 @@ mod ent;
 mod lanes;
 mod notify;
 mod ops;
+mod retry;
 pub mod schema;
 mod store_impl;
 mod tls;

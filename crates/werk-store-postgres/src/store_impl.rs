@@ -1,5 +1,7 @@
 //! The [`Store`] trait, delegating to the transitions of [`PgStore`] (each one transaction,
-//! answered after its COMMIT).
+//! answered after its COMMIT). Every request that writes runs again when PostgreSQL aborted
+//! it for a deadlock or a serialization failure (the `retry` module); reads never wait for a
+//! lock and are not wrapped.
 
 use werk_core::worker::WorkerState;
 use werk_core::{FailInfo, JobState, Millis, PushError};
@@ -9,6 +11,7 @@ use werk_store::{
     Tracked, WorkerHello, WorkerInfo, WorkerSync,
 };
 
+use crate::retry::again;
 use crate::PgStore;
 
 impl Store for PgStore {
@@ -17,7 +20,7 @@ impl Store for PgStore {
         jobs: Vec<NewJob>,
         now: Millis,
     ) -> Result<Vec<std::result::Result<(), PushError>>> {
-        PgStore::push(self, jobs, now).await
+        again("PUSH", || PgStore::push(self, jobs.clone(), now)).await
     }
     async fn fetch(
         &self,
@@ -25,34 +28,46 @@ impl Store for PgStore {
         wid: String,
         now: Millis,
     ) -> Result<Option<StoredJob>> {
-        PgStore::fetch(self, queues, wid, now).await
+        again("FETCH", || {
+            PgStore::fetch(self, queues.clone(), wid.clone(), now)
+        })
+        .await
     }
     async fn ack(&self, jid: String, now: Millis) -> Result<AckOutcome> {
-        PgStore::ack(self, jid, now).await
+        again("ACK", || PgStore::ack(self, jid.clone(), now)).await
     }
     async fn fail(&self, jid: String, info: FailInfo, now: Millis) -> Result<FailReply> {
-        PgStore::fail(self, jid, info, now).await
+        again("FAIL", || {
+            PgStore::fail(self, jid.clone(), info.clone(), now)
+        })
+        .await
     }
     async fn promote_due(&self, now: Millis, limit: usize) -> Result<usize> {
-        PgStore::promote_due(self, now, limit).await
+        again("promotion", || PgStore::promote_due(self, now, limit)).await
     }
     async fn reap_expired(&self, now: Millis, limit: usize) -> Result<usize> {
-        PgStore::reap_expired(self, now, limit).await
+        again("reaper", || PgStore::reap_expired(self, now, limit)).await
     }
     async fn sweep_expired(&self, now: Millis, limit: usize) -> Result<usize> {
-        PgStore::sweep_expired(self, now, limit).await
+        again("expiry sweep", || PgStore::sweep_expired(self, now, limit)).await
     }
     async fn purge_dead(&self, now: Millis, limit: usize) -> Result<usize> {
-        PgStore::purge_dead(self, now, limit).await
+        again("dead purge", || PgStore::purge_dead(self, now, limit)).await
     }
     async fn mutate(&self, m: Mutation, now: Millis) -> Result<u64> {
-        PgStore::mutate(self, m, now).await
+        again("MUTATE", || PgStore::mutate(self, m.clone(), now)).await
     }
     async fn set_paused(&self, queues: QueueSelector, paused: bool) -> Result<()> {
-        PgStore::set_paused(self, queues, paused).await
+        again("QUEUE PAUSE/RESUME", || {
+            PgStore::set_paused(self, queues.clone(), paused)
+        })
+        .await
     }
     async fn remove_queues(&self, queues: QueueSelector) -> Result<u64> {
-        PgStore::remove_queues(self, queues).await
+        again("QUEUE REMOVE", || {
+            PgStore::remove_queues(self, queues.clone())
+        })
+        .await
     }
     async fn queue_latency(&self, queues: Vec<String>, now: Millis) -> Result<Vec<f64>> {
         PgStore::queue_latency(self, queues, now).await
@@ -82,7 +97,7 @@ impl Store for PgStore {
         PgStore::page(self, q).await
     }
     async fn delete_jobs(&self, state: JobState, jids: Vec<String>) -> Result<u64> {
-        PgStore::delete_jobs(self, state, jids).await
+        again("delete", || PgStore::delete_jobs(self, state, jids.clone())).await
     }
     async fn fire_cron(
         &self,
@@ -91,7 +106,10 @@ impl Store for PgStore {
         job: NewJob,
         now: Millis,
     ) -> Result<CronFire> {
-        PgStore::fire_cron(self, entry, tick, job, now).await
+        again("cron fire", || {
+            PgStore::fire_cron(self, entry.clone(), tick, job.clone(), now)
+        })
+        .await
     }
     async fn cron_last_fired(&self, entries: Vec<String>) -> Result<Vec<Option<Millis>>> {
         PgStore::cron_last_fired(self, entries).await
@@ -101,21 +119,24 @@ impl Store for PgStore {
         batch: NewBatch,
         now: Millis,
     ) -> Result<std::result::Result<(), BatchError>> {
-        PgStore::batch_new(self, batch, now).await
+        again("BATCH NEW", || PgStore::batch_new(self, batch.clone(), now)).await
     }
     async fn batch_open(
         &self,
         bid: String,
         now: Millis,
     ) -> Result<std::result::Result<(), BatchError>> {
-        PgStore::batch_open(self, bid, now).await
+        again("BATCH OPEN", || PgStore::batch_open(self, bid.clone(), now)).await
     }
     async fn batch_commit(
         &self,
         bid: String,
         now: Millis,
     ) -> Result<std::result::Result<(), BatchError>> {
-        PgStore::batch_commit(self, bid, now).await
+        again("BATCH COMMIT", || {
+            PgStore::batch_commit(self, bid.clone(), now)
+        })
+        .await
     }
     async fn batch_status(&self, bid: String, now: Millis) -> Result<Option<BatchStatus>> {
         PgStore::batch_status(self, bid, now).await
@@ -129,7 +150,10 @@ impl Store for PgStore {
         PgStore::list_batches(self, after, limit, now).await
     }
     async fn track_set(&self, update: TrackUpdate, now: Millis) -> Result<bool> {
-        PgStore::track_set(self, update, now).await
+        again("TRACK SET", || {
+            PgStore::track_set(self, update.clone(), now)
+        })
+        .await
     }
     async fn track_get(&self, jid: String, now: Millis) -> Result<Option<Tracked>> {
         PgStore::track_get(self, jid, now).await
@@ -143,10 +167,16 @@ impl Store for PgStore {
         conn: u64,
         now: Millis,
     ) -> Result<WorkerState> {
-        PgStore::worker_hello(self, hello, conn, now).await
+        again("HELLO", || {
+            PgStore::worker_hello(self, hello.clone(), conn, now)
+        })
+        .await
     }
     async fn worker_bye(&self, wid: String, conn: u64, alive_since: Millis) -> Result<()> {
-        PgStore::worker_bye(self, wid, conn, alive_since).await
+        again("worker goodbye", || {
+            PgStore::worker_bye(self, wid.clone(), conn, alive_since)
+        })
+        .await
     }
     async fn worker_beat(
         &self,
@@ -155,10 +185,16 @@ impl Store for PgStore {
         rss_kb: i64,
         now: Millis,
     ) -> Result<Option<WorkerState>> {
-        PgStore::worker_beat(self, wid, requested, rss_kb, now).await
+        again("BEAT", || {
+            PgStore::worker_beat(self, wid.clone(), requested, rss_kb, now)
+        })
+        .await
     }
     async fn worker_signal(&self, wid: Option<String>, to: WorkerState) -> Result<usize> {
-        PgStore::worker_signal(self, wid, to).await
+        again("worker signal", || {
+            PgStore::worker_signal(self, wid.clone(), to)
+        })
+        .await
     }
     async fn worker_list(&self, alive_since: Millis) -> Result<Vec<WorkerInfo>> {
         PgStore::worker_list(self, alive_since).await
@@ -169,7 +205,10 @@ impl Store for PgStore {
         cutoff: Millis,
         now: Millis,
     ) -> Result<WorkerSync> {
-        PgStore::worker_sync(self, wids, cutoff, now).await
+        again("worker sync", || {
+            PgStore::worker_sync(self, wids.clone(), cutoff, now)
+        })
+        .await
     }
     fn set_throttles(&self, throttles: Vec<Throttle>) {
         PgStore::set_throttles(self, throttles)

@@ -165,7 +165,10 @@ async fn concurrent_pushes_share_one_statement_with_every_outcome() {
     // The same jid with other args, afterwards: a duplicate. (Not in the concurrent set: the
     // order in which spawned requests reach the queue is not fixed, and whichever of the two
     // contents comes first is the one stored.)
-    let other = s.push(vec![plain("twice-new", "q", "other")], T0 + SEC).await.unwrap();
+    let other = s
+        .push(vec![plain("twice-new", "q", "other")], T0 + SEC)
+        .await
+        .unwrap();
     assert!(
         matches!(&other[..], [Err(PushError::DuplicateJid(j, _))] if j == "twice-new"),
         "{other:?}"

@@ -16,6 +16,9 @@ use werk_store::{
 use werk_store_postgres::PgStore;
 use werk_testpg::PgCluster;
 
+mod lanes_util;
+use lanes_util::wait_for_lock_waiters;
+
 use JobState::{Dead, Enqueued, Retry, Scheduled, Working};
 
 const T0: Millis = 1_700_000_000_000;
@@ -1289,6 +1292,95 @@ async fn delete_jobs_removes_only_jobs_in_that_state() {
     assert_eq!((locks, tracked), (1, 0));
 }
 
+// ---- conflicts ----------------------------------------------------------------------------
+
+/// A MUTATE that PostgreSQL aborts for a deadlock runs again and succeeds (the `retry`
+/// module; seen in CI as `mutate: deadlock detected` when a UI "retry all" raced batched ACKs
+/// and the reaper). The deadlock is made on purpose: MUTATE locks the retry set in score
+/// order; another session holds the second row, MUTATE takes the first and waits for the
+/// second, then the other session asks for the first. That session's `deadlock_timeout` is
+/// long, so PostgreSQL aborts MUTATE's transaction, not the other one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutate_aborted_for_a_deadlock_runs_again() {
+    let url = fresh_db().await;
+    let (s, rec) = open_with(&url, StoreConfig::default()).await;
+    let s = Arc::new(s);
+    put(&s, spec("deadlock-1").queue("dl"), Retry, T0).await;
+    put(&s, spec("deadlock-2").queue("dl"), Retry, T0).await;
+    let (other, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("other session connects");
+    tokio::spawn(conn);
+    let ids: Vec<i64> = other
+        .query(
+            "SELECT id FROM jobs WHERE state = 3 ORDER BY score, id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    other
+        .batch_execute("BEGIN; SET LOCAL deadlock_timeout = '60s'")
+        .await
+        .unwrap();
+    other
+        .execute("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", &[&ids[1]])
+        .await
+        .unwrap();
+    rec.take();
+    let t = T0 + MIN;
+    let mutating = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            let m = Mutation {
+                op: MutateOp::Requeue,
+                target: Retry,
+                filter: None,
+            };
+            werk_store::Store::mutate(&*s, m, t).await
+        })
+    };
+    wait_for_lock_waiters(&s, 1, "MUTATE").await;
+    // Closes the cycle; returns once PostgreSQL has aborted MUTATE's transaction.
+    other
+        .execute("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", &[&ids[0]])
+        .await
+        .unwrap();
+    other.batch_execute("COMMIT").await.unwrap();
+    let moved = mutating.await.unwrap();
+    assert_eq!(moved.expect("MUTATE runs again after the deadlock"), 2);
+    assert_eq!(jids(&s, Retry, None).await, Vec::<String>::new());
+    assert_eq!(jids(&s, Enqueued, Some("dl")).await.len(), 2);
+    assert!(rec.take().contains(&"dl".to_string()), "listener told");
+    // The deadlock really happened: PostgreSQL counts it (a backend reports its statistics
+    // within about ten seconds of going idle; a fresh transaction per read sees the latest).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let n: i64 = other
+            .query_one(
+                "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n >= 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "PostgreSQL never counted a deadlock"
+        );
+        other
+            .batch_execute("SELECT pg_stat_clear_snapshot()")
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 // ---- close --------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1313,23 +1405,7 @@ async fn close_waits_for_requests_in_flight_and_refuses_new_ones() {
         let jobs: Vec<NewJob> = specs.iter().map(|sp| sp.new_job(T0)).collect();
         tokio::spawn(async move { s.push(jobs, T0).await })
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let waiting: i64 = blocker
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if waiting > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the push never reached the lock");
-        tokio::task::yield_now().await;
-    }
+    wait_for_lock_waiters(&s, 1, "PUSH").await;
     let closing = {
         let s = s.clone();
         tokio::spawn(async move { s.close().await })

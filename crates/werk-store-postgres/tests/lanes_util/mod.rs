@@ -33,7 +33,8 @@ pub fn job(json: &str) -> NewJob {
     NewJob { job, at }
 }
 
-/// Waits until `n` sessions of this database wait for a lock (the lanes the test occupied).
+/// Waits (10 s deadline) until `n` sessions of this database wait for a lock (the lanes the
+/// test occupied, or the requests it made wait).
 pub async fn wait_for_lock_waiters(s: &PgStore, n: usize, what: &str) {
     let c = s.pool().get().await.expect("connection");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -52,7 +53,7 @@ pub async fn wait_for_lock_waiters(s: &PgStore, n: usize, what: &str) {
         }
         assert!(
             Instant::now() < deadline,
-            "{n} {what} lanes never waited for the lock"
+            "{n} {what} sessions never waited for a lock"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
