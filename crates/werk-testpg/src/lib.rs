@@ -190,6 +190,7 @@ pub struct PgOptions {
     data_files: Vec<(String, Vec<u8>)>,
     start_timeout: Duration,
     bin_dir: Option<PathBuf>,
+    port: Option<u16>,
 }
 
 impl Default for PgOptions {
@@ -201,6 +202,7 @@ impl Default for PgOptions {
             data_files: Vec::new(),
             start_timeout: Duration::from_secs(60),
             bin_dir: None,
+            port: None,
         }
     }
 }
@@ -258,6 +260,14 @@ impl PgOptions {
         self.bin_dir = Some(dir.into());
         self
     }
+
+    /// Listen on this port instead of a free one picked at start (a failover harness builds
+    /// the new standby where the dead primary was, so that clients' host lists stay valid).
+    /// The start fails if the port is taken.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
 }
 
 /// The account the PostgreSQL programs run as when the test process is root.
@@ -308,6 +318,99 @@ impl PgCluster {
     /// Creates a cluster in a new temporary directory and starts its server; returns once it
     /// accepts connections on both its unix socket and 127.0.0.1.
     pub fn start_with(options: PgOptions) -> Result<PgCluster> {
+        let mut cluster = Self::prepare(options)?;
+        cluster.init_data_dir()?;
+        cluster.write_data_files()?;
+        cluster.first_launch()?;
+        cluster.create_database(DEFAULT_DATABASE)?;
+        Ok(cluster)
+    }
+
+    /// A **streaming-replication standby** of `primary`, in a new temporary directory of its
+    /// own: `pg_basebackup -X stream -R` copies the primary's data over TCP (the replication
+    /// connection is allowed by the `trust` lines `initdb` writes) and writes `standby.signal`
+    /// and `primary_conninfo`; then the server starts with `options` (the same settings as the
+    /// primary's, typically, so that `synchronous_standby_names` is in force once it is
+    /// promoted) and this returns once it accepts (read-only) connections. While the primary
+    /// has `synchronous_standby_names` set (say `*`), its commits wait for this standby.
+    pub fn standby_of(primary: &PgCluster, options: PgOptions) -> Result<PgCluster> {
+        let mut cluster = Self::prepare(options)?;
+        let mut cmd = cluster.command("pg_basebackup");
+        cmd.arg("-D")
+            .arg(&cluster.data_dir)
+            .args(["-h", "127.0.0.1", "-p", &primary.port.to_string()])
+            .args(["-U", SUPERUSER, "-X", "stream", "-R", "-c", "fast"]);
+        if !cluster.options.fsync {
+            cmd.arg("--no-sync");
+        }
+        run(cmd, "pg_basebackup")?;
+        cluster.write_data_files()?;
+        cluster.first_launch()?;
+        Ok(cluster)
+    }
+
+    /// Promotes a standby to primary (`pg_ctl promote -w`: returns once it accepts writes).
+    pub fn promote(&self) -> Result<()> {
+        let mut cmd = self.command("pg_ctl");
+        cmd.arg("promote").arg("-D").arg(&self.data_dir).args([
+            "-w",
+            "-t",
+            &self.options.start_timeout.as_secs().to_string(),
+        ]);
+        run(cmd, "pg_ctl promote")
+    }
+
+    /// Whether this server is a standby still (`standby.signal` is in its data directory until
+    /// a promotion ends).
+    pub fn is_standby(&self) -> bool {
+        self.data_dir.join("standby.signal").exists()
+    }
+
+    /// A fast shutdown of the server (`SIGINT`), keeping the directory:
+    /// [`restart`](Self::restart) starts it again.
+    pub fn stop_server(&mut self) -> Result<()> {
+        self.shutdown(libc::SIGINT, "fast shutdown")
+    }
+
+    /// Crashes the server as a machine crash would: every process of it at once, not only the
+    /// postmaster ([`kill`](Self::kill) lets backends finish what they are doing before they
+    /// notice that the postmaster died). The processes are stopped (`SIGSTOP`) first, so that
+    /// none of them acts after another has died, then killed.
+    pub fn kill_all(&mut self) -> Result<()> {
+        let Some(pid) = self.pid() else {
+            return Ok(());
+        };
+        let pid = pid as libc::pid_t;
+        // SAFETY: kill(2) of our own child, then of its children (pids read from /proc).
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        let children = children_of(pid);
+        for &c in &children {
+            unsafe { libc::kill(c, libc::SIGSTOP) };
+        }
+        for &c in &children {
+            unsafe { libc::kill(c, libc::SIGKILL) };
+        }
+        self.kill()?;
+        // The children are not ours to reap (they are the postmaster's, now init's): wait
+        // until they are gone, so that the port and shared memory are free.
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while children
+            .iter()
+            .any(|&c| Path::new(&format!("/proc/{c}/stat")).exists() && !is_zombie(c))
+        {
+            if Instant::now() >= deadline {
+                return Err(Error::new(
+                    "werk-testpg: the killed server's processes did not exit".to_string(),
+                ));
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
+    /// A new temporary directory, handed to the account, and the cluster's paths; nothing
+    /// started.
+    fn prepare(options: PgOptions) -> Result<PgCluster> {
         for (name, _) in &options.settings {
             if ["listen_addresses", "port", "unix_socket_directories"].contains(&name.as_str()) {
                 return Err(Error::new(format!(
@@ -349,7 +452,7 @@ impl PgCluster {
         fs::set_permissions(&root, fs::Permissions::from_mode(0o700))
             .map_err(|e| Error::io(format_args!("chmod {}", root.display()), e))?;
 
-        let mut cluster = PgCluster {
+        Ok(PgCluster {
             data_dir: root.join("data"),
             log_path: root.join("postgres.log"),
             root,
@@ -361,17 +464,24 @@ impl PgCluster {
             postmaster: None,
             killed: false,
             registry_id: 0,
-        };
-        cluster.init_data_dir()?;
-        cluster.write_data_files()?;
+        })
+    }
 
+    /// Starts the server for the first time: on [`PgOptions::port`], or on a free port (a new
+    /// one if another process takes it meanwhile).
+    fn first_launch(&mut self) -> Result<()> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            cluster.port = free_port()?;
-            match cluster.launch() {
-                Ok(()) => break,
-                Err(LaunchError::PortInUse(_)) if attempt < 5 => continue,
+            self.port = match self.options.port {
+                Some(p) => p,
+                None => free_port()?,
+            };
+            match self.launch() {
+                Ok(()) => return Ok(()),
+                Err(LaunchError::PortInUse(_)) if attempt < 5 && self.options.port.is_none() => {
+                    continue
+                }
                 Err(
                     LaunchError::PortInUse(e)
                     | LaunchError::OldServerAlive(e)
@@ -379,8 +489,6 @@ impl PgCluster {
                 ) => return Err(e),
             }
         }
-        cluster.create_database(DEFAULT_DATABASE)?;
-        Ok(cluster)
     }
 
     /// The libpq URI of the `werk` database over TCP:
@@ -490,6 +598,9 @@ impl PgCluster {
             .arg("-p")
             .arg(self.port.to_string());
         cmd.args(["-U", SUPERUSER, "--", name]);
+        // Not waiting for a synchronous standby (there may be none yet, see
+        // `PgCluster::standby_of`): the database exists on the primary once this returns.
+        cmd.env("PGOPTIONS", "-c synchronous_commit=local");
         run(cmd, "createdb")?;
         Ok(self.url_for(name))
     }
@@ -1080,6 +1191,27 @@ fn temp_base(for_other_account: bool) -> PathBuf {
 }
 
 /// A TCP port on 127.0.0.1 that was free just now.
+/// The pids whose parent is `pid` (from `/proc/*/stat`).
+fn children_of(pid: libc::pid_t) -> Vec<libc::pid_t> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<libc::pid_t>().ok())
+        .filter(|&p| stat_field(p, 1).and_then(|f| f.parse().ok()) == Some(pid))
+        .collect()
+}
+
+/// Field `n` after the command name of `/proc/PID/stat` (0: the state, 1: the parent pid).
+fn stat_field(pid: libc::pid_t, n: usize) -> Option<String> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(n).map(str::to_string)
+}
+
+fn is_zombie(pid: libc::pid_t) -> bool {
+    stat_field(pid, 0).as_deref() == Some("Z")
+}
+
 fn free_port() -> Result<u16> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .map_err(|e| Error::io("binding 127.0.0.1:0", e))?;

@@ -218,3 +218,120 @@ async fn databases_on_one_cluster_are_isolated() -> TestResult {
     tokio::task::spawn_blocking(move || drop(pg)).await?;
     Ok(())
 }
+
+/// A primary with a synchronous standby: a commit waits for the standby (it hangs while the
+/// standby is stopped, and completes once it is back); the standby has every acknowledged row;
+/// after the primary crashes (every process killed at once) the standby is promoted, keeps
+/// every row and takes writes; a new standby is built from it on the dead primary's port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synchronous_standby_promotion_and_a_new_standby_on_the_old_port() -> TestResult {
+    let options = || PgOptions::new().setting("synchronous_standby_names", "*");
+    let mut primary =
+        tokio::task::spawn_blocking(move || PgCluster::start_with(options())).await??;
+    let standby = {
+        let p = &primary;
+        std::thread::scope(|s| s.spawn(|| PgCluster::standby_of(p, options())).join())
+            .expect("standby thread")?
+    };
+    assert!(standby.is_standby());
+    let p = connect(&primary.url()).await?;
+    p.batch_execute("CREATE TABLE t (n int); INSERT INTO t SELECT generate_series(1, 100)")
+        .await?;
+    let sync: Vec<String> = texts(&p, "SELECT sync_state FROM pg_stat_replication").await?;
+    assert_eq!(sync, vec!["sync".to_string()]);
+    let s = connect(&standby.url()).await?;
+    let count: i64 = s.query_one("SELECT count(*) FROM t", &[]).await?.get(0);
+    assert_eq!(
+        count, 100,
+        "a synchronous standby has every acknowledged commit"
+    );
+    drop(s);
+
+    // With the standby down, a commit waits; it completes once the standby is back.
+    let mut standby = standby;
+    let standby =
+        tokio::task::spawn_blocking(move || standby.stop_server().map(|()| standby)).await??;
+    let waiting = tokio::spawn(async move {
+        p.execute("INSERT INTO t VALUES (101)", &[])
+            .await
+            .map(|_| p)
+    });
+    let check = connect(&primary.url()).await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let n: i64 = check
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'",
+                &[],
+            )
+            .await?
+            .get(0);
+        if n == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the commit never waited for the standby"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!waiting.is_finished());
+    let mut standby = standby;
+    let standby =
+        tokio::task::spawn_blocking(move || standby.restart().map(|()| standby)).await??;
+    let p = waiting.await??;
+    drop(p);
+    drop(check);
+
+    // The primary crashes; the standby is promoted and has all 101 rows.
+    let old_port = primary.port();
+    let primary_pid = primary.pid().expect("running") as i32;
+    let backends = {
+        let c = connect(&primary.url()).await?;
+        let n: i64 = c
+            .query_one("SELECT count(*) FROM pg_stat_activity", &[])
+            .await?
+            .get(0);
+        n
+    };
+    assert!(backends > 0);
+    let primary =
+        tokio::task::spawn_blocking(move || primary.kill_all().map(|()| primary)).await??;
+    // SAFETY: signal 0 only checks for existence.
+    assert_ne!(
+        unsafe { libc_kill0(primary_pid) },
+        0,
+        "the postmaster is gone"
+    );
+    let standby =
+        tokio::task::spawn_blocking(move || standby.promote().map(|()| standby)).await??;
+    assert!(!standby.is_standby());
+    let n = connect(&standby.url()).await?;
+    let count: i64 = n.query_one("SELECT count(*) FROM t", &[]).await?.get(0);
+    assert_eq!(count, 101, "the promoted standby lost nothing acknowledged");
+    drop(primary);
+
+    // A new standby where the old primary was; the new primary's commits wait for it.
+    let fresh = {
+        let p = &standby;
+        let opts = options().port(old_port);
+        std::thread::scope(|s| s.spawn(|| PgCluster::standby_of(p, opts)).join())
+            .expect("standby thread")?
+    };
+    assert_eq!(fresh.port(), old_port);
+    n.execute("INSERT INTO t VALUES (102)", &[]).await?;
+    let f = connect(&fresh.url()).await?;
+    let count: i64 = f.query_one("SELECT count(*) FROM t", &[]).await?.get(0);
+    assert_eq!(count, 102);
+    drop((f, n));
+    tokio::task::spawn_blocking(move || drop((standby, fresh))).await?;
+    Ok(())
+}
+
+/// `kill(pid, 0)`: 0 while the process exists (a zombie included).
+unsafe fn libc_kill0(pid: i32) -> i32 {
+    extern "C" {
+        fn kill(pid: i32, sig: i32) -> i32;
+    }
+    kill(pid, 0)
+}
