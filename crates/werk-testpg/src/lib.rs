@@ -360,6 +360,29 @@ impl PgCluster {
         run(cmd, "pg_ctl promote")
     }
 
+    /// Runs `sql` with `psql` over the socket in database `werk` as the superuser; returns its
+    /// output, unaligned, tuples only (one row a line, columns separated by `|`).
+    pub fn sql(&self, sql: &str) -> Result<String> {
+        let mut cmd = self.command("psql");
+        cmd.arg("-h")
+            .arg(&self.root)
+            .args(["-p", &self.port.to_string(), "-U", SUPERUSER, "-d", DEFAULT_DATABASE])
+            .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql]);
+        let out = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| Error::io("running psql", e))?;
+        if !out.status.success() {
+            return Err(Error::new(format!(
+                "werk-testpg: psql -c {sql:?} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// Whether this server is a standby still (`standby.signal` is in its data directory until
     /// a promotion ends).
     pub fn is_standby(&self) -> bool {

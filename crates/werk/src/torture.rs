@@ -30,6 +30,8 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use rand::Rng;
 
+mod cluster;
+
 #[derive(Args, Debug, Clone)]
 pub struct TortureArgs {
     /// Kill-and-restart rounds.
@@ -86,6 +88,8 @@ pub struct TortureArgs {
     /// Print a line per round.
     #[arg(long)]
     verbose: bool,
+    #[command(flatten)]
+    cluster: cluster::ClusterArgs,
 }
 
 /// One reply as the harness needs it.
@@ -175,7 +179,15 @@ struct Ledger {
 }
 
 struct World {
-    addr: RwLock<SocketAddr>,
+    /// The nodes; clients connect to one at random (a single server: one address).
+    addrs: RwLock<Vec<SocketAddr>>,
+    /// Cluster mode: a PUSH whose reply was lost or refused is sent again with the same jid
+    /// (to any node) until it is answered `+OK`, as real clients retry; an `-ERR` answer is a
+    /// transient failure (a node without its database), counted in `transient`.
+    cluster: bool,
+    transient: AtomicU64,
+    /// Set by the cluster harness at a primary's death: (when, the first PUSH `+OK` after).
+    watch: Mutex<Option<(Instant, Option<Instant>)>>,
     ledger: Mutex<Ledger>,
     producing: AtomicBool,
     stop: AtomicBool,
@@ -196,6 +208,19 @@ impl Server {
         addr: SocketAddr,
         args: &TortureArgs,
     ) -> Result<Server> {
+        // Cluster mode: each node's log goes to `serve.log` in its directory (the database's
+        // failures are expected there, by the hundred).
+        let stderr = if args.cluster.cluster {
+            Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join("serve.log"))
+                    .context("cannot open the node's log")?,
+            )
+        } else {
+            Stdio::inherit()
+        };
         let mut cmd = Command::new(exe);
         cmd.args(["serve", "-b", &addr.to_string(), "-w", ":0", "-d"])
             .arg(dir)
@@ -216,7 +241,7 @@ impl Server {
             )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .process_group(0);
         let mut child = cmd.spawn().context("cannot start werk serve")?;
         let stdout = child.stdout.take().context("no stdout")?;
@@ -252,9 +277,44 @@ fn free_addr() -> Result<SocketAddr> {
     Ok(l.local_addr()?)
 }
 
+impl World {
+    fn new(addrs: Vec<SocketAddr>, cluster: bool, run_id: u64) -> World {
+        World {
+            addrs: RwLock::new(addrs),
+            cluster,
+            transient: AtomicU64::new(0),
+            watch: Mutex::new(None),
+            ledger: Mutex::new(Ledger::default()),
+            producing: AtomicBool::new(true),
+            stop: AtomicBool::new(false),
+            failing: AtomicBool::new(true),
+            next_jid: AtomicU64::new(0),
+            run_id,
+        }
+    }
+
+    /// A node at random.
+    fn pick(&self) -> SocketAddr {
+        let addrs = self.addrs.read().unwrap();
+        addrs[rand::rng().random_range(0..addrs.len())]
+    }
+
+    /// Notes a PUSH of a new jid, sent at `sent` and answered `+OK` now (for the
+    /// unavailability after a failover: only a first attempt sent after the primary's death
+    /// counts — a retry may be answered from what is stored already, without a commit).
+    fn push_answered(&self, sent: Instant) {
+        let mut w = self.watch.lock().unwrap();
+        if let Some((since, first @ None)) = &mut *w {
+            if sent > *since {
+                *first = Some(Instant::now());
+            }
+        }
+    }
+}
+
 fn connect_retrying(world: &World, wid: Option<&str>) -> Option<Client> {
     while !world.stop.load(Ordering::Relaxed) {
-        let addr = *world.addr.read().unwrap();
+        let addr = world.pick();
         match Client::connect(addr, wid) {
             Ok(c) => return Some(c),
             Err(_) => thread::sleep(Duration::from_millis(20)),
@@ -304,6 +364,10 @@ fn producer(world: Arc<World>, ratio_sched: f64, max_backlog: usize) {
             n = rng.random_range(0..1_000_000),
             q = rng.random_range(0..2)
         );
+        if world.cluster {
+            client = push_until_answered(&world, client.take(), &jid, &line);
+            continue;
+        }
         match c.call(&line) {
             Ok(Reply::Ok) => {
                 world.ledger.lock().unwrap().pushed_ok.insert(jid);
@@ -315,6 +379,49 @@ fn producer(world: Arc<World>, ratio_sched: f64, max_backlog: usize) {
             Err(_) => {
                 world.ledger.lock().unwrap().push_unknown += 1;
                 client = None;
+            }
+        }
+    }
+}
+
+/// Cluster mode: sends `line` (a PUSH of `jid`) until a node answers `+OK`, reconnecting to
+/// a random node after a lost reply or an `-ERR`. Returns the connection to go on with.
+fn push_until_answered(
+    world: &World,
+    mut client: Option<Client>,
+    jid: &str,
+    line: &str,
+) -> Option<Client> {
+    let mut first = true;
+    loop {
+        if world.stop.load(Ordering::Relaxed) {
+            // Sent, never answered: the job may or may not exist; the ledger does not count it.
+            world.ledger.lock().unwrap().push_unknown += 1;
+            return None;
+        }
+        let Some(c) = client.as_mut() else {
+            client = connect_retrying(world, None);
+            continue;
+        };
+        let sent = Instant::now();
+        match c.call(line) {
+            Ok(Reply::Ok) => {
+                world.ledger.lock().unwrap().pushed_ok.insert(jid.to_string());
+                if first {
+                    world.push_answered(sent);
+                }
+                return client;
+            }
+            Ok(Reply::Err(_)) | Err(_) => {
+                world.transient.fetch_add(1, Ordering::Relaxed);
+                first = false;
+                client = None;
+                thread::sleep(Duration::from_millis(10));
+            }
+            Ok(other) => {
+                world.ledger.lock().unwrap().push_err += 1;
+                eprintln!("torture: PUSH answered {other:?}");
+                return None;
             }
         }
     }
@@ -339,7 +446,11 @@ fn worker(world: Arc<World>, n: usize, fail_ratio: f64) {
             Ok(Reply::Bulk(Some(p))) => p,
             Ok(Reply::Bulk(None)) => continue,
             Ok(other) => {
-                eprintln!("torture: FETCH answered {other:?}");
+                if world.cluster {
+                    world.transient.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    eprintln!("torture: FETCH answered {other:?}");
+                }
                 client = None;
                 continue;
             }
@@ -376,6 +487,18 @@ fn worker(world: Arc<World>, n: usize, fail_ratio: f64) {
             }
             // A FAIL for a job whose reservation expired meanwhile: not an error.
             Ok(Reply::Err(e)) if fail && e.starts_with("ERR Job not found") => {}
+            // A node whose database failed: the ACK may have committed (an unknown COMMIT
+            // outcome is answered -ERR too); the job may be gone legitimately.
+            Ok(Reply::Err(_)) if world.cluster => {
+                world.transient.fetch_add(1, Ordering::Relaxed);
+                let mut l = world.ledger.lock().unwrap();
+                if fail {
+                    l.fail_unknown += 1;
+                } else {
+                    l.ack_unknown.insert(jid);
+                }
+                client = None;
+            }
             Ok(other) => eprintln!(
                 "torture: {} answered {other:?}",
                 if fail { "FAIL" } else { "ACK" }
@@ -414,6 +537,9 @@ pub fn run(args: TortureArgs) -> Result<()> {
     if args.min_run_ms > args.max_run_ms {
         bail!("--min-run-ms must not exceed --max-run-ms");
     }
+    if args.cluster.cluster {
+        return cluster::run(args);
+    }
     let exe = std::env::current_exe().context("cannot find the werk executable")?;
     let tmp;
     let dir = match &args.data_dir {
@@ -424,18 +550,10 @@ pub fn run(args: TortureArgs) -> Result<()> {
         }
     };
     let started = Instant::now();
-    let world = Arc::new(World {
-        addr: RwLock::new(free_addr()?),
-        ledger: Mutex::new(Ledger::default()),
-        producing: AtomicBool::new(true),
-        stop: AtomicBool::new(false),
-        failing: AtomicBool::new(true),
-        next_jid: AtomicU64::new(0),
-        run_id: started.elapsed().as_nanos() as u64 ^ u64::from(std::process::id()),
-    });
+    let world = Arc::new(World::new(vec![free_addr()?], false, run_id()));
+    let addr = world.pick();
     if args.database_url.is_some() {
         // A shared database may hold jobs of earlier runs, which the ledger knows nothing of.
-        let addr = *world.addr.read().unwrap();
         let server = start_retrying(&exe, &dir, addr, &args)?;
         let mut admin = Client::connect(addr, None).context("cannot connect to FLUSH")?;
         match admin.call("FLUSH")? {
@@ -445,17 +563,7 @@ pub fn run(args: TortureArgs) -> Result<()> {
         drop(admin);
         server.stop();
     }
-    let mut threads = Vec::new();
-    for _ in 0..args.producers {
-        let w = world.clone();
-        let (ratio, max_backlog) = (args.scheduled_ratio, args.max_backlog);
-        threads.push(thread::spawn(move || producer(w, ratio, max_backlog)));
-    }
-    for n in 0..args.workers {
-        let w = world.clone();
-        let ratio = args.fail_ratio;
-        threads.push(thread::spawn(move || worker(w, n, ratio)));
-    }
+    let threads = start_clients(&world, &args);
 
     let mut rng = rand::rng();
     let mut kills = 0u32;
@@ -464,7 +572,6 @@ pub fn run(args: TortureArgs) -> Result<()> {
             println!("torture: time cap reached after {} rounds", round - 1);
             break;
         }
-        let addr = *world.addr.read().unwrap();
         let server = start_retrying(&exe, &dir, addr, &args)?;
         let run = rng.random_range(args.min_run_ms..=args.max_run_ms);
         thread::sleep(Duration::from_millis(run));
@@ -492,10 +599,65 @@ pub fn run(args: TortureArgs) -> Result<()> {
     // Final drain: no new jobs, no induced failures; requeue the dead until everything is acked.
     world.producing.store(false, Ordering::Relaxed);
     world.failing.store(false, Ordering::Relaxed);
-    let addr = *world.addr.read().unwrap();
     let server = start_retrying(&exe, &dir, addr, &args)?;
+    let drained = drain(&world, &args)?;
+    world.stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+    server.stop();
+    let extra = if args.after_kill.is_some() {
+        format!(", after-kill commands {kills}")
+    } else {
+        String::new()
+    };
+    println!(
+        "torture: rounds {kills}, kills {kills}{extra}, elapsed {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    verdict(&world, &args, drained, &[])
+}
+
+/// A run's id, part of every jid and worker id.
+fn run_id() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    t ^ u64::from(std::process::id())
+}
+
+/// Starts the producer and worker threads.
+fn start_clients(world: &Arc<World>, args: &TortureArgs) -> Vec<thread::JoinHandle<()>> {
+    let mut threads = Vec::new();
+    for _ in 0..args.producers {
+        let w = world.clone();
+        let (ratio, max_backlog) = (args.scheduled_ratio, args.max_backlog);
+        threads.push(thread::spawn(move || producer(w, ratio, max_backlog)));
+    }
+    for n in 0..args.workers {
+        let w = world.clone();
+        let ratio = args.fail_ratio;
+        threads.push(thread::spawn(move || worker(w, n, ratio)));
+    }
+    threads
+}
+
+/// The final drain: no new jobs, no induced failures; the dead are requeued until everything
+/// is acknowledged. Returns whether it drained before the timeout. The caller stops the
+/// clients afterwards.
+fn drain(world: &World, args: &TortureArgs) -> Result<bool> {
+    world.producing.store(false, Ordering::Relaxed);
+    world.failing.store(false, Ordering::Relaxed);
     let drain_started = Instant::now();
-    let mut admin = Client::connect(addr, None).context("cannot connect for the drain")?;
+    let mut admin = loop {
+        match Client::connect(world.pick(), None) {
+            Ok(c) => break c,
+            Err(e) if drain_started.elapsed() > Duration::from_secs(30) => {
+                return Err(e).context("cannot connect for the drain")
+            }
+            Err(_) => thread::sleep(Duration::from_millis(50)),
+        }
+    };
     let mut quiet_checks = 0;
     let drained = loop {
         if drain_started.elapsed() > Duration::from_secs(args.drain_timeout_secs) {
@@ -515,12 +677,12 @@ pub fn run(args: TortureArgs) -> Result<()> {
             quiet_checks = 0;
         }
     };
-    world.stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        let _ = t.join();
-    }
-    server.stop();
+    Ok(drained)
+}
 
+/// Prints the ledger's figures and checks (plus `extra` checks of the caller's); fails when
+/// one fails.
+fn verdict(world: &World, args: &TortureArgs, drained: bool, extra: &[bool]) -> Result<()> {
     let l = world.ledger.lock().unwrap();
     // Lost: accepted, never acknowledged, and no ACK of ours could have removed it either.
     let lost: Vec<&String> = l
@@ -535,15 +697,6 @@ pub fn run(args: TortureArgs) -> Result<()> {
     }
     let deliveries: u64 = l.deliveries.values().map(|n| u64::from(*n)).sum();
     let fails: u64 = l.fails_ok.values().map(|n| u64::from(*n)).sum();
-    println!(
-        "torture: rounds {kills}, kills {kills}{}, elapsed {:.1} s",
-        if args.after_kill.is_some() {
-            format!(", after-kill commands {kills}")
-        } else {
-            String::new()
-        },
-        started.elapsed().as_secs_f64()
-    );
     println!(
         "torture: pushed {} (+{} unanswered at a crash, {} refused), acked {} ({} unanswered), fails {} ({} unanswered), deliveries {}",
         l.pushed_ok.len(),
@@ -578,13 +731,14 @@ pub fn run(args: TortureArgs) -> Result<()> {
     for jid in l.resurrected.iter().take(10) {
         println!("torture: RESURRECTED {jid}");
     }
-    let checks = [
+    let mut checks = vec![
         lost.is_empty(),
         l.resurrected.is_empty(),
         drained,
         l.push_err == 0,
         !l.pushed_ok.is_empty() && !l.acked_ok.is_empty(),
     ];
+    checks.extend_from_slice(extra);
     let passed = checks.iter().filter(|c| **c).count();
     println!("{passed} passed, {} failed", checks.len() - passed);
     if passed != checks.len() {

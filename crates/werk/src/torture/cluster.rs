@@ -1,0 +1,320 @@
+//! `werk torture --cluster`: the failover proof (issue 13).
+//!
+//! It builds the whole high-availability picture on this machine: a PostgreSQL **primary** and
+//! a **synchronous standby** (`pg_basebackup` + streaming replication,
+//! `synchronous_standby_names = '*'`, crates/werk-testpg), and `--nodes` werk nodes whose URL
+//! names both servers with `target_session_attrs=read-write` — so a node always writes to
+//! whichever is primary now. Producers and workers connect to random nodes, reconnect to
+//! another node on any error, and send a PUSH whose reply was lost (or refused) again with the
+//! same jid until it is answered, as real clients do.
+//!
+//! Under that load it injects, in a random order and at random moments:
+//!
+//! * **node kills**: SIGKILL of a werk node's process group, restarted at once;
+//! * **failovers**: every process of the primary killed at once (a machine crash), the standby
+//!   promoted, a new standby built from the new primary (`pg_basebackup`) where the old
+//!   primary was. Until the new standby streams, the new primary's commits wait for it: a
+//!   commit is never answered without its second copy. The time from the primary's death to
+//!   the first PUSH answered `+OK` is the failover's unavailability;
+//! * **standby restarts**: the standby stopped (fast shutdown) for 0.1–1 s and started again
+//!   (commits wait meanwhile);
+//! * **cuts**: one node's database sessions terminated (`pg_terminate_backend`), as a network
+//!   cut or a proxy restart would.
+//!
+//! Then the drain and the ledger of `werk torture` (lost, resurrected, re-delivered).
+//! `--async-standby` is the negative control: the standby is asynchronous (no
+//! `synchronous_standby_names`), so a failover may lose commits that were answered — the same
+//! ledger then reports them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use rand::seq::SliceRandom;
+use rand::Rng;
+use werk_testpg::{PgCluster, PgOptions};
+
+use super::{
+    drain, free_addr, run_id, start_clients, start_retrying, tempdir, verdict, Server,
+    TortureArgs, World,
+};
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct ClusterArgs {
+    /// Cluster mode: a PostgreSQL primary with a synchronous standby (started here, from
+    /// Debian's postgresql-15 under /usr/lib/postgresql/15/bin) and several werk nodes; the
+    /// faults are the counts below, in a random order.
+    #[arg(long)]
+    pub cluster: bool,
+    /// Werk nodes (cluster mode).
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Primary failovers (cluster mode).
+    #[arg(long, default_value_t = 3)]
+    pub failovers: u32,
+    /// Werk node kills (cluster mode).
+    #[arg(long, default_value_t = 10)]
+    pub node_kills: u32,
+    /// Standby stop-and-start cycles (cluster mode).
+    #[arg(long, default_value_t = 2)]
+    pub standby_restarts: u32,
+    /// Cuts of one node's database sessions (cluster mode).
+    #[arg(long, default_value_t = 2)]
+    pub cuts: u32,
+    /// The negative control: an asynchronous standby (no `synchronous_standby_names`), which
+    /// can lose answered commits at a failover.
+    #[arg(long)]
+    pub async_standby: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Fault {
+    NodeKill,
+    Failover,
+    StandbyRestart,
+    Cut,
+}
+
+/// What one failover took.
+struct FailoverTimes {
+    /// Primary killed → standby promoted (`pg_ctl promote -w` returned).
+    promote: Duration,
+    /// Promoted → the new standby built and started.
+    rebuild: Duration,
+    /// Primary killed → the first PUSH answered `+OK`.
+    unavailable: Duration,
+}
+
+/// The two PostgreSQL servers; their ports trade roles at each failover.
+struct Pg {
+    primary: PgCluster,
+    standby: PgCluster,
+    options: PgOptions,
+}
+
+impl Pg {
+    fn start(async_standby: bool) -> Result<Pg> {
+        let mut options = PgOptions::new().setting("max_connections", "200");
+        if !async_standby {
+            options = options.setting("synchronous_standby_names", "*");
+        }
+        let primary =
+            PgCluster::start_with(options.clone()).context("cannot start the primary")?;
+        let standby = PgCluster::standby_of(&primary, options.clone())
+            .context("cannot build the standby")?;
+        Ok(Pg {
+            primary,
+            standby,
+            options,
+        })
+    }
+
+    /// The URL every node uses: both servers, the primary found by `read-write`.
+    fn url(&self, node: usize) -> String {
+        format!(
+            "postgresql://{}@127.0.0.1:{},127.0.0.1:{}/{}?target_session_attrs=read-write&application_name=werk-node-{node}&connect_timeout=2",
+            werk_testpg::SUPERUSER,
+            self.primary.port(),
+            self.standby.port(),
+            werk_testpg::DEFAULT_DATABASE
+        )
+    }
+
+    /// Crash the primary, promote the standby, build a new standby on the old port.
+    fn failover(&mut self, world: &World) -> Result<FailoverTimes> {
+        let old_port = self.primary.port();
+        self.primary.kill_all().context("cannot kill the primary")?;
+        let killed = Instant::now();
+        *world.watch.lock().unwrap() = Some((killed, None));
+        self.standby.promote().context("cannot promote the standby")?;
+        let promoted = Instant::now();
+        let fresh = PgCluster::standby_of(&self.standby, self.options.clone().port(old_port))
+            .context("cannot build the new standby")?;
+        let rebuilt = Instant::now();
+        let dead = std::mem::replace(&mut self.primary, std::mem::replace(&mut self.standby, fresh));
+        drop(dead);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let first_ok = loop {
+            if let Some((_, Some(t))) = *world.watch.lock().unwrap() {
+                break t;
+            }
+            if Instant::now() > deadline {
+                bail!("no PUSH was answered within 120 s of a failover");
+            }
+            thread::sleep(Duration::from_millis(5));
+        };
+        *world.watch.lock().unwrap() = None;
+        Ok(FailoverTimes {
+            promote: promoted - killed,
+            rebuild: rebuilt - promoted,
+            unavailable: first_ok - killed,
+        })
+    }
+
+    fn restart_standby(&mut self, down: Duration) -> Result<()> {
+        self.standby.stop_server().context("cannot stop the standby")?;
+        thread::sleep(down);
+        self.standby.restart().context("cannot restart the standby")
+    }
+
+    /// Terminates node `node`'s sessions on the primary; returns how many.
+    fn cut(&self, node: usize) -> Result<usize> {
+        let out = self.primary.sql(&format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name = 'werk-node-{node}'"
+        ))?;
+        Ok(out.trim().parse().unwrap_or(0))
+    }
+}
+
+pub fn run(args: TortureArgs) -> Result<()> {
+    let c = &args.cluster;
+    if c.nodes == 0 {
+        bail!("--nodes must be at least 1");
+    }
+    if args.database_url.is_some() {
+        bail!("--cluster starts its own PostgreSQL; --database-url does not apply");
+    }
+    let exe: PathBuf = std::env::current_exe().context("cannot find the werk executable")?;
+    let started = Instant::now();
+    let mut pg = Pg::start(c.async_standby)?;
+    println!(
+        "torture: cluster of {} nodes on a primary (port {}) and {} standby (port {})",
+        c.nodes,
+        pg.primary.port(),
+        if c.async_standby { "an ASYNCHRONOUS" } else { "a synchronous" },
+        pg.standby.port()
+    );
+    let addrs = (0..c.nodes)
+        .map(|_| free_addr())
+        .collect::<Result<Vec<_>>>()?;
+    let tmp = tempdir()?;
+    // The two ports trade roles at a failover but stay the two ports: each node's URL is
+    // fixed for the whole run.
+    let node_args: Vec<TortureArgs> = (0..c.nodes)
+        .map(|i| {
+            let mut a = args.clone();
+            a.database_url = Some(pg.url(i));
+            a
+        })
+        .collect();
+    let mut nodes: Vec<Option<Server>> = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let dir = tmp.0.join(format!("node-{i}"));
+        std::fs::create_dir_all(&dir)?;
+        nodes.push(Some(start_retrying(&exe, &dir, *addr, &node_args[i])?));
+    }
+    let world = Arc::new(World::new(addrs.clone(), true, run_id()));
+    let threads = start_clients(&world, &args);
+
+    let mut faults: Vec<Fault> = std::iter::empty()
+        .chain(std::iter::repeat_n(Fault::NodeKill, c.node_kills as usize))
+        .chain(std::iter::repeat_n(Fault::Failover, c.failovers as usize))
+        .chain(std::iter::repeat_n(Fault::StandbyRestart, c.standby_restarts as usize))
+        .chain(std::iter::repeat_n(Fault::Cut, c.cuts as usize))
+        .collect();
+    let mut rng = rand::rng();
+    faults.shuffle(&mut rng);
+    let mut done: BTreeMap<Fault, u32> = BTreeMap::new();
+    let mut failovers: Vec<FailoverTimes> = Vec::new();
+    let mut cut_sessions = 0;
+    for (k, fault) in faults.iter().enumerate() {
+        if started.elapsed() > Duration::from_secs(args.max_secs) {
+            println!("torture: time cap reached after {k} faults");
+            break;
+        }
+        let run = rng.random_range(args.min_run_ms..=args.max_run_ms);
+        thread::sleep(Duration::from_millis(run));
+        let what = match fault {
+            Fault::NodeKill => {
+                let i = rng.random_range(0..nodes.len());
+                if let Some(s) = nodes[i].take() {
+                    s.kill();
+                }
+                let dir = tmp.0.join(format!("node-{i}"));
+                nodes[i] = Some(start_retrying(&exe, &dir, addrs[i], &node_args[i])?);
+                format!("killed and restarted node {i}")
+            }
+            Fault::Failover => {
+                let t = pg.failover(&world)?;
+                let what = format!(
+                    "failover: promoted in {} ms, new standby in {} ms, first +OK after {} ms",
+                    t.promote.as_millis(),
+                    t.rebuild.as_millis(),
+                    t.unavailable.as_millis()
+                );
+                failovers.push(t);
+                what
+            }
+            Fault::StandbyRestart => {
+                let down = Duration::from_millis(rng.random_range(100..1000));
+                pg.restart_standby(down)?;
+                format!("standby down for {} ms", down.as_millis())
+            }
+            Fault::Cut => {
+                let i = rng.random_range(0..nodes.len());
+                let n = pg.cut(i)?;
+                cut_sessions += n;
+                format!("cut node {i} off the database ({n} sessions)")
+            }
+        };
+        *done.entry(*fault).or_default() += 1;
+        if args.verbose {
+            let l = world.ledger.lock().unwrap();
+            println!(
+                "fault {}: {what}; pushed {} acked {}",
+                k + 1,
+                l.pushed_ok.len(),
+                l.acked_ok.len()
+            );
+        }
+    }
+
+    let drained = drain(&world, &args)?;
+    world.stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+    for s in nodes.into_iter().flatten() {
+        s.stop();
+    }
+    let count = |f| done.get(&f).copied().unwrap_or(0);
+    println!(
+        "torture: cluster faults: node kills {}, failovers {}, standby restarts {}, cuts {} ({} sessions); elapsed {:.1} s",
+        count(Fault::NodeKill),
+        count(Fault::Failover),
+        count(Fault::StandbyRestart),
+        count(Fault::Cut),
+        cut_sessions,
+        started.elapsed().as_secs_f64()
+    );
+    if !failovers.is_empty() {
+        let ms = |f: fn(&FailoverTimes) -> Duration| {
+            let mut v: Vec<u128> = failovers.iter().map(|t| f(t).as_millis()).collect();
+            v.sort_unstable();
+            format!(
+                "min {} / median {} / max {} ms",
+                v[0],
+                v[v.len() / 2],
+                v[v.len() - 1]
+            )
+        };
+        println!(
+            "torture: failover unavailability (primary killed → first PUSH +OK): {}; promotion {}; new standby {}",
+            ms(|t| t.unavailable),
+            ms(|t| t.promote),
+            ms(|t| t.rebuild)
+        );
+    }
+    println!(
+        "torture: transient errors answered or seen by clients (reconnected and retried): {}",
+        world.transient.load(Ordering::Relaxed)
+    );
+    drop(pg);
+    verdict(&world, &args, drained, &[count(Fault::Failover) == c.failovers])
+}
