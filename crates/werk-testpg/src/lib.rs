@@ -298,6 +298,8 @@ pub struct PgCluster {
     killed: bool,
     /// Key in the `atexit` registry.
     registry_id: u64,
+    /// When `pg_basebackup` finished, for a standby.
+    backed_up: Option<Instant>,
 }
 
 /// Why a postmaster did not come up.
@@ -331,8 +333,12 @@ impl PgCluster {
     /// connection is allowed by the `trust` lines `initdb` writes) and writes `standby.signal`
     /// and `primary_conninfo`; then the server starts with `options` (the same settings as the
     /// primary's, typically, so that `synchronous_standby_names` is in force once it is
-    /// promoted) and this returns once it accepts (read-only) connections. While the primary
-    /// has `synchronous_standby_names` set (say `*`), its commits wait for this standby.
+    /// promoted) and this returns once it accepts (read-only) connections. Its walreceiver
+    /// connects with the application name `cluster_name` if the options set one (PostgreSQL's
+    /// default): name the standby so in the primary's `synchronous_standby_names` and its
+    /// commits wait for it. Never use `*` there: `pg_basebackup -X stream` streams through a
+    /// temporary replication slot and so reports flush positions — with `*` it counts as a
+    /// synchronous standby itself, and commits are confirmed by a backup in progress.
     pub fn standby_of(primary: &PgCluster, options: PgOptions) -> Result<PgCluster> {
         let mut cluster = Self::prepare(options)?;
         let mut cmd = cluster.command("pg_basebackup");
@@ -344,9 +350,16 @@ impl PgCluster {
             cmd.arg("--no-sync");
         }
         run(cmd, "pg_basebackup")?;
+        cluster.backed_up = Some(Instant::now());
         cluster.write_data_files()?;
         cluster.first_launch()?;
         Ok(cluster)
+    }
+
+    /// When a standby's `pg_basebackup` finished (before the server first started): its
+    /// walreceiver cannot have confirmed a commit before then.
+    pub fn backed_up_at(&self) -> Option<Instant> {
+        self.backed_up
     }
 
     /// Promotes a standby to primary (`pg_ctl promote -w`: returns once it accepts writes).
@@ -366,7 +379,14 @@ impl PgCluster {
         let mut cmd = self.command("psql");
         cmd.arg("-h")
             .arg(&self.root)
-            .args(["-p", &self.port.to_string(), "-U", SUPERUSER, "-d", DEFAULT_DATABASE])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                SUPERUSER,
+                "-d",
+                DEFAULT_DATABASE,
+            ])
             .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql]);
         let out = cmd
             .stdout(Stdio::piped())
@@ -431,6 +451,30 @@ impl PgCluster {
         Ok(())
     }
 
+    /// Freezes every process of the server (`SIGSTOP` to the postmaster and its children), as
+    /// a stalled machine or a network partition would look to its peers; [`thaw`](Self::thaw)
+    /// lets them go on. A frozen standby receives no WAL, so its primary's synchronous commits
+    /// wait (and an asynchronous standby falls behind).
+    pub fn freeze(&self) {
+        self.signal_all(libc::SIGSTOP);
+    }
+
+    /// Undoes [`freeze`](Self::freeze) (`SIGCONT`).
+    pub fn thaw(&self) {
+        self.signal_all(libc::SIGCONT);
+    }
+
+    fn signal_all(&self, signal: libc::c_int) {
+        if let Some(pid) = self.pid() {
+            let pid = pid as libc::pid_t;
+            // SAFETY: kill(2) of our own child and of its children (pids read from /proc).
+            unsafe { libc::kill(pid, signal) };
+            for c in children_of(pid) {
+                unsafe { libc::kill(c, signal) };
+            }
+        }
+    }
+
     /// A new temporary directory, handed to the account, and the cluster's paths; nothing
     /// started.
     fn prepare(options: PgOptions) -> Result<PgCluster> {
@@ -487,6 +531,7 @@ impl PgCluster {
             postmaster: None,
             killed: false,
             registry_id: 0,
+            backed_up: None,
         })
     }
 

@@ -225,7 +225,11 @@ async fn databases_on_one_cluster_are_isolated() -> TestResult {
 /// every row and takes writes; a new standby is built from it on the dead primary's port.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn synchronous_standby_promotion_and_a_new_standby_on_the_old_port() -> TestResult {
-    let options = || PgOptions::new().setting("synchronous_standby_names", "*");
+    let options = || {
+        PgOptions::new()
+            .setting("synchronous_standby_names", "standby")
+            .setting("cluster_name", "standby")
+    };
     let mut primary =
         tokio::task::spawn_blocking(move || PgCluster::start_with(options())).await??;
     let standby = {

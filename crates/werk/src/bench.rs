@@ -1029,13 +1029,7 @@ async fn run_async(args: BenchArgs) -> Result<bool> {
 }
 
 /// Prints the report; returns whether the run was free of errors.
-fn report(
-    args: &BenchArgs,
-    plan: &Plan,
-    shown: &str,
-    sh: &Shared,
-    end: Instant,
-) -> Result<bool> {
+fn report(args: &BenchArgs, plan: &Plan, shown: &str, sh: &Shared, end: Instant) -> Result<bool> {
     let pushed = sh.pushed.load(Relaxed);
     let rejected = sh.rejected.load(Relaxed);
     let acked = sh.acked.load(Relaxed);

@@ -76,7 +76,12 @@ struct ServeArgs {
     /// (`postgresql://werk@db1,db2/werk?target_session_attrs=read-write&sslmode=verify-full`).
     /// Any number of werk nodes may serve one database (docs/ha.md). Also `[storage] url` in
     /// conf.d.
-    #[arg(long, env = "WERK_DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    #[arg(
+        long,
+        env = "WERK_DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
     database_url: Option<String>,
     /// Configuration directory (default: the data directory): `[faktory]`, `[web]`, cron
     /// entries and throttles are read from its conf.d/*.toml (SIGHUP re-reads cron entries and

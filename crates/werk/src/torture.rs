@@ -79,7 +79,12 @@ pub struct TortureArgs {
     /// Serve from this PostgreSQL database (`werk serve --database-url`) instead of the
     /// embedded store: every restart connects to it again, so the run proves that killing a
     /// werk node loses nothing of what it acknowledged. The database is FLUSHed first.
-    #[arg(long, env = "WERK_DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    #[arg(
+        long,
+        env = "WERK_DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
     database_url: Option<String>,
     /// Extra argument for `werk serve` (repeatable), e.g. `--serve-arg=--durability
     /// --serve-arg=none` to show what the power-loss test catches without the fsync.
@@ -406,7 +411,12 @@ fn push_until_answered(
         let sent = Instant::now();
         match c.call(line) {
             Ok(Reply::Ok) => {
-                world.ledger.lock().unwrap().pushed_ok.insert(jid.to_string());
+                world
+                    .ledger
+                    .lock()
+                    .unwrap()
+                    .pushed_ok
+                    .insert(jid.to_string());
                 if first {
                     world.push_answered(sent);
                 }

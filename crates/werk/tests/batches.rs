@@ -1183,15 +1183,20 @@ fn kill_during_ack_storms_callbacks_fire_exactly_once() {
         // Then until nothing is left that could come back as a second callback delivery (no job
         // enqueued, reserved, retrying or scheduled), and the reaper and the scheduler have each
         // run a whole cycle after that.
-        wait_info(&mut c, Duration::from_secs(30), "every job to be done", |i| {
-            let queued: u64 = i["faktory"]["queues"]
-                .as_object()
-                .map_or(0, |m| m.values().filter_map(Value::as_u64).sum());
-            queued == 0
-                && ["working", "retries", "scheduled"]
-                    .iter()
-                    .all(|set| set_size(i, set) == 0)
-        });
+        wait_info(
+            &mut c,
+            Duration::from_secs(30),
+            "every job to be done",
+            |i| {
+                let queued: u64 = i["faktory"]["queues"]
+                    .as_object()
+                    .map_or(0, |m| m.values().filter_map(Value::as_u64).sum());
+                queued == 0
+                    && ["working", "retries", "scheduled"]
+                        .iter()
+                        .all(|set| set_size(i, set) == 0)
+            },
+        );
         wait_full_task_cycle(&mut c, "Busy");
         wait_full_task_cycle(&mut c, "Scheduled");
     });

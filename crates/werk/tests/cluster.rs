@@ -42,7 +42,16 @@ impl Db {
             .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
             .arg("-h")
             .arg(self.pg.socket_dir())
-            .args(["-p", &self.pg.port().to_string(), "-U", "werk", "-d", db, "-c", sql])
+            .args([
+                "-p",
+                &self.pg.port().to_string(),
+                "-U",
+                "werk",
+                "-d",
+                db,
+                "-c",
+                sql,
+            ])
             .env("LC_ALL", "C")
             .output()
             .expect("run psql");
@@ -82,7 +91,10 @@ fn http_get(s: &Server, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
     (status, body)
 }
 
@@ -108,7 +120,10 @@ fn a_job_pushed_on_one_node_is_fetched_on_another_in_fifo_order() {
     }
     assert_eq!(queue_size(&a.conn().info(), "q"), Some(0));
     let info = a.conn().info();
-    assert_eq!(info["faktory"]["total_processed"], 20, "processed on A: {info}");
+    assert_eq!(
+        info["faktory"]["total_processed"], 20,
+        "processed on A: {info}"
+    );
 }
 
 #[test]
@@ -172,7 +187,11 @@ fn a_fetch_blocked_on_one_node_is_woken_by_a_push_on_another() {
     let db = Db::new();
     let a = db.node(&[]);
     let b = db.node(&["--fetch-timeout-ms", "20000"]);
-    wait_for_log(&b, "listening for other nodes' enqueues", Duration::from_secs(10));
+    wait_for_log(
+        &b,
+        "listening for other nodes' enqueues",
+        Duration::from_secs(10),
+    );
     for i in 0..5 {
         let took = fetch_woken_by_push(&a, &b, &format!("wake-up-job-{i}"));
         assert!(
@@ -188,7 +207,11 @@ fn a_blocked_fetch_is_still_woken_while_its_node_cannot_listen() {
     let db = Db::new();
     let a = db.node(&[]);
     let b = db.node(&["--fetch-timeout-ms", "20000"]);
-    wait_for_log(&b, "listening for other nodes' enqueues", Duration::from_secs(10));
+    wait_for_log(
+        &b,
+        "listening for other nodes' enqueues",
+        Duration::from_secs(10),
+    );
     // Both nodes keep their pooled connections; only new connections are refused, so B's
     // listener, once terminated, cannot come back.
     let mut wb = b.worker("deaf");
@@ -227,11 +250,18 @@ fn a_blocked_fetch_is_still_woken_while_its_node_cannot_listen() {
         &format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", db.name),
     );
     wait_for(Duration::from_secs(20), Duration::from_millis(50), || {
-        (b.log().matches("listening for other nodes' enqueues").count() >= 2).then_some(())
+        (b.log()
+            .matches("listening for other nodes' enqueues")
+            .count()
+            >= 2)
+            .then_some(())
     })
     .expect("B listens again");
     let took = fetch_woken_by_push(&a, &b, "pushed-after-deaf");
-    assert!(took < Duration::from_secs(10), "woken by notification: {took:?}");
+    assert!(
+        took < Duration::from_secs(10),
+        "woken by notification: {took:?}"
+    );
 }
 
 #[test]
@@ -246,7 +276,10 @@ fn cron_fires_each_tick_once_in_the_cluster() {
 "#;
     let mut nodes = Vec::new();
     for _ in 0..3 {
-        let tmp = tempfile::Builder::new().prefix("werk-node-").tempdir().unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("werk-node-")
+            .tempdir()
+            .unwrap();
         std::fs::create_dir_all(tmp.path().join("data/conf.d")).unwrap();
         std::fs::write(tmp.path().join("data/conf.d/cron.toml"), conf).unwrap();
         let s = Server::start_in(
@@ -337,5 +370,8 @@ fn health_turns_503_while_the_database_is_down_and_nodes_serve_again_after() {
     let jids: BTreeSet<String> = (0..2)
         .map(|_| wb.fetch_job("q")["jid"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(jids, BTreeSet::from(["before-the-outage".into(), "during-the-outage".into()]));
+    assert_eq!(
+        jids,
+        BTreeSet::from(["before-the-outage".into(), "during-the-outage".into()])
+    );
 }

@@ -197,9 +197,12 @@ fn sighup_reloads_entries_and_keeps_the_running_ones_on_error() {
     hup(&s);
     wait_for_log(&s, "configuration reloaded", Duration::from_secs(5));
     let mut c = s.conn();
-    wait_info(&mut c, Duration::from_secs(10), "2 cron jobs after SIGHUP", |i| {
-        queue_size(i, "cron").unwrap_or(0) >= 2
-    });
+    wait_info(
+        &mut c,
+        Duration::from_secs(10),
+        "2 cron jobs after SIGHUP",
+        |i| queue_size(i, "cron").unwrap_or(0) >= 2,
+    );
     let first = drain(&s, "cron");
     assert!(
         first.len() >= 2,
@@ -256,9 +259,12 @@ fn missed_ticks_fire_once_or_are_skipped() {
     let o = opts().args(["--cron-late-secs", "1"]);
     let mut s = Server::start_in(tmp.path(), o.clone());
     // Both entries have fired (so the store knows when they last did).
-    wait_info(&mut s.conn(), Duration::from_secs(10), "a tick of each entry", |i| {
-        queue_size(i, "once").unwrap_or(0) >= 1 && queue_size(i, "skip").unwrap_or(0) >= 1
-    });
+    wait_info(
+        &mut s.conn(),
+        Duration::from_secs(10),
+        "a tick of each entry",
+        |i| queue_size(i, "once").unwrap_or(0) >= 1 && queue_size(i, "skip").unwrap_or(0) >= 1,
+    );
     // A loaded machine may take long to restart; the run only counts when the restart happened
     // within one 2 s window, ≥1 s after its tick (so that tick was missed, not on time).
     for attempt in 1..=4 {
@@ -344,7 +350,10 @@ fn kills_around_ticks_never_enqueue_a_tick_twice() {
         jobs.extend(drain(&s, "cron"));
         jobs.iter().any(|j| created(j) >= up + 1000).then_some(())
     });
-    assert!(caught_up.is_some(), "no tick after the final start: {jobs:?}");
+    assert!(
+        caught_up.is_some(),
+        "no tick after the final start: {jobs:?}"
+    );
     jobs.extend(drain(&s, "cron"));
     let end = jobs.iter().map(created).max().unwrap() + 1000;
     let ticks: Vec<i64> = jobs.iter().map(created).collect();

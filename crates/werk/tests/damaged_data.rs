@@ -709,7 +709,11 @@ fn background_check_of_a_large_store_stops_werk_on_damage() {
         )
     });
     // The background check finishes (logs its pass), and werk is still serving after it.
-    wait_for_file_text(&a.err_path, "integrity check passed", Duration::from_secs(60));
+    wait_for_file_text(
+        &a.err_path,
+        "integrity check passed",
+        Duration::from_secs(60),
+    );
     let running = matches!(a.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)));
     let log = fs::read_to_string(&a.err_path).unwrap_or_default();
     assert!(

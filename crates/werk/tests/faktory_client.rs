@@ -486,7 +486,9 @@ async fn server_terminate_instruction_stops_the_worker() {
         .unwrap();
     let jh = tokio::spawn(async move { w.run(&["default"]).await });
     // The worker is running: its FETCH is parked on the empty queue.
-    wait_info(&mut s.conn(), T, "the worker's FETCH", |i| fetches_waiting(i) >= 1);
+    wait_info(&mut s.conn(), T, "the worker's FETCH", |i| {
+        fetches_waiting(i) >= 1
+    });
     // Operator asks the worker to terminate (BEAT for its wid from another connection).
     let r = s.conn().cmd(&format!(
         r#"BEAT {{"wid":"{wid}","current_state":"terminate"}}"#
@@ -519,7 +521,9 @@ async fn wait_async(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 async fn requeue_retries_by_redis_glob_pattern() {
     let s = Server::start(fast());
     let mut w = Worker::builder()
-        .register_fn("globbed", |_job| async { Err(io::Error::other("fail once")) })
+        .register_fn("globbed", |_job| async {
+            Err(io::Error::other("fail once"))
+        })
         .connect_to(&s.url())
         .await
         .unwrap();
@@ -542,7 +546,11 @@ async fn requeue_retries_by_redis_glob_pattern() {
     c.requeue(JobSet::Retries, &filter).await.unwrap();
 
     let info = raw_info(&s);
-    assert_eq!(set_size(&info, "retries"), 1, "only the x job leaves: {info}");
+    assert_eq!(
+        set_size(&info, "retries"),
+        1,
+        "only the x job leaves: {info}"
+    );
     let mut conn = s.conn();
     let job = conn.fetch_job("gq");
     assert_eq!(job["jid"], "glob-job-x-0001");
@@ -614,14 +622,20 @@ async fn server_written_times_have_sub_millisecond_precision() {
         let job = conn.fetch_job("pq");
         let created = &job["created_at"];
         assert!(sub_ms(created.as_str().unwrap()), "created_at {created}");
-        assert!(at(created) >= before_push, "created_at {created} < {before_push:?}");
+        assert!(
+            at(created) >= before_push,
+            "created_at {created} < {before_push:?}"
+        );
         let before_fail = chrono::Utc::now();
         conn.fail(&json!({"jid": jid, "message": "no"})).expect_ok();
         conn.mutate(&json!({"cmd": "requeue", "target": "retries", "filter": {"jids": [jid]}}))
             .expect_ok();
         let failed = conn.fetch_job("pq")["failure"]["failed_at"].clone();
         assert!(sub_ms(failed.as_str().unwrap()), "failed_at {failed}");
-        assert!(at(&failed) >= before_fail, "failed_at {failed} < {before_fail:?}");
+        assert!(
+            at(&failed) >= before_fail,
+            "failed_at {failed} < {before_fail:?}"
+        );
         conn.ack(&jid).expect_ok();
     }
 }

@@ -209,7 +209,10 @@ fn failed_checkpoint_fsync_stops_werk_and_keeps_the_wal() {
         log.contains("a WAL checkpoint failed"),
         "werk did not report the failed checkpoint; log:\n{log}"
     );
-    assert!(!answered.is_empty(), "no PUSH was answered before the checkpoint");
+    assert!(
+        !answered.is_empty(),
+        "no PUSH was answered before the checkpoint"
+    );
     let st = stats(&m);
     assert!(stat(&st, "failed_fsyncs") >= 1, "{st}");
     // Power goes too; every PUSH answered +OK is still there after the restart.

@@ -48,3 +48,42 @@ fn torture_on_postgresql_twenty_kill_rounds_lose_nothing() {
     let url = pg.create_database("torture").expect("create database");
     twenty_rounds(&["--database-url", &url]);
 }
+
+/// The failover proof in small (issue 13; the long run is in docs/durability.md): a PostgreSQL
+/// primary with a synchronous standby, three werk nodes, and — in a random order under load —
+/// three primary failovers (standby stalled, every primary process killed, standby promoted,
+/// a new standby built), four node kills, a standby restart and a session cut. Nothing
+/// acknowledged is lost or resurrected, and no new job is acknowledged after a failover before
+/// the new standby's copy is complete.
+#[test]
+fn cluster_torture_three_failovers_lose_nothing() {
+    let out = Command::new(env!("CARGO_BIN_EXE_werk"))
+        .args([
+            "torture",
+            "--cluster",
+            "--failovers",
+            "3",
+            "--node-kills",
+            "4",
+        ])
+        .args(["--standby-restarts", "1", "--cuts", "1"])
+        .args(["--max-secs", "240", "--drain-timeout-secs", "120"])
+        .output()
+        .expect("run werk torture --cluster");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "werk torture --cluster failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("lost 0, resurrected 0"), "{stdout}");
+    assert!(
+        stdout.contains("node kills 4, failovers 3, standby restarts 1, cuts 1"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.lines().any(|l| l == "7 passed, 0 failed"),
+        "{stdout}"
+    );
+}

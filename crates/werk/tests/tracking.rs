@@ -390,7 +390,10 @@ fn reserve_until_never_shortens_a_reservation() {
     // and left the job reserved.
     thread::sleep(Duration::from_millis(400).saturating_sub(fetched.elapsed()));
     let info = wait_full_task_cycle(&mut c, "Busy");
-    assert!(fetched.elapsed() < Duration::from_millis(2500), "too slow to tell");
+    assert!(
+        fetched.elapsed() < Duration::from_millis(2500),
+        "too slow to tell"
+    );
     assert_eq!(
         set_size(&info, "working"),
         1,

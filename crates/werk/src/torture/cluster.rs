@@ -11,8 +11,8 @@
 //! Under that load it injects, in a random order and at random moments:
 //!
 //! * **node kills**: SIGKILL of a werk node's process group, restarted at once;
-//! * **failovers**: every process of the primary killed at once (a machine crash), the standby
-//!   promoted, a new standby built from the new primary (`pg_basebackup`) where the old
+//! * **failovers**: the standby stalled (`SIGSTOP`) for 20–300 ms, then every process of the
+//!   primary killed at once (a machine crash), the standby resumed and promoted, a new standby built from the new primary (`pg_basebackup`) where the old
 //!   primary was. Until the new standby streams, the new primary's commits wait for it: a
 //!   commit is never answered without its second copy. The time from the primary's death to
 //!   the first PUSH answered `+OK` is the failover's unavailability;
@@ -40,9 +40,12 @@ use rand::Rng;
 use werk_testpg::{PgCluster, PgOptions};
 
 use super::{
-    drain, free_addr, run_id, start_clients, start_retrying, tempdir, verdict, Server,
-    TortureArgs, World,
+    drain, free_addr, run_id, start_clients, start_retrying, tempdir, verdict, Server, TortureArgs,
+    World,
 };
+
+/// The standby's name in `synchronous_standby_names`.
+const STANDBY_NAME: &str = "werk_standby";
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct ClusterArgs {
@@ -88,6 +91,9 @@ struct FailoverTimes {
     rebuild: Duration,
     /// Primary killed → the first PUSH answered `+OK`.
     unavailable: Duration,
+    /// Whether that PUSH was answered after the new standby's copy was complete (before then
+    /// nothing can confirm a synchronous commit).
+    after_copy: bool,
 }
 
 /// The two PostgreSQL servers; their ports trade roles at each failover.
@@ -99,14 +105,24 @@ struct Pg {
 
 impl Pg {
     fn start(async_standby: bool) -> Result<Pg> {
-        let mut options = PgOptions::new().setting("max_connections", "200");
+        // A standby retries a failed WAL source every `wal_retrieve_retry_interval` (5 s by
+        // default): after its primary died, a promotion could wait that long for the startup
+        // process's next look. 200 ms bounds it (measured: promotions took ≈5 s without).
+        let mut options = PgOptions::new()
+            .setting("max_connections", "200")
+            .setting("wal_retrieve_retry_interval", "200ms");
+        // Every server is started with these settings, so a promoted standby has them too.
+        // The standby is named (its walreceiver's application name is `cluster_name`), never
+        // `*`: pg_basebackup's WAL stream would count as the synchronous standby (see
+        // werk_testpg::PgCluster::standby_of) — seen here as commits answered while the new
+        // standby was still being copied.
+        options = options.setting("cluster_name", STANDBY_NAME);
         if !async_standby {
-            options = options.setting("synchronous_standby_names", "*");
+            options = options.setting("synchronous_standby_names", STANDBY_NAME);
         }
-        let primary =
-            PgCluster::start_with(options.clone()).context("cannot start the primary")?;
-        let standby = PgCluster::standby_of(&primary, options.clone())
-            .context("cannot build the standby")?;
+        let primary = PgCluster::start_with(options.clone()).context("cannot start the primary")?;
+        let standby =
+            PgCluster::standby_of(&primary, options.clone()).context("cannot build the standby")?;
         Ok(Pg {
             primary,
             standby,
@@ -126,17 +142,28 @@ impl Pg {
     }
 
     /// Crash the primary, promote the standby, build a new standby on the old port.
-    fn failover(&mut self, world: &World) -> Result<FailoverTimes> {
+    fn failover(&mut self, world: &World, stall: Duration) -> Result<FailoverTimes> {
         let old_port = self.primary.port();
+        // The standby stalls for a moment first (a slow network, a busy machine): a
+        // synchronous primary's commits wait meanwhile; an asynchronous one answers them, and
+        // they exist only on the primary when it dies — what the negative control shows.
+        self.standby.freeze();
+        thread::sleep(stall);
         self.primary.kill_all().context("cannot kill the primary")?;
+        self.standby.thaw();
         let killed = Instant::now();
         *world.watch.lock().unwrap() = Some((killed, None));
-        self.standby.promote().context("cannot promote the standby")?;
+        self.standby
+            .promote()
+            .context("cannot promote the standby")?;
         let promoted = Instant::now();
         let fresh = PgCluster::standby_of(&self.standby, self.options.clone().port(old_port))
             .context("cannot build the new standby")?;
         let rebuilt = Instant::now();
-        let dead = std::mem::replace(&mut self.primary, std::mem::replace(&mut self.standby, fresh));
+        let dead = std::mem::replace(
+            &mut self.primary,
+            std::mem::replace(&mut self.standby, fresh),
+        );
         drop(dead);
         let deadline = Instant::now() + Duration::from_secs(120);
         let first_ok = loop {
@@ -149,15 +176,19 @@ impl Pg {
             thread::sleep(Duration::from_millis(5));
         };
         *world.watch.lock().unwrap() = None;
+        let copied = self.standby.backed_up_at().unwrap_or(rebuilt);
         Ok(FailoverTimes {
             promote: promoted - killed,
             rebuild: rebuilt - promoted,
             unavailable: first_ok - killed,
+            after_copy: first_ok > copied,
         })
     }
 
     fn restart_standby(&mut self, down: Duration) -> Result<()> {
-        self.standby.stop_server().context("cannot stop the standby")?;
+        self.standby
+            .stop_server()
+            .context("cannot stop the standby")?;
         thread::sleep(down);
         self.standby.restart().context("cannot restart the standby")
     }
@@ -187,7 +218,11 @@ pub fn run(args: TortureArgs) -> Result<()> {
         "torture: cluster of {} nodes on a primary (port {}) and {} standby (port {})",
         c.nodes,
         pg.primary.port(),
-        if c.async_standby { "an ASYNCHRONOUS" } else { "a synchronous" },
+        if c.async_standby {
+            "an ASYNCHRONOUS"
+        } else {
+            "a synchronous"
+        },
         pg.standby.port()
     );
     let addrs = (0..c.nodes)
@@ -215,7 +250,10 @@ pub fn run(args: TortureArgs) -> Result<()> {
     let mut faults: Vec<Fault> = std::iter::empty()
         .chain(std::iter::repeat_n(Fault::NodeKill, c.node_kills as usize))
         .chain(std::iter::repeat_n(Fault::Failover, c.failovers as usize))
-        .chain(std::iter::repeat_n(Fault::StandbyRestart, c.standby_restarts as usize))
+        .chain(std::iter::repeat_n(
+            Fault::StandbyRestart,
+            c.standby_restarts as usize,
+        ))
         .chain(std::iter::repeat_n(Fault::Cut, c.cuts as usize))
         .collect();
     let mut rng = rand::rng();
@@ -241,7 +279,8 @@ pub fn run(args: TortureArgs) -> Result<()> {
                 format!("killed and restarted node {i}")
             }
             Fault::Failover => {
-                let t = pg.failover(&world)?;
+                let stall = Duration::from_millis(rng.random_range(20..300));
+                let t = pg.failover(&world, stall)?;
                 let what = format!(
                     "failover: promoted in {} ms, new standby in {} ms, first +OK after {} ms",
                     t.promote.as_millis(),
@@ -315,6 +354,23 @@ pub fn run(args: TortureArgs) -> Result<()> {
         "torture: transient errors answered or seen by clients (reconnected and retried): {}",
         world.transient.load(Ordering::Relaxed)
     );
+    // With a synchronous standby, no new job can be acknowledged by the new primary before
+    // its new standby exists.
+    let early = failovers.iter().filter(|t| !t.after_copy).count();
+    if early > 0 {
+        println!(
+            "torture: {early} failovers answered a new PUSH before the new standby's copy was complete{}",
+            if c.async_standby { " (expected: the standby is asynchronous)" } else { "" }
+        );
+    }
     drop(pg);
-    verdict(&world, &args, drained, &[count(Fault::Failover) == c.failovers])
+    verdict(
+        &world,
+        &args,
+        drained,
+        &[
+            count(Fault::Failover) == c.failovers,
+            c.async_standby || early == 0,
+        ],
+    )
 }
