@@ -181,6 +181,15 @@ struct Ledger {
     fail_unknown: u64,
     deliveries: HashMap<String, u32>,
     resurrected: Vec<String>,
+    /// Cluster mode: the jids delivered per cron tick (the job's `created_at`): one each.
+    cron: HashMap<String, HashSet<String>>,
+    /// Cluster mode: the success-callback jids delivered per batch token (the callback's
+    /// first argument): one for every committed batch, none for the others.
+    callbacks: HashMap<String, HashSet<String>>,
+    /// Batch tokens whose `BATCH COMMIT` was answered `+OK`.
+    committed: HashSet<String>,
+    /// Batch tokens whose `BATCH COMMIT` outcome is unknown (not checked).
+    commit_unknown: HashSet<String>,
 }
 
 struct World {
@@ -442,6 +451,22 @@ fn jid_of(payload: &str) -> Option<String> {
     v.get("jid")?.as_str().map(str::to_string)
 }
 
+/// Notes a delivered cron job (per tick) or batch callback (per batch token).
+fn note_special(l: &mut Ledger, payload: &str, jid: &str) {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(payload) else {
+        return;
+    };
+    let key = match v["jobtype"].as_str() {
+        Some(cluster::CRON_JOBTYPE) => v["created_at"].as_str().map(|t| (true, t.to_string())),
+        Some(cluster::CALLBACK_JOBTYPE) => v["args"][0].as_str().map(|t| (false, t.to_string())),
+        _ => None,
+    };
+    if let Some((cron, key)) = key {
+        let map = if cron { &mut l.cron } else { &mut l.callbacks };
+        map.entry(key).or_default().insert(jid.to_string());
+    }
+}
+
 fn worker(world: Arc<World>, n: usize, fail_ratio: f64) {
     let mut rng = rand::rng();
     let wid = format!("torture-{}-{n}", world.run_id);
@@ -475,6 +500,9 @@ fn worker(world: Arc<World>, n: usize, fail_ratio: f64) {
         };
         {
             let mut l = world.ledger.lock().unwrap();
+            if world.cluster {
+                note_special(&mut l, &payload, &jid);
+            }
             *l.deliveries.entry(jid.clone()).or_default() += 1;
             if l.acked_ok.get(&jid).is_some_and(|acked| *acked < sent) {
                 l.resurrected.push(jid.clone());
@@ -497,23 +525,17 @@ fn worker(world: Arc<World>, n: usize, fail_ratio: f64) {
             }
             // A FAIL for a job whose reservation expired meanwhile: not an error.
             Ok(Reply::Err(e)) if fail && e.starts_with("ERR Job not found") => {}
-            // A node whose database failed: the ACK may have committed (an unknown COMMIT
-            // outcome is answered -ERR too); the job may be gone legitimately.
-            Ok(Reply::Err(_)) if world.cluster => {
-                world.transient.fetch_add(1, Ordering::Relaxed);
-                let mut l = world.ledger.lock().unwrap();
-                if fail {
-                    l.fail_unknown += 1;
-                } else {
-                    l.ack_unknown.insert(jid);
-                }
-                client = None;
-            }
-            Ok(other) => eprintln!(
+            Ok(other) if !(world.cluster && matches!(other, Reply::Err(_))) => eprintln!(
                 "torture: {} answered {other:?}",
                 if fail { "FAIL" } else { "ACK" }
             ),
-            Err(_) => {
+            // No answer (the server died), or, in a cluster, a node whose database failed: the
+            // ACK may have committed (an unknown COMMIT outcome is answered -ERR too); the job
+            // may be gone legitimately.
+            answer => {
+                if answer.is_ok() {
+                    world.transient.fetch_add(1, Ordering::Relaxed);
+                }
                 let mut l = world.ledger.lock().unwrap();
                 if fail {
                     l.fail_unknown += 1;

@@ -21,12 +21,18 @@
 //! * **cuts**: one node's database sessions terminated (`pg_terminate_backend`), as a network
 //!   cut or a proxy restart would.
 //!
-//! Then the drain and the ledger of `werk torture` (lost, resurrected, re-delivered).
+//! Every node also runs a cron entry firing each second, and a batcher thread makes batches
+//! (`BATCH NEW` with a success callback, 1–4 members, `BATCH COMMIT`, each sent again until
+//! answered). Then the drain and the ledger of `werk torture` (lost, resurrected,
+//! re-delivered), plus: no cron tick delivered under two jids (fired twice); every committed
+//! batch's success callback delivered under exactly one jid, and none of a batch never
+//! committed; after each failover, no new job acknowledged before the new standby's copy was
+//! complete (with a synchronous standby).
 //! `--async-standby` is the negative control: the standby is asynchronous (no
 //! `synchronous_standby_names`), so a failover may lose commits that were answered — the same
 //! ledger then reports them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -40,9 +46,23 @@ use rand::Rng;
 use werk_testpg::{PgCluster, PgOptions};
 
 use super::{
-    drain, free_addr, run_id, start_clients, start_retrying, tempdir, verdict, Server, TortureArgs,
-    World,
+    connect_retrying, drain, free_addr, push_until_answered, run_id, start_clients, start_retrying,
+    tempdir, verdict, Client, Reply, Server, TortureArgs, World,
 };
+
+/// The job type of the nodes' cron entry (every second, on every node).
+pub const CRON_JOBTYPE: &str = "TortureTick";
+/// The job type of the batches' success callbacks.
+pub const CALLBACK_JOBTYPE: &str = "TortureBatchDone";
+
+const CRON_TOML: &str = r#"
+[[cron]]
+  schedule = "* * * * * *"
+  [cron.job]
+    type = "TortureTick"
+    queue = "q0"
+    retry = 5
+"#;
 
 /// The standby's name in `synchronous_standby_names`.
 const STANDBY_NAME: &str = "werk_standby";
@@ -241,11 +261,16 @@ pub fn run(args: TortureArgs) -> Result<()> {
     let mut nodes: Vec<Option<Server>> = Vec::new();
     for (i, addr) in addrs.iter().enumerate() {
         let dir = tmp.0.join(format!("node-{i}"));
-        std::fs::create_dir_all(&dir)?;
+        std::fs::create_dir_all(dir.join("conf.d"))?;
+        std::fs::write(dir.join("conf.d/cron.toml"), CRON_TOML)?;
         nodes.push(Some(start_retrying(&exe, &dir, *addr, &node_args[i])?));
     }
     let world = Arc::new(World::new(addrs.clone(), true, run_id()));
-    let threads = start_clients(&world, &args);
+    let mut threads = start_clients(&world, &args);
+    {
+        let w = world.clone();
+        threads.push(thread::spawn(move || batcher(w)));
+    }
 
     let mut faults: Vec<Fault> = std::iter::empty()
         .chain(std::iter::repeat_n(Fault::NodeKill, c.node_kills as usize))
@@ -354,6 +379,38 @@ pub fn run(args: TortureArgs) -> Result<()> {
         "torture: transient errors answered or seen by clients (reconnected and retried): {}",
         world.transient.load(Ordering::Relaxed)
     );
+    let (ticks, double_ticks, committed, callbacks_ok, callbacks_missing, callbacks_double, stray) = {
+        let l = world.ledger.lock().unwrap();
+        let double_ticks = l.cron.values().filter(|j| j.len() > 1).count();
+        let mut ok = 0;
+        let mut missing = 0;
+        let mut double = 0;
+        for token in &l.committed {
+            match l.callbacks.get(token).map_or(0, HashSet::len) {
+                0 => missing += 1,
+                1 => ok += 1,
+                _ => double += 1,
+            }
+        }
+        // A callback of a batch that was never committed (nor maybe committed).
+        let stray = l
+            .callbacks
+            .keys()
+            .filter(|t| !l.committed.contains(*t) && !l.commit_unknown.contains(*t))
+            .count();
+        (
+            l.cron.len(),
+            double_ticks,
+            l.committed.len(),
+            ok,
+            missing,
+            double,
+            stray,
+        )
+    };
+    println!(
+        "torture: cron ticks delivered {ticks}, fired more than once {double_ticks}; batches committed {committed}: success callback once {callbacks_ok}, never {callbacks_missing}, more than once {callbacks_double}; callbacks of uncommitted batches {stray}"
+    );
     // With a synchronous standby, no new job can be acknowledged by the new primary before
     // its new standby exists.
     let early = failovers.iter().filter(|t| !t.after_copy).count();
@@ -371,6 +428,92 @@ pub fn run(args: TortureArgs) -> Result<()> {
         &[
             count(Fault::Failover) == c.failovers,
             c.async_standby || early == 0,
+            ticks > 0 && double_ticks == 0,
+            committed > 0 && callbacks_missing == 0 && callbacks_double == 0 && stray == 0,
         ],
     )
+}
+
+/// Makes batches while the producers run: `BATCH NEW` with a success callback whose argument
+/// is the batch's token, 1–4 members (sent until answered, like every PUSH), `BATCH COMMIT`
+/// sent until answered. A batch whose NEW was not answered is abandoned (it expires
+/// uncommitted; its token is never reused).
+fn batcher(world: Arc<World>) {
+    let mut rng = rand::rng();
+    let mut client: Option<Client> = None;
+    let mut n = 0u64;
+    while !world.stop.load(Ordering::Relaxed) {
+        if !world.producing.load(Ordering::Relaxed) {
+            thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        thread::sleep(Duration::from_millis(rng.random_range(50..300)));
+        let Some(c) = client.as_mut() else {
+            client = connect_retrying(&world, None);
+            continue;
+        };
+        n += 1;
+        let token = format!("tb{}-{n}", world.run_id);
+        let new = format!(
+            r#"BATCH NEW {{"description":"torture","success":{{"jobtype":"{CALLBACK_JOBTYPE}","queue":"q1","args":["{token}"],"retry":5}}}}"#
+        );
+        let bid = match c.call(&new) {
+            Ok(Reply::Bulk(Some(bid))) => bid,
+            Ok(Reply::Err(_)) | Err(_) => {
+                world.transient.fetch_add(1, Ordering::Relaxed);
+                client = None;
+                continue;
+            }
+            Ok(other) => {
+                eprintln!("torture: BATCH NEW answered {other:?}");
+                client = None;
+                continue;
+            }
+        };
+        for k in 0..rng.random_range(1..=4) {
+            let jid = format!("{token}-{k}");
+            let line = format!(
+                r#"PUSH {{"jid":"{jid}","jobtype":"Torture","args":[{k}],"queue":"q{q}","retry":5,"reserve_for":60,"custom":{{"bid":"{bid}"}}}}"#,
+                q = rng.random_range(0..2)
+            );
+            client = push_until_answered(&world, client.take(), &jid, &line);
+        }
+        // Some(true): committed; Some(false): maybe committed; None: not yet answered.
+        let mut outcome = None;
+        let mut unknown = false;
+        while outcome.is_none() {
+            if world.stop.load(Ordering::Relaxed) {
+                outcome = Some(false);
+                continue;
+            }
+            let Some(c) = client.as_mut() else {
+                client = connect_retrying(&world, None);
+                continue;
+            };
+            match c.call(&format!("BATCH COMMIT {bid}")) {
+                Ok(Reply::Ok) => outcome = Some(true),
+                // An earlier attempt committed it and the batch has finished since.
+                Ok(Reply::Err(e)) if unknown && e.contains("No such batch") => {
+                    outcome = Some(false);
+                }
+                Ok(Reply::Err(_)) | Err(_) => {
+                    world.transient.fetch_add(1, Ordering::Relaxed);
+                    unknown = true;
+                    client = None;
+                    thread::sleep(Duration::from_millis(10));
+                }
+                Ok(other) => {
+                    eprintln!("torture: BATCH COMMIT answered {other:?}");
+                    client = None;
+                    outcome = Some(false);
+                }
+            }
+        }
+        let mut l = world.ledger.lock().unwrap();
+        if outcome == Some(true) {
+            l.committed.insert(token);
+        } else {
+            l.commit_unknown.insert(token);
+        }
+    }
 }
