@@ -459,6 +459,29 @@ impl PgCluster {
         self.signal_all(libc::SIGSTOP);
     }
 
+    /// Freezes the primary's WAL senders (`SIGSTOP`): its standbys receive nothing more —
+    /// unlike a frozen standby, whose kernel still takes what is sent into its socket buffer —
+    /// while its backends go on. Synchronous commits wait; asynchronous ones are answered and
+    /// exist on this server only. [`thaw`](Self::thaw) (or a crash) ends it. Returns how many
+    /// were frozen.
+    pub fn freeze_wal_senders(&self) -> usize {
+        let Some(pid) = self.pid() else {
+            return 0;
+        };
+        let senders: Vec<libc::pid_t> = children_of(pid as libc::pid_t)
+            .into_iter()
+            .filter(|c| {
+                fs::read(format!("/proc/{c}/cmdline"))
+                    .is_ok_and(|t| String::from_utf8_lossy(&t).contains("walsender"))
+            })
+            .collect();
+        for &c in &senders {
+            // SAFETY: kill(2) of a child of our postmaster.
+            unsafe { libc::kill(c, libc::SIGSTOP) };
+        }
+        senders.len()
+    }
+
     /// Undoes [`freeze`](Self::freeze) (`SIGCONT`).
     pub fn thaw(&self) {
         self.signal_all(libc::SIGCONT);

@@ -51,7 +51,7 @@ fn torture_on_postgresql_twenty_kill_rounds_lose_nothing() {
 
 /// The failover proof in small (issue 13; the long run is in docs/durability.md): a PostgreSQL
 /// primary with a synchronous standby, three werk nodes, and — in a random order under load —
-/// three primary failovers (standby stalled, every primary process killed, standby promoted,
+/// three primary failovers (replication stalled, every primary process killed, standby promoted,
 /// a new standby built), four node kills, a standby restart and a session cut. Nothing
 /// acknowledged is lost or resurrected; no new job is acknowledged after a failover before
 /// the new standby's copy is complete; no cron tick is fired twice across the three nodes;

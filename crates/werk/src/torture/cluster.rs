@@ -11,8 +11,9 @@
 //! Under that load it injects, in a random order and at random moments:
 //!
 //! * **node kills**: SIGKILL of a werk node's process group, restarted at once;
-//! * **failovers**: the standby stalled (`SIGSTOP`) for 20–300 ms, then every process of the
-//!   primary killed at once (a machine crash), the standby resumed and promoted, a new standby built from the new primary (`pg_basebackup`) where the old
+//! * **failovers**: replication stalled for 20–300 ms (the primary's WAL senders stopped with
+//!   `SIGSTOP`), then every process of the primary killed at once (a machine crash), the
+//!   standby promoted, a new standby built from the new primary (`pg_basebackup`) where the old
 //!   primary was. Until the new standby streams, the new primary's commits wait for it: a
 //!   commit is never answered without its second copy. The time from the primary's death to
 //!   the first PUSH answered `+OK` is the failover's unavailability;
@@ -164,13 +165,15 @@ impl Pg {
     /// Crash the primary, promote the standby, build a new standby on the old port.
     fn failover(&mut self, world: &World, stall: Duration) -> Result<FailoverTimes> {
         let old_port = self.primary.port();
-        // The standby stalls for a moment first (a slow network, a busy machine): a
+        // Replication stalls for a moment first (a slow network, a busy machine): the
+        // primary's WAL senders are frozen, so the standby receives nothing more. A
         // synchronous primary's commits wait meanwhile; an asynchronous one answers them, and
         // they exist only on the primary when it dies — what the negative control shows.
-        self.standby.freeze();
+        if self.primary.freeze_wal_senders() == 0 {
+            bail!("the primary had no WAL sender to stall");
+        }
         thread::sleep(stall);
         self.primary.kill_all().context("cannot kill the primary")?;
-        self.standby.thaw();
         let killed = Instant::now();
         *world.watch.lock().unwrap() = Some((killed, None));
         self.standby
