@@ -18,9 +18,9 @@ use werk_core::{FailInfo, FailOutcome, Job, JobState, Millis, PushError};
 use werk_store::conformance::{Harness, DAY, SEC};
 use werk_store::{
     AckOutcome, BatchError, BatchStatus, CallbackState, CronFire, Cursor, DayStats, FailReply,
-    Listener, MutateOp, Mutation, NewBatch, NewJob, Page, PageQuery, QueueSelector, QueueStats,
-    Stats, Store, StoreConfig, StoreError, StoredJob, Throttle, TrackState, TrackUpdate, Tracked,
-    BATCH_COMMIT_DEADLINE, BATCH_RETENTION, TRACK_RETENTION,
+    ImportOutcome, ImportedJob, Listener, MutateOp, Mutation, NewBatch, NewJob, Page, PageQuery,
+    QueueSelector, QueueStats, Stats, Store, StoreConfig, StoreError, StoredJob, Throttle,
+    TrackState, TrackUpdate, Tracked, BATCH_COMMIT_DEADLINE, BATCH_RETENTION, TRACK_RETENTION,
 };
 
 use JobState::{Dead, Enqueued, Retry, Scheduled, Working};
@@ -561,6 +561,47 @@ fn batch_status_of(d: &Data, bid: &str, now: Millis) -> Option<BatchStatus> {
 }
 
 impl Store for RefStore {
+    fn import(
+        &self,
+        jobs: Vec<ImportedJob>,
+        now: Millis,
+    ) -> impl Future<Output = Result<Vec<ImportOutcome>>> + Send {
+        let retention = self.cfg.dead_retention;
+        ready(ImportedJob::prepare(jobs).and_then(|jobs| {
+            self.with(|d, told| {
+                jobs.into_iter()
+                    .map(|ij| {
+                        if d.jobs.contains_key(&ij.job.jid) {
+                            return ImportOutcome::AlreadyStored;
+                        }
+                        let at = ImportedJob::set_time(ij.state, ij.at, retention);
+                        let jid = ij.job.jid.clone();
+                        let seq = d.next();
+                        let expires = ij.job.expiry(now).ok().flatten();
+                        let e = Entry {
+                            job: ij.job,
+                            state: ij.state,
+                            at,
+                            seq,
+                            reservation: None,
+                            expires,
+                            uniq: None,
+                            bid: None,
+                            finished: false,
+                            failed: false,
+                            callback: None,
+                        };
+                        d.jobs.insert(jid.clone(), e);
+                        if ij.state == Enqueued {
+                            told.push(d.enqueue(&jid, now));
+                        }
+                        ImportOutcome::Stored
+                    })
+                    .collect()
+            })
+        }))
+    }
+
     fn push(
         &self,
         jobs: Vec<NewJob>,

@@ -1281,6 +1281,77 @@ impl PgStore {
         })
     }
 
+    /// [`werk_store::Store::import`]: one transaction; each job inserted in its state unless
+    /// its jid is taken.
+    pub async fn import(
+        &self,
+        jobs: Vec<werk_store::ImportedJob>,
+        now: Millis,
+    ) -> Result<Vec<werk_store::ImportOutcome>> {
+        let jobs = werk_store::ImportedJob::prepare(jobs)?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO jobs (jid, state, queue, jobtype, score, ts, payload, expires,
+                                   reserve_ms)
+                 VALUES ($1, $2::smallint, $3, $4,
+                         CASE WHEN $2::smallint = 1 THEN nextval('werk_enqueue_seq') ELSE $5 END,
+                         $6, $7, $8, $9)
+                 ON CONFLICT (jid) DO NOTHING
+                 RETURNING 1",
+            )
+            .await
+            .map_err(pg)?;
+        let mut out = Vec::with_capacity(jobs.len());
+        let mut woken = BTreeSet::new();
+        for ij in jobs {
+            let state = ij.state;
+            let t = werk_store::ImportedJob::set_time(state, ij.at, self.config.dead_retention);
+            let mut job = ij.job;
+            let ts = if state == JobState::Enqueued {
+                job.enqueued_at = format_stamp(now);
+                now
+            } else {
+                t
+            };
+            let expires = job.expiry(now).ok().flatten();
+            let reserve_ms = self.reservation_ms(job.reserve_for);
+            let stored = tx
+                .query_opt(
+                    &insert,
+                    &[
+                        &job.jid,
+                        &code(state),
+                        &job.queue,
+                        &job.jobtype,
+                        &t,
+                        &ts,
+                        &job.to_json(),
+                        &expires,
+                        &reserve_ms,
+                    ],
+                )
+                .await
+                .map_err(pg)?
+                .is_some();
+            if !stored {
+                out.push(werk_store::ImportOutcome::AlreadyStored);
+                continue;
+            }
+            if state == JobState::Enqueued {
+                Self::touch_queue(&tx, &job.queue).await?;
+                woken.insert(job.queue.clone());
+            }
+            out.push(werk_store::ImportOutcome::Stored);
+        }
+        commit(tx).await?;
+        for queue in &woken {
+            self.listener.enqueued(queue);
+        }
+        Ok(out)
+    }
+
     /// [`werk_store::Store::fail`]: working → retry / dead / gone by the retry policy.
     pub async fn fail(&self, jid: String, info: FailInfo, now: Millis) -> Result<FailReply> {
         let mut client = self.client().await?;

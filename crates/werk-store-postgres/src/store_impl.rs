@@ -6,9 +6,9 @@
 use werk_core::worker::WorkerState;
 use werk_core::{FailInfo, JobState, Millis, PushError};
 use werk_store::{
-    AckOutcome, BatchError, BatchStatus, CronFire, DayStats, FailReply, Mutation, NewBatch, NewJob,
-    Page, PageQuery, QueueSelector, Result, Stats, Store, StoredJob, Throttle, TrackUpdate,
-    Tracked, WorkerHello, WorkerInfo, WorkerSync,
+    AckOutcome, BatchError, BatchStatus, CronFire, DayStats, FailReply, ImportOutcome, ImportedJob,
+    Mutation, NewBatch, NewJob, Page, PageQuery, QueueSelector, Result, Stats, Store, StoredJob,
+    Throttle, TrackUpdate, Tracked, WorkerHello, WorkerInfo, WorkerSync,
 };
 
 use crate::retry::again;
@@ -41,6 +41,9 @@ impl Store for PgStore {
             PgStore::fail(self, jid.clone(), info.clone(), now)
         })
         .await
+    }
+    async fn import(&self, jobs: Vec<ImportedJob>, now: Millis) -> Result<Vec<ImportOutcome>> {
+        again("import", || PgStore::import(self, jobs.clone(), now)).await
     }
     async fn promote_due(&self, now: Millis, limit: usize) -> Result<usize> {
         again("promotion", || PgStore::promote_due(self, now, limit)).await

@@ -452,6 +452,7 @@ fn unexpected(r: Resp) -> StoreError {
         Resp::Cron(_) => "cron",
         Resp::Batch(_) => "batch",
         Resp::Bool(_) => "bool",
+        Resp::Imported(_) => "import",
     };
     StoreError::Backend(format!("internal error: unexpected {kind} response"))
 }
@@ -598,6 +599,21 @@ impl Store for SqliteStore {
 
     async fn page(&self, q: PageQuery) -> Result<Page, StoreError> {
         self.read(move |r| r.page(&q)).await
+    }
+
+    async fn import(
+        &self,
+        jobs: Vec<werk_store::ImportedJob>,
+        now: Millis,
+    ) -> Result<Vec<werk_store::ImportOutcome>, StoreError> {
+        let jobs = werk_store::ImportedJob::prepare(jobs)?
+            .into_iter()
+            .map(|j| writer::Imported::new(j, now))
+            .collect();
+        match self.call(Op::Import { jobs }, now).await? {
+            Resp::Imported(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
     }
 
     async fn delete_jobs(&self, state: JobState, jids: Vec<String>) -> Result<u64, StoreError> {

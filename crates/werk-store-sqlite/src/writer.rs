@@ -93,6 +93,9 @@ pub(crate) enum Op {
         state: JobState,
         jids: Vec<String>,
     },
+    Import {
+        jobs: Vec<Imported>,
+    },
     /// Reserves again a job whose FETCH was answered before a commit that then failed (see
     /// [`Writer::abort`]); nothing if the job is no longer enqueued.
     Reserve {
@@ -100,6 +103,37 @@ pub(crate) enum Op {
         wid: String,
         expires: Millis,
     },
+}
+
+/// An imported job ready to insert ([`werk_store::Store::import`]): its state and `at` (see
+/// [`werk_store::ImportedJob`]), its JSON with `enqueued_at` set for an enqueued job.
+pub(crate) struct Imported {
+    pub jid: String,
+    pub queue: String,
+    pub jobtype: String,
+    pub state: JobState,
+    pub at: Millis,
+    pub payload: String,
+    pub expires: Option<Millis>,
+}
+
+impl Imported {
+    pub fn new(ij: werk_store::ImportedJob, now: Millis) -> Imported {
+        let at = ij.at;
+        let mut job = ij.job;
+        if ij.state == JobState::Enqueued {
+            job.enqueued_at = format_stamp(now);
+        }
+        Imported {
+            expires: job.expiry(now).ok().flatten(),
+            payload: job.to_json(),
+            jid: job.jid,
+            queue: job.queue,
+            jobtype: job.jobtype,
+            state: ij.state,
+            at,
+        }
+    }
 }
 
 /// A job ready to insert: everything that does not need the database (the state it enters,
@@ -156,6 +190,7 @@ pub(crate) enum Resp {
     Ack(AckOutcome),
     Fail(FailReply),
     Count(u64),
+    Imported(Vec<werk_store::ImportOutcome>),
     Unit,
     Cron(CronFire),
     Batch(Result<(), BatchError>),
@@ -958,6 +993,7 @@ impl Writer {
             Op::BatchCommit { bid } => Resp::Batch(self.batch_commit(bid, now, ctx)?),
             Op::TrackSet { update } => Resp::Bool(self.track_set(update, now)?),
             Op::DeleteJobs { state, jids } => Resp::Count(self.delete_jobs(*state, jids, ctx)?),
+            Op::Import { jobs } => Resp::Imported(self.import(jobs, now, ctx)?),
             Op::Reserve { jid, wid, expires } => {
                 self.reserve_again(jid, wid, now, *expires, ctx)?;
                 Resp::Unit
@@ -1168,6 +1204,56 @@ impl Writer {
             results.push(Ok(()));
         }
         Ok(results)
+    }
+
+    /// [`werk_store::Store::import`]: each job into its state, unless its jid is taken.
+    fn import(
+        &mut self,
+        jobs: &[Imported],
+        now: Millis,
+        ctx: &mut Batch,
+    ) -> Result<Vec<werk_store::ImportOutcome>, Error> {
+        let mut out = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let (score, ts) = match job.state {
+                JobState::Enqueued => (self.next_seq(), now),
+                state => {
+                    let t = werk_store::ImportedJob::set_time(
+                        state,
+                        job.at,
+                        self.config.dead_retention,
+                    );
+                    (t, t)
+                }
+            };
+            let inserted = self
+                .conn
+                .prepare_cached(
+                    "INSERT INTO jobs (jid, state, queue, jobtype, score, ts, payload, expires)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (jid) DO NOTHING",
+                )?
+                .execute(params![
+                    job.jid,
+                    state_code(job.state),
+                    job.queue,
+                    job.jobtype,
+                    score,
+                    ts,
+                    job.payload,
+                    job.expires
+                ])?;
+            if inserted == 0 {
+                out.push(werk_store::ImportOutcome::AlreadyStored);
+                continue;
+            }
+            self.count(job.state, &job.queue, 1, ctx);
+            if job.state == JobState::Enqueued {
+                ctx.notify.push(job.queue.clone());
+            }
+            out.push(werk_store::ImportOutcome::Stored);
+        }
+        Ok(out)
     }
 
     /// The job stored under `job.jid`, if any: whether `job` is a retry of its push

@@ -42,6 +42,84 @@ pub struct NewJob {
     pub at: Option<Millis>,
 }
 
+/// A job taken over from another server (`werk import faktory`), stored directly in the state
+/// it had there.
+#[derive(Debug, Clone)]
+pub struct ImportedJob {
+    /// Valid as a PUSH would have it; its `failure` (retry count, error) is kept as it is.
+    pub job: Job,
+    /// Where it goes: [`JobState::Enqueued`] (its queue's tail), [`JobState::Scheduled`] (to
+    /// run at `at`), [`JobState::Retry`] (next try at `at`) or [`JobState::Dead`] (died at
+    /// `at`; purged `dead_retention` after that). Other states are refused.
+    pub state: JobState,
+    pub at: Millis,
+}
+
+impl ImportedJob {
+    /// What every backend stores (call it first): refuses the call unless every job's state
+    /// is one [`Store::import`] takes (so that nothing is stored), and writes the job's time
+    /// into its payload as a job that got there here would have it — a scheduled job's `at`,
+    /// a retry's `failure.next_at` (a retry without `failure` gets one with no error and a
+    /// retry count of 0).
+    pub fn prepare(jobs: Vec<ImportedJob>) -> Result<Vec<ImportedJob>> {
+        if let Some(j) = jobs.iter().find(|j| {
+            !matches!(
+                j.state,
+                JobState::Enqueued | JobState::Scheduled | JobState::Retry | JobState::Dead
+            )
+        }) {
+            return Err(StoreError::Backend(format!(
+                "cannot import job {} as {}: only enqueued, scheduled, retry and dead jobs are imported",
+                j.job.jid, j.state
+            )));
+        }
+        Ok(jobs
+            .into_iter()
+            .map(|mut j| {
+                match j.state {
+                    JobState::Scheduled => j.job.at = werk_core::time::format_millis(j.at),
+                    JobState::Retry => {
+                        let retry = j.job.retry_limit().max(0);
+                        let f = j
+                            .job
+                            .failure
+                            .get_or_insert_with(|| werk_core::retry::Failure {
+                                failed_at: werk_core::time::format_millis(j.at),
+                                next_at: String::new(),
+                                message: String::new(),
+                                errtype: String::new(),
+                                backtrace: Vec::new(),
+                                retry_count: 0,
+                                remaining: retry,
+                            });
+                        f.next_at = werk_core::time::format_millis(j.at);
+                    }
+                    _ => {}
+                }
+                j
+            })
+            .collect())
+    }
+
+    /// A job's time in the set of `state` when it was imported with `at`: `at` (scheduled,
+    /// retry), `at` + `dead_retention` (dead: when it is purged, as for a job that died here).
+    pub fn set_time(state: JobState, at: Millis, dead_retention: Millis) -> Millis {
+        match state {
+            JobState::Dead => at.saturating_add(dead_retention),
+            _ => at,
+        }
+    }
+}
+
+/// What [`Store::import`] did with one job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportOutcome {
+    /// Stored in its state.
+    Stored,
+    /// A job with this jid is stored already (an import run again): nothing changed.
+    AlreadyStored,
+}
+
 /// A stored job and where it is.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredJob {
@@ -561,6 +639,19 @@ pub trait Store: Send + Sync + 'static {
     /// with ties broken by the backend's row order, after `after`. Keyset paging: the cost does
     /// not grow with the page number, and a page stays correct while jobs move.
     fn page(&self, q: PageQuery) -> impl Future<Output = Result<Page>> + Send;
+
+    /// Stores jobs taken over from another server, each in its state (see [`ImportedJob`]), in
+    /// order, in one commit: enqueued jobs go to their queue's tail in the order given (the
+    /// queue becomes known), the others into their set at `at`. A jid already stored, or
+    /// twice in `jobs`, is [`ImportOutcome::AlreadyStored`] and changes nothing, so an import
+    /// can be run again. Imported jobs take no uniqueness lock, belong to no batch and are
+    /// not tracked; they count in no processed/failed total. A state other than enqueued,
+    /// scheduled, retry or dead is an error, and nothing is stored.
+    fn import(
+        &self,
+        jobs: Vec<ImportedJob>,
+        now: Millis,
+    ) -> impl Future<Output = Result<Vec<ImportOutcome>>> + Send;
 
     /// Deletes the jobs with these jids that are in `state` (enqueued, scheduled, retry or
     /// dead; working jobs are never deleted this way): → gone, as MUTATE discard does for the

@@ -46,6 +46,7 @@ mod cron;
 mod durability;
 mod expiry;
 mod fetch;
+mod import;
 mod model;
 mod mutate;
 mod paging;
@@ -64,6 +65,7 @@ pub use cron::*;
 pub use durability::*;
 pub use expiry::*;
 pub use fetch::*;
+pub use import::*;
 pub use model::*;
 pub use mutate::*;
 pub use paging::*;
@@ -242,6 +244,8 @@ macro_rules! conformance_tests {
             throttle_timeout_reclaims_slot,
             throttled_queue_falls_through_to_next_queue,
             flush_forgets_batches_and_tracking,
+            import_stores_each_job_in_its_state,
+            import_refuses_other_states_and_stores_nothing,
         );
     };
 }
