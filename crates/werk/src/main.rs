@@ -2,6 +2,7 @@
 
 mod bench;
 mod cron_cmd;
+mod import;
 mod settings;
 mod throttles;
 mod torture;
@@ -46,6 +47,8 @@ enum Commands {
     Bench(bench::BenchArgs),
     /// Cron entries of a configuration directory (`werk cron list`).
     Cron(cron_cmd::CronArgs),
+    /// Take over another server's jobs (`werk import faktory --redis URL`).
+    Import(import::ImportArgs),
 }
 
 #[derive(Args)]
@@ -167,6 +170,7 @@ fn main() -> Result<()> {
         Commands::Torture(args) => torture::run(args),
         Commands::Bench(args) => bench::run(args),
         Commands::Cron(args) => cron_cmd::run(args),
+        Commands::Import(args) => import::run(args),
     }
 }
 
