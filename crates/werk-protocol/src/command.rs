@@ -112,6 +112,9 @@ pub enum Command {
     Batch(String),
     /// The raw text after `TRACK ` (empty when there is none).
     Track(String),
+    /// Werk's own `LIST {json}` (not Faktory's): one page of the scheduled, retry or dead set,
+    /// for `werk retries|scheduled|dead list`. The raw JSON text (empty when there is none).
+    List(String),
     /// A HELLO line after the handshake; the server answers with an error.
     Hello,
 }
@@ -133,6 +136,7 @@ impl Command {
             Command::Queue(_) => "QUEUE",
             Command::Batch(_) => "BATCH",
             Command::Track(_) => "TRACK",
+            Command::List(_) => "LIST",
             Command::Hello => "HELLO",
         }
     }
@@ -297,6 +301,7 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
         "QUEUE" => parse_queue(arg).map(Command::Queue),
         "BATCH" => Ok(Command::Batch(arg.unwrap_or_default().to_owned())),
         "TRACK" => Ok(Command::Track(arg.unwrap_or_default().to_owned())),
+        "LIST" => Ok(Command::List(arg.unwrap_or_default().to_owned())),
         _ => Err(CommandError(format!(
             "unknown command {}",
             truncate_chars(verb, MAX_ECHOED_WORD)

@@ -365,6 +365,7 @@ async fn dispatch<S: Store>(
         Command::Queue(q) => queue(shared, q).await,
         Command::Batch(arg) => crate::ent::batch(shared, &arg).await,
         Command::Track(arg) => crate::ent::track(shared, &arg).await,
+        Command::List(arg) => crate::list::list(shared, &arg).await,
     }
 }
 

@@ -19,6 +19,7 @@ pub mod conn;
 pub mod cron;
 pub mod ent;
 pub mod info;
+pub mod list;
 pub mod metrics;
 pub mod signals;
 pub mod tasks;

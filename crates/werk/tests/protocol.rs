@@ -954,6 +954,55 @@ fn drain(c: &mut Conn, queues: &str) -> Vec<String> {
     v
 }
 
+/// Werk's own LIST (for `werk scheduled|retries|dead list`): a set's jobs in its order, in
+/// pages (`next`), filtered by job type and by MUTATE's glob; bad arguments are errors.
+#[test]
+fn list_pages_a_set_with_mutates_filters() {
+    let s = Server::start(fast());
+    let mut c = s.conn();
+    for (id, jobtype, arg) in [
+        ("list-001", "Alpha", "apple"),
+        ("list-002", "Beta", "banana"),
+        ("list-003", "Alpha", "cherry"),
+    ] {
+        push_scheduled(&mut c, id, jobtype, json!([arg]));
+    }
+    let page = |c: &mut Conn, arg: Value| {
+        let r = c.cmd(&format!("LIST {arg}"));
+        r.json()
+    };
+    let jids = |v: &Value| -> Vec<String> {
+        v["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["job"]["jid"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let all = page(&mut c, json!({"target": "scheduled"}));
+    assert_eq!(jids(&all), ["list-001", "list-002", "list-003"]);
+    assert!(all["next"].is_null());
+    assert!(all["jobs"][0]["at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(all["jobs"][1]["job"]["args"], json!(["banana"]));
+
+    let first = page(&mut c, json!({"target": "scheduled", "limit": 2}));
+    assert_eq!(jids(&first), ["list-001", "list-002"]);
+    let next = first["next"].as_str().expect("a next page").to_string();
+    let second = page(&mut c, json!({"target": "scheduled", "limit": 2, "after": next}));
+    assert_eq!(jids(&second), ["list-003"]);
+
+    let alpha = page(&mut c, json!({"target": "scheduled", "jobtype": "Alpha"}));
+    assert_eq!(jids(&alpha), ["list-001", "list-003"]);
+    let glob = page(&mut c, json!({"target": "scheduled", "regexp": "*an*"}));
+    assert_eq!(jids(&glob), ["list-002"]);
+    assert_eq!(jids(&page(&mut c, json!({"target": "dead"}))), Vec::<String>::new());
+
+    assert!(c.cmd(r#"LIST {"target":"working"}"#).expect_err().contains("target"));
+    assert!(c.cmd("LIST nonsense").expect_err().contains("JSON"));
+    assert!(c.cmd(r#"LIST {"target":"dead","after":"x"}"#).expect_err().contains("cursor"));
+    c.cmd("INFO").bulk();
+}
+
 #[test]
 fn mutate_kill_requeue_discard_clear_by_jids() {
     let s = Server::start(fast());
