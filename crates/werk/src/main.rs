@@ -1,6 +1,8 @@
 //! The `werk` command.
 
 mod bench;
+mod cli;
+mod client;
 mod cron_cmd;
 mod import;
 mod settings;
@@ -49,6 +51,20 @@ enum Commands {
     Cron(cron_cmd::CronArgs),
     /// Take over another server's jobs (`werk import faktory --redis URL`).
     Import(import::ImportArgs),
+    /// A running server's figures (INFO), over the protocol (FAKTORY_URL).
+    Info(cli::InfoArgs),
+    /// A running server's queues: list, pause, resume, clear.
+    Queue(cli::QueueArgs),
+    /// Push a job to a running server.
+    Job(cli::JobArgs),
+    /// The retry set of a running server: list, requeue, delete, kill.
+    Retries(cli::SetArgs),
+    /// The scheduled set of a running server: list, requeue, delete, kill.
+    Scheduled(cli::SetArgs),
+    /// The dead set of a running server: list, requeue, delete.
+    Dead(cli::SetArgs),
+    /// A batch's status on a running server.
+    Batch(cli::BatchArgs),
 }
 
 #[derive(Args)]
@@ -171,6 +187,13 @@ fn main() -> Result<()> {
         Commands::Bench(args) => bench::run(args),
         Commands::Cron(args) => cron_cmd::run(args),
         Commands::Import(args) => import::run(args),
+        Commands::Info(a) => cli::exit_with(cli::info(a)),
+        Commands::Queue(a) => cli::exit_with(cli::queue(a)),
+        Commands::Job(a) => cli::exit_with(cli::job(a)),
+        Commands::Retries(a) => cli::exit_with(cli::set(cli::Set::Retries, a)),
+        Commands::Scheduled(a) => cli::exit_with(cli::set(cli::Set::Scheduled, a)),
+        Commands::Dead(a) => cli::exit_with(cli::set(cli::Set::Dead, a)),
+        Commands::Batch(a) => cli::exit_with(cli::batch(a)),
     }
 }
 

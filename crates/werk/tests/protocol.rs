@@ -988,18 +988,30 @@ fn list_pages_a_set_with_mutates_filters() {
     let first = page(&mut c, json!({"target": "scheduled", "limit": 2}));
     assert_eq!(jids(&first), ["list-001", "list-002"]);
     let next = first["next"].as_str().expect("a next page").to_string();
-    let second = page(&mut c, json!({"target": "scheduled", "limit": 2, "after": next}));
+    let second = page(
+        &mut c,
+        json!({"target": "scheduled", "limit": 2, "after": next}),
+    );
     assert_eq!(jids(&second), ["list-003"]);
 
     let alpha = page(&mut c, json!({"target": "scheduled", "jobtype": "Alpha"}));
     assert_eq!(jids(&alpha), ["list-001", "list-003"]);
     let glob = page(&mut c, json!({"target": "scheduled", "regexp": "*an*"}));
     assert_eq!(jids(&glob), ["list-002"]);
-    assert_eq!(jids(&page(&mut c, json!({"target": "dead"}))), Vec::<String>::new());
+    assert_eq!(
+        jids(&page(&mut c, json!({"target": "dead"}))),
+        Vec::<String>::new()
+    );
 
-    assert!(c.cmd(r#"LIST {"target":"working"}"#).expect_err().contains("target"));
+    assert!(c
+        .cmd(r#"LIST {"target":"working"}"#)
+        .expect_err()
+        .contains("target"));
     assert!(c.cmd("LIST nonsense").expect_err().contains("JSON"));
-    assert!(c.cmd(r#"LIST {"target":"dead","after":"x"}"#).expect_err().contains("cursor"));
+    assert!(c
+        .cmd(r#"LIST {"target":"dead","after":"x"}"#)
+        .expect_err()
+        .contains("cursor"));
     c.cmd("INFO").bulk();
 }
 

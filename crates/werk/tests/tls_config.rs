@@ -39,6 +39,7 @@ struct Pki {
     /// The server certificate followed by the CA (a chain, as a real deployment has).
     chain_pem: String,
     key_pem: String,
+    ca_pem: String,
 }
 
 fn pki() -> Pki {
@@ -64,6 +65,7 @@ fn pki() -> Pki {
         ca_der: ca.der().clone(),
         chain_pem: format!("{}{}", cert.pem(), ca.pem()),
         key_pem: key.serialize_pem(),
+        ca_pem: ca.pem(),
     }
 }
 
@@ -707,4 +709,41 @@ fn web_ui_serves_https_with_the_same_certificate() {
     let mut got = Vec::new();
     let _ = plain.read_to_end(&mut got);
     assert!(!String::from_utf8_lossy(&got).contains("werk_version"));
+}
+
+/// The shell commands speak TLS (`tcp+tls://`), checking the server's certificate against the
+/// system's CAs plus `--tls-ca`: with the test CA they work, password included; without it the
+/// handshake fails (exit 3) with a plain message.
+#[test]
+fn shell_commands_over_tls_check_the_certificate() {
+    let pki = pki();
+    let (s, tmp) = tls_server(&pki, ServerOpts::new().password("tls-pass"));
+    let ca = tmp.path().join("ca.pem");
+    fs::write(&ca, &pki.ca_pem).unwrap();
+    let run = |url: &str, extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_werk"))
+            .args(["info", "--json"])
+            .args(extra)
+            .env("FAKTORY_URL", url)
+            .output()
+            .expect("run werk info")
+    };
+    let url = format!("tcp+tls://:tls-pass@localhost:{}", s.port);
+    let out = run(&url, &["--tls-ca", ca.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["faktory"]["queues"].is_object());
+    let untrusted = run(&url, &[]);
+    assert_eq!(untrusted.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&untrusted.stderr).contains("TLS handshake"));
+    let plain = run(&format!("tcp://:tls-pass@localhost:{}", s.port), &[]);
+    assert_ne!(
+        plain.status.code(),
+        Some(0),
+        "plain text to a TLS port fails"
+    );
 }
