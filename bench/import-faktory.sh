@@ -17,7 +17,10 @@ command -v redis-server >/dev/null || { echo "needs redis-server (apt-get instal
 [ -x /usr/bin/time ] || { echo "needs GNU time (apt-get install time)" >&2; exit 1; }
 TMP=$(mktemp -d /tmp/werk-import-bench.XXXXXX)
 REDIS_PID=
-cleanup() { [ -n "$REDIS_PID" ] && kill "$REDIS_PID" 2>/dev/null; rm -rf "$TMP"; }
+cleanup() {
+  if [ -n "$REDIS_PID" ]; then kill "$REDIS_PID" 2>/dev/null; wait "$REDIS_PID" 2>/dev/null || true; fi
+  rm -rf "$TMP"
+}
 trap cleanup EXIT
 SOCK=$TMP/redis.sock
 redis-server --port 0 --unixsocket "$SOCK" --save '' --appendonly no --dir "$TMP" \

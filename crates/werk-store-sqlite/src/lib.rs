@@ -10,6 +10,7 @@
 //! * Jobs live only on disk: memory holds the page cache (bounded) and per-queue counters.
 //! * A lock file keeps a second process from opening the same data directory.
 
+mod backup;
 mod checkpoint;
 mod metrics;
 mod reader;
@@ -38,6 +39,8 @@ use werk_store::{
 
 use reader::Reader;
 use writer::{Mem, Msg, Op, Prepared, Request, Resp, Writer};
+
+pub use backup::{backup, BackupError, BackupReport};
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "werk.db";

@@ -65,6 +65,18 @@ enum Commands {
     Dead(cli::SetArgs),
     /// A batch's status on a running server.
     Batch(cli::BatchArgs),
+    /// A consistent copy of the embedded store while the server runs: DEST becomes a data
+    /// directory `werk serve -d DEST` opens as it is.
+    Backup(BackupArgs),
+}
+
+#[derive(Args)]
+struct BackupArgs {
+    /// A new or empty directory for the copy.
+    dest: PathBuf,
+    /// The embedded store's data directory.
+    #[arg(short = 'd', long = "data-dir", default_value = "./werk-data")]
+    data_dir: PathBuf,
 }
 
 #[derive(Args)]
@@ -194,6 +206,20 @@ fn main() -> Result<()> {
         Commands::Scheduled(a) => cli::exit_with(cli::set(cli::Set::Scheduled, a)),
         Commands::Dead(a) => cli::exit_with(cli::set(cli::Set::Dead, a)),
         Commands::Batch(a) => cli::exit_with(cli::batch(a)),
+        Commands::Backup(a) => {
+            let started = std::time::Instant::now();
+            let r = werk_store_sqlite::backup(&a.data_dir, &a.dest)
+                .with_context(|| format!("backup of {} failed", a.data_dir.display()))?;
+            println!(
+                "backed up {} into {}: {} pages, {:.1} MB, {:.2} s",
+                a.data_dir.display(),
+                a.dest.display(),
+                r.pages,
+                r.bytes as f64 / 1e6,
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
     }
 }
 
