@@ -4,6 +4,7 @@ mod bench;
 mod cli;
 mod client;
 mod cron_cmd;
+mod sd_notify;
 mod import;
 mod settings;
 mod throttles;
@@ -267,8 +268,13 @@ fn serve(args: ServeArgs) -> Result<()> {
     }
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
         .with_context(|| format!("invalid log level {:?}", args.log_level))?;
+    // A log line that cannot be written (stderr is a pipe whose reader died, a full disk
+    // under a redirect) is dropped. By default tracing-subscriber reports that with
+    // `eprintln!`, which panics when stderr is broken — the task that logged dies: seen as a
+    // server that ignored SIGTERM because its signal task panicked at "SIGTERM received".
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     match args.log_format {
         LogFormat::Text => logs
@@ -460,8 +466,16 @@ impl Run {
             writeln!(out, "werk listening on {local}")?;
             out.flush()?;
         }
+        sd_notify::notify("READY=1");
         let stop = CancellationToken::new();
         tokio::spawn(wait_for_signal(stop.clone()));
+        {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                stop.cancelled().await;
+                sd_notify::notify("STOPPING=1");
+            });
+        }
         let damage = Arc::new(Mutex::new(None));
         if let Some(check) = background_check {
             let (stop, damage) = (stop.clone(), damage.clone());
@@ -583,9 +597,11 @@ async fn wait_for_signal(stop: CancellationToken) {
         tracing::error!("cannot install signal handlers");
         return;
     };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-    }
+    let which = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    // Stop first: nothing (not even logging) may keep a signal from stopping the server.
     stop.cancel();
+    tracing::info!("{which} received");
 }
