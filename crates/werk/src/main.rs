@@ -4,8 +4,8 @@ mod bench;
 mod cli;
 mod client;
 mod cron_cmd;
-mod sd_notify;
 mod import;
+mod sd_notify;
 mod settings;
 mod throttles;
 mod torture;
@@ -461,6 +461,7 @@ impl Run {
             environment = ?args.environment,
             "werk is serving"
         );
+        let signal_handlers = install_signal_handlers()?;
         {
             let mut out = std::io::stdout().lock();
             writeln!(out, "werk listening on {local}")?;
@@ -468,14 +469,7 @@ impl Run {
         }
         sd_notify::notify("READY=1");
         let stop = CancellationToken::new();
-        tokio::spawn(wait_for_signal(stop.clone()));
-        {
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                stop.cancelled().await;
-                sd_notify::notify("STOPPING=1");
-            });
-        }
+        tokio::spawn(wait_for_signal(signal_handlers, stop.clone()));
         let damage = Arc::new(Mutex::new(None));
         if let Some(check) = background_check {
             let (stop, damage) = (stop.clone(), damage.clone());
@@ -588,20 +582,26 @@ async fn reload_on_sighup<S: Store>(
     }
 }
 
-async fn wait_for_signal(stop: CancellationToken) {
+/// SIGTERM and SIGINT, installed before the server says it is listening (a signal sent right
+/// after "werk listening on" or READY=1 must find its handler, not the default action).
+fn install_signal_handlers() -> Result<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
+    Ok((
+        signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?,
+        signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?,
+    ))
+}
+
+async fn wait_for_signal(
+    (mut term, mut int): (tokio::signal::unix::Signal, tokio::signal::unix::Signal),
+    stop: CancellationToken,
+) {
     let which = tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     };
     // Stop first: nothing (not even logging) may keep a signal from stopping the server.
+    sd_notify::notify("STOPPING=1");
     stop.cancel();
     tracing::info!("{which} received");
 }
