@@ -69,6 +69,10 @@ enum Commands {
     /// A consistent copy of the embedded store while the server runs: DEST becomes a data
     /// directory `werk serve -d DEST` opens as it is.
     Backup(BackupArgs),
+    /// Write the manual pages (werk.1 and one per subcommand, werk-serve.1, …) into DIR.
+    Man { dir: PathBuf },
+    /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Args)]
@@ -207,6 +211,12 @@ fn main() -> Result<()> {
         Commands::Scheduled(a) => cli::exit_with(cli::set(cli::Set::Scheduled, a)),
         Commands::Dead(a) => cli::exit_with(cli::set(cli::Set::Dead, a)),
         Commands::Batch(a) => cli::exit_with(cli::batch(a)),
+        Commands::Man { dir } => write_man_pages(&dir),
+        Commands::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "werk", &mut std::io::stdout());
+            Ok(())
+        }
         Commands::Backup(a) => {
             let started = std::time::Instant::now();
             let r = werk_store_sqlite::backup(&a.data_dir, &a.dest)
@@ -517,6 +527,16 @@ impl Run {
         }
         Ok(())
     }
+}
+
+/// `werk man DIR`: werk.1 and a page per subcommand (werk-serve.1, werk-queue-pause.1, …),
+/// from the same clap definitions as `--help`.
+fn write_man_pages(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let cmd = <Cli as clap::CommandFactory>::command();
+    clap_mangen::generate_to(cmd, dir)
+        .with_context(|| format!("cannot write the manual pages into {}", dir.display()))?;
+    Ok(())
 }
 
 /// Lets the server hold as many connections as the hard file-descriptor limit allows.

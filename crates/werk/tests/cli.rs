@@ -236,3 +236,39 @@ fn sets_list_requeue_delete_kill_and_batches() {
     let none = werk(&format!("tcp://127.0.0.1:{}", s.port), &["info"]);
     assert!(String::from_utf8_lossy(&none.stderr).contains("requires a password"));
 }
+
+/// `werk man DIR` writes a page per command from the same definitions as `--help` (the Debian
+/// package ships them); `werk completions SHELL` prints a completion script.
+#[test]
+fn man_pages_and_completions() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_werk"))
+        .args(["man", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    ok(&out);
+    let serve = std::fs::read_to_string(dir.path().join("werk-serve.1")).unwrap();
+    assert!(
+        serve.starts_with(".ie") || serve.contains(".TH"),
+        "a roff page"
+    );
+    assert!(serve.contains("data\\-dir"), "documents --data-dir");
+    for page in [
+        "werk.1",
+        "werk-import-faktory.1",
+        "werk-retries-requeue.1",
+        "werk-backup.1",
+    ] {
+        assert!(dir.path().join(page).is_file(), "{page}");
+    }
+    let bash = ok(&Command::new(env!("CARGO_BIN_EXE_werk"))
+        .args(["completions", "bash"])
+        .output()
+        .unwrap());
+    assert!(bash.contains("complete") && bash.contains("serve") && bash.contains("--database-url"));
+    let bad = Command::new(env!("CARGO_BIN_EXE_werk"))
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}
