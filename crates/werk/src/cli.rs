@@ -96,7 +96,7 @@ struct PushArgs {
     #[arg(long = "in", value_name = "DURATION")]
     r#in: Option<String>,
     /// Retries before the job dies (-1: dies at once, 0: discarded when it fails).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     retry: Option<i64>,
     /// The job's `custom` object (JSON).
     #[arg(long, value_name = "JSON")]

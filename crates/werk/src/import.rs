@@ -5,9 +5,11 @@
 //! (From Faktory's `storage/redis.go`, `storage/queue_redis.go`, `storage/sorted_redis.go` and
 //! `manager/working.go`.)
 //!
-//! * SET `queues`: the names of the queues. Each queue is a LIST whose key is the queue's name;
-//!   Faktory LPUSHes new jobs and RPOPs to fetch, so the oldest job is at the tail (index -1).
-//!   Members are job JSON.
+//! * SET `queues`: the names of the queues. Each queue is a LIST whose key is `q:` and the
+//!   queue's name (Faktory 1.10, checked against the real server; `storage/migration.go`'s
+//!   `prefixQueues` renamed the lists from the bare name, which older Faktory data still
+//!   uses: the import takes `q:NAME`, else a list named `NAME`). Faktory LPUSHes new jobs and
+//!   RPOPs to fetch, so the oldest job is at the tail (index -1). Members are job JSON.
 //! * SET `paused`: the names of the paused queues.
 //! * ZSETs `scheduled`, `retries` and `dead`: member = job JSON, score = the job's time in unix
 //!   seconds (a float): when it runs (scheduled), its next try (retries), when it died (dead).
@@ -295,6 +297,8 @@ fn snippet(member: &[u8]) -> String {
 
 struct Faktory {
     con: redis::Connection,
+    /// Each queue's list key, once looked up (see [`Faktory::queue_key`]).
+    queue_keys: BTreeMap<String, String>,
 }
 
 impl Faktory {
@@ -307,7 +311,36 @@ impl Faktory {
             .with_context(|| format!("cannot connect to Faktory's Redis at {shown}"))?;
         con.set_read_timeout(Some(Duration::from_secs(120)))
             .context("cannot set the Redis read timeout")?;
-        Ok(Faktory { con })
+        Ok(Faktory {
+            con,
+            queue_keys: BTreeMap::new(),
+        })
+    }
+
+    /// A queue's list: `q:NAME` (Faktory 1.10, and any Faktory after the `prefixQueues`
+    /// migration of its `storage/migration.go`), else the bare `NAME` (older Faktory data, e.g.
+    /// an old `dump.rdb`). An empty queue has no list at all: then `q:NAME`, which reads as
+    /// empty.
+    fn queue_key(&mut self, name: &str) -> Result<String> {
+        if let Some(k) = self.queue_keys.get(name) {
+            return Ok(k.clone());
+        }
+        let prefixed = format!("q:{name}");
+        let key = if self.key_type(&prefixed)? == "none" && self.key_type(name)? == "list" {
+            name.to_string()
+        } else {
+            prefixed
+        };
+        self.queue_keys.insert(name.to_string(), key.clone());
+        Ok(key)
+    }
+
+    /// The Redis key of `source` in this Faktory's layout.
+    fn key(&mut self, source: &Source) -> Result<String> {
+        match source {
+            Source::Queue(q) => self.queue_key(q),
+            other => Ok(other.key().to_string()),
+        }
     }
 
     fn smembers(&mut self, key: &str) -> Result<Vec<String>> {
@@ -330,7 +363,8 @@ impl Faktory {
     /// The number of members of `source`'s key (0 when it does not exist); an error when the
     /// key is not of the type Faktory gives it.
     fn size(&mut self, source: &Source) -> Result<u64> {
-        let key = source.key();
+        let key = self.key(source)?;
+        let key = key.as_str();
         let want = if source.is_list() { "list" } else { "zset" };
         let t = self.key_type(key)?;
         if t == "none" {
@@ -717,9 +751,11 @@ impl Import {
         let mut skip = 0;
         loop {
             let page = if source.is_list() {
-                redis.list_page(source.key(), skip)?
+                let key = redis.key(source)?;
+                redis.list_page(&key, skip)?
             } else {
-                redis.zset_page(source.key(), skip)?
+                let key = redis.key(source)?;
+                redis.zset_page(&key, skip)?
             };
             if page.is_empty() {
                 break;

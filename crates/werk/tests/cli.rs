@@ -83,6 +83,23 @@ fn push_info_and_queues() {
         ],
     ));
     ok(&werk(&u, &["job", "push", "A", "--queue", "q1"]));
+    // A negative retry count is a value, not an option.
+    ok(&werk(
+        &u,
+        &[
+            "job",
+            "push",
+            "Doomed",
+            "--queue",
+            "dq",
+            "--retry",
+            "-1",
+            "--jid",
+            "doomed-00001",
+        ],
+    ));
+    let (_, doomed) = c.fetch("dq").expect("the doomed job");
+    assert_eq!(doomed["retry"], json!(-1));
     let info = json_of(&werk(&u, &["info", "--json"]));
     assert_eq!(info["faktory"]["queues"]["q1"], json!(2));
     let text = ok(&werk(&u, &["info"]));

@@ -150,14 +150,25 @@ fn failure(retry_count: i64, message: &str) -> String {
     )
 }
 
+/// Enqueues as Faktory 1.10 does: the queue's name in `queues`, the job LPUSHed to `q:NAME`
+/// (checked against the real Faktory 1.10.0 server).
 fn enqueue(con: &mut redis::Connection, queue: &str, job: &str) {
+    enqueue_at_key(con, queue, &format!("q:{queue}"), job);
+}
+
+/// Enqueues as Faktory did before its `prefixQueues` migration: the list named as the queue.
+fn enqueue_legacy(con: &mut redis::Connection, queue: &str, job: &str) {
+    enqueue_at_key(con, queue, queue, job);
+}
+
+fn enqueue_at_key(con: &mut redis::Connection, queue: &str, key: &str, job: &str) {
     redis::pipe()
         .cmd("SADD")
         .arg("queues")
         .arg(queue)
         .ignore()
         .cmd("LPUSH")
-        .arg(queue)
+        .arg(key)
         .arg(job)
         .ignore()
         .query::<()>(con)
@@ -383,7 +394,7 @@ fn imports_every_set_in_faktory_order_without_touching_redis() {
         let mut p = redis::pipe();
         for j in &bulk {
             p.cmd("LPUSH")
-                .arg("bulk")
+                .arg("q:bulk")
                 .arg(fjob(j, "bulk", "[]", ""))
                 .ignore();
         }
@@ -397,12 +408,13 @@ fn imports_every_set_in_faktory_order_without_touching_redis() {
         &fjob("unicode-job-1", "bytes", UNICODE_ARGS, ""),
     );
     enqueue(&mut con, "bytes", &fjob("large-job-1", "bytes", &large, ""));
-    enqueue(
+    // Data of a Faktory from before the `q:` prefix: the list is named as the queue.
+    enqueue_legacy(
         &mut con,
         "critical",
         &fjob("critical-job-1", "critical", "[]", ""),
     );
-    enqueue(
+    enqueue_legacy(
         &mut con,
         "critical",
         &fjob("critical-job-2", "critical", "[]", ""),
@@ -627,7 +639,7 @@ fn dry_run_stores_nothing() {
 
     // Without the bad job, a dry run succeeds; the store still holds nothing.
     redis::cmd("LREM")
-        .arg("default")
+        .arg("q:default")
         .arg(0)
         .arg(r#"{"jid":"dry-bad-1","args":[]}"#)
         .query::<()>(&mut con)
