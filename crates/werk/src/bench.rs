@@ -65,7 +65,7 @@ pub enum Mode {
 }
 
 impl Mode {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Mode::Push => "push",
             Mode::Pushb => "pushb",
@@ -87,52 +87,69 @@ pub struct BenchArgs {
         hide_env_values = true,
         default_value = "tcp://127.0.0.1:7419"
     )]
-    url: String,
+    pub(crate) url: String,
     /// Workload.
     #[arg(long, value_enum, default_value_t = Mode::Mixed)]
-    mode: Mode,
+    pub(crate) mode: Mode,
     /// Connections (split between producers and workers in mixed and latency modes).
     #[arg(long, default_value_t = 10)]
-    connections: usize,
+    pub(crate) connections: usize,
     /// Producer connections in mixed and latency modes (default: half of --connections).
     #[arg(long)]
-    producers: Option<usize>,
+    pub(crate) producers: Option<usize>,
     /// Worker connections in mixed and latency modes (default: the rest of --connections).
     #[arg(long)]
-    workers: Option<usize>,
+    pub(crate) workers: Option<usize>,
     /// Jobs to push, or to process in work mode [default: 100000; in latency mode
     /// --rate × 80 % of --duration-secs, leaving time for the drain].
     #[arg(long)]
-    jobs: Option<u64>,
+    pub(crate) jobs: Option<u64>,
     /// Jobs per PUSHB (pushb mode).
     #[arg(long, default_value_t = 100)]
-    batch: usize,
+    pub(crate) batch: usize,
     /// Size in bytes of the string argument of each job.
     #[arg(long, default_value_t = 16)]
-    payload_bytes: usize,
+    pub(crate) payload_bytes: usize,
     /// Queues, comma-separated: jobs are spread over them, workers FETCH from all of them.
     #[arg(long, default_value = "bench", value_delimiter = ',')]
-    queues: Vec<String>,
+    pub(crate) queues: Vec<String>,
     /// Time cap (s): no new command is sent after it and the run reports what it did.
     #[arg(long, default_value_t = 60.0)]
-    duration_secs: f64,
+    pub(crate) duration_secs: f64,
     /// Commands completed during the first seconds are not measured (they still count
     /// towards --jobs).
     #[arg(long, default_value_t = 0.0)]
-    warmup_secs: f64,
+    pub(crate) warmup_secs: f64,
     /// Offered PUSH rate per second (latency mode), across all producer connections.
     #[arg(long, default_value_t = 1000.0)]
-    rate: f64,
+    pub(crate) rate: f64,
     /// Share of fetched jobs FAILed instead of ACKed (0..1; the workers of work, mixed and
     /// latency modes).
     #[arg(long, default_value_t = 0.0)]
-    fail_ratio: f64,
+    pub(crate) fail_ratio: f64,
     /// Send FLUSH first: deletes ALL data on the server.
     #[arg(long)]
-    flush: bool,
+    pub(crate) flush: bool,
     /// Print one JSON object on stdout instead of the table.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
+    /// A second server: run the same scenario against --url (A) and this one (B) alternately,
+    /// --rounds times each, and print every round, each side's median and the ratio A/B.
+    /// Needs --flush (every run starts from an empty server). In work mode each run first
+    /// fills the queues with PUSHB (not measured).
+    #[arg(long, value_name = "URL")]
+    pub(crate) compare: Option<String>,
+    /// Rounds of --compare (each round runs A and B once; B goes first in even rounds).
+    #[arg(long, default_value_t = 3)]
+    pub(crate) rounds: usize,
+    /// Measure the disk first: fdatasync after an 8 KiB overwrite in this directory (put it on
+    /// the server's disk; the default is the system's temporary directory), so the latencies
+    /// can be read against the floor a durable server cannot go below.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) disk: Option<std::path::PathBuf>,
+    /// Do not measure the disk (a remote server's disk is not this machine's).
+    #[arg(long, conflicts_with = "disk")]
+    pub(crate) no_disk: bool,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -186,6 +203,11 @@ fn parse_url(url: &str) -> Result<Target> {
         addr,
         password,
     })
+}
+
+/// A server URL as shown in reports: without its password (the text as given if unparsable).
+pub(crate) fn shown_url(url: &str) -> String {
+    parse_url(url.trim()).map_or_else(|_| url.to_string(), |t| t.shown)
 }
 
 fn percent_decode(s: &str) -> Result<String> {
@@ -806,11 +828,15 @@ async fn work_task(sh: Arc<Shared>, mut c: Conn, wid: String) {
 // ---------------------------------------------------------------------------------------------
 
 pub fn run(args: BenchArgs) -> Result<()> {
+    if args.compare.is_some() {
+        return crate::bench_compare::run(args);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let ok = runtime.block_on(run_async(args))?;
+    let disk = crate::bench_compare::probe_disk_if_asked(&args)?;
+    let (ok, _) = runtime.block_on(run_async(args, disk.as_ref(), true))?;
     // Connections still open are dropped with the runtime.
     runtime.shutdown_timeout(Duration::from_millis(100));
     if !ok {
@@ -888,7 +914,13 @@ fn plan(args: &BenchArgs) -> Result<Plan> {
     })
 }
 
-async fn run_async(args: BenchArgs) -> Result<bool> {
+/// One run of the scenario; prints its report when `print`, and returns whether it was free of
+/// errors with its JSON summary.
+pub(crate) async fn run_async(
+    args: BenchArgs,
+    disk: Option<&crate::bench_compare::Disk>,
+    print: bool,
+) -> Result<(bool, Value)> {
     let plan = plan(&args)?;
     let targets = args
         .url
@@ -1025,11 +1057,19 @@ async fn run_async(args: BenchArgs) -> Result<bool> {
         pb.set_position(sh.progress.load(Relaxed));
         pb.finish_and_clear();
     }
-    report(&args, &plan, &shown, &sh, end)
+    report(&args, &plan, &shown, &sh, end, disk, print)
 }
 
 /// Prints the report; returns whether the run was free of errors.
-fn report(args: &BenchArgs, plan: &Plan, shown: &str, sh: &Shared, end: Instant) -> Result<bool> {
+fn report(
+    args: &BenchArgs,
+    plan: &Plan,
+    shown: &str,
+    sh: &Shared,
+    end: Instant,
+    disk: Option<&crate::bench_compare::Disk>,
+    print: bool,
+) -> Result<(bool, Value)> {
     let pushed = sh.pushed.load(Relaxed);
     let rejected = sh.rejected.load(Relaxed);
     let acked = sh.acked.load(Relaxed);
@@ -1068,7 +1108,7 @@ fn report(args: &BenchArgs, plan: &Plan, shown: &str, sh: &Shared, end: Instant)
         .filter(|(_, h)| !h.is_empty())
         .collect();
 
-    if args.json {
+    let out = {
         let mut latency = serde_json::Map::new();
         for (c, h) in &lat {
             latency.insert(
@@ -1115,7 +1155,13 @@ fn report(args: &BenchArgs, plan: &Plan, shown: &str, sh: &Shared, end: Instant)
             "complete": complete,
             "told_to_stop": sh.told_to_stop.load(Relaxed),
             "latency_us": latency,
+            "disk": disk.map(|d| d.json()),
         });
+        out
+    };
+    if !print {
+        // Summarised by the caller (--compare).
+    } else if args.json {
         println!("{out}");
     } else {
         let mut o = std::io::stdout().lock();
@@ -1171,20 +1217,32 @@ fn report(args: &BenchArgs, plan: &Plan, shown: &str, sh: &Shared, end: Instant)
                 h.max()
             )?;
         }
+        if let Some(d) = disk {
+            writeln!(o)?;
+            d.print(&mut o)?;
+            if let Some((_, h)) = lat.iter().find(|(c, _)| *c == Cmd::Push) {
+                writeln!(
+                    o,
+                    "PUSH against the disk: p50 {:.1}× its fdatasync p50, p99 {:.1}× its fdatasync p99",
+                    h.value_at_quantile(0.5) as f64 / d.p50.max(1) as f64,
+                    h.value_at_quantile(0.99) as f64 / d.p99.max(1) as f64
+                )?;
+            }
+        }
         for s in &samples {
             writeln!(o, "error: {s}")?;
         }
     }
-    if args.mode == Mode::Work && acked + failed == 0 {
+    if print && args.mode == Mode::Work && acked + failed == 0 {
         eprintln!("werk bench: no job was fetched: fill the queues first (e.g. --mode pushb)");
     }
-    if !args.json && !complete && Instant::now() >= sh.soft {
+    if print && !args.json && !complete && Instant::now() >= sh.soft {
         eprintln!(
             "werk bench: the {} s time cap ended the run before all jobs were done",
             args.duration_secs
         );
     }
-    Ok(errors == 0 && io_errors == 0)
+    Ok((errors == 0 && io_errors == 0, out))
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The `werk` command.
 
 mod bench;
+mod bench_compare;
 mod cli;
 mod client;
 mod cron_cmd;

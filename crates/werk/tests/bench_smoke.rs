@@ -199,3 +199,121 @@ fn password_in_url_or_env() {
         missing.stderr
     );
 }
+
+/// `werk bench --json --compare B --flush ARGS` against A.
+fn compare(a: &str, b: &str, args: &[&str]) -> Run {
+    let mut all = vec!["--compare", b, "--flush"];
+    all.extend_from_slice(args);
+    bench(a, false, &all)
+}
+
+/// `--compare`: the scenario runs on both servers alternately, every run from empty; the report
+/// has each round, both medians, the ratios and the disk probe; each server really did the
+/// work (its INFO); without --flush it refuses.
+#[test]
+fn compare_runs_both_servers_alternately() {
+    let a = Server::start_default();
+    let b = Server::start(ServerOpts::new().password_env("pw"));
+    let b_url = format!("tcp://:pw@{}", b.addr);
+    let disk = tempfile::tempdir().unwrap();
+    let disk_dir = disk.path().to_str().unwrap();
+
+    let v = ok(compare(
+        &a.url(),
+        &b_url,
+        &[
+            "--rounds",
+            "3",
+            "--mode",
+            "push",
+            "--jobs",
+            "300",
+            "--connections",
+            "3",
+            "--disk",
+            disk_dir,
+        ],
+    ));
+    assert_eq!(v["rounds"], 3, "{v}");
+    assert_eq!(v["key_command"], "PUSH", "{v}");
+    let runs = v["runs"].as_array().expect("runs");
+    let order: Vec<&str> = runs.iter().map(|r| r["side"].as_str().unwrap()).collect();
+    assert_eq!(order, ["A", "B", "B", "A", "A", "B"], "{v}");
+    for r in runs {
+        let rep = &r["report"];
+        common_checks(rep, "push");
+        assert_eq!(n(rep, "pushed"), 300, "{rep}");
+        latency(rep, "PUSH", 300);
+    }
+    assert!(
+        !v["b"]["url"].as_str().unwrap().contains("pw"),
+        "password shown: {v}"
+    );
+    for side in ["a", "b"] {
+        let tps: Vec<f64> = runs
+            .iter()
+            .filter(|r| r["side"] == side.to_uppercase())
+            .map(|r| r["report"]["throughput_per_s"].as_f64().unwrap())
+            .collect();
+        let mut sorted = tps.clone();
+        sorted.sort_by(f64::total_cmp);
+        assert_eq!(
+            v[side]["median_throughput_per_s"].as_f64().unwrap(),
+            (sorted[1] * 10.0).round() / 10.0,
+            "{v}"
+        );
+        assert!(v[side]["median_p50_us"].as_f64().unwrap() > 0.0, "{v}");
+        assert!(v[side]["spread"].as_f64().unwrap() >= 1.0, "{v}");
+    }
+    let ratio = v["ratio_throughput"].as_f64().unwrap();
+    let expect = v["a"]["median_throughput_per_s"].as_f64().unwrap()
+        / v["b"]["median_throughput_per_s"].as_f64().unwrap();
+    assert!((ratio - expect).abs() < 0.01 * expect, "{v}");
+    assert!(v["ratio_p50"].as_f64().unwrap() > 0.0, "{v}");
+    let d = &v["disk"];
+    assert_eq!(d["dir"], disk_dir, "{v}");
+    let p = &d["fdatasync_us"];
+    assert!(
+        p["p50"].as_u64().unwrap() <= p["p99"].as_u64().unwrap(),
+        "{v}"
+    );
+    assert!(
+        p["p99"].as_u64().unwrap() <= p["max"].as_u64().unwrap(),
+        "{v}"
+    );
+    assert_eq!(
+        std::fs::read_dir(disk.path()).unwrap().count(),
+        0,
+        "probe file left behind"
+    );
+    // Every run began with FLUSH: each server holds exactly the last run's 300 jobs.
+    for s in [&a, &b] {
+        let info = s.conn().info();
+        assert_eq!(queue_size(&info, "bench"), Some(300), "{info}");
+    }
+
+    // Work mode fills each side before each run.
+    let v = ok(compare(
+        &a.url(),
+        &b_url,
+        &[
+            "--rounds",
+            "1",
+            "--mode",
+            "work",
+            "--jobs",
+            "200",
+            "--connections",
+            "2",
+            "--no-disk",
+        ],
+    ));
+    assert!(v["disk"].is_null(), "{v}");
+    for r in v["runs"].as_array().unwrap() {
+        assert_eq!(n(&r["report"], "acked"), 200, "{v}");
+    }
+
+    let refused = bench(&a.url(), false, &["--compare", &b_url, "--mode", "push"]);
+    assert!(!refused.ok);
+    assert!(refused.stderr.contains("--flush"), "{}", refused.stderr);
+}
