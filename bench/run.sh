@@ -97,15 +97,17 @@ start_server() {
 # bench ARGS... : runs werk bench --json against the current server, prints the JSON. Against
 # URL it starts with FLUSH unless NOFLUSH=1.
 bench() {
-    local url flush=()
+    local url flush=() disk=()
     if [ -n "$URL" ]; then
         url=$URL
         [ "${NOFLUSH:-0}" = 1 ] || flush=(--flush)
     else
         url="tcp://$ADDR"
+        # The disk probe measures the disk the server's data directory is on.
+        disk=(--disk "$WORK")
     fi
     FAKTORY_URL="" timeout "$((MAX_SECS + LATENCY_SECS + 60))" \
-        "$WERK" bench --json --url "$url" "${flush[@]}" "$@"
+        "$WERK" bench --json --url "$url" "${flush[@]}" "${disk[@]}" "$@"
 }
 
 # The scenario's key command, and its arguments.

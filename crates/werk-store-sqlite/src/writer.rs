@@ -437,6 +437,9 @@ pub(crate) struct Batch {
     fresh: bool,
 }
 
+/// Everything FLUSH replaces, as it was: the mirror, the batch's touched queues and its history.
+type WholeState = (Mem, BTreeSet<String>, BTreeMap<String, (i64, i64)>);
+
 /// The state before the current request, for [`Writer::undo`].
 #[derive(Default)]
 struct Undo {
@@ -445,7 +448,7 @@ struct Undo {
     /// Queues as they were before the request first touched them (`None`: did not exist).
     queues: Vec<(String, Option<QueueMem>)>,
     /// Taken by FLUSH, which replaces the whole mirror.
-    whole: Option<Box<(Mem, BTreeSet<String>, BTreeMap<String, (i64, i64)>)>>,
+    whole: Option<Box<WholeState>>,
     /// `Batch::history` before the request first counted a processed job.
     history: Option<BTreeMap<String, (i64, i64)>>,
     /// `Batch::notify`'s length before the request.
