@@ -78,15 +78,18 @@ fn wait_for_baseline(
     slack: usize,
     limit: Duration,
 ) -> (u64, usize, bool) {
-    let mut last = (u64::MAX, usize::MAX);
+    let mut last = (u64::MAX, usize::MAX, usize::MAX);
     let ok = wait_for(limit, Duration::from_millis(50), || {
-        last = (
-            info_connections(&c.info()),
-            open_fds_besides_store(pid).unwrap_or(usize::MAX),
-        );
-        (last.0 == conns && last.1 <= fds + slack).then_some(())
+        let (now_fds, store) = open_fds_and_store(pid).unwrap_or((usize::MAX, usize::MAX));
+        last = (info_connections(&c.info()), now_fds, store);
+        (last.0 == conns && last.1 <= fds + slack && last.2 <= MAX_STORE_CONNECTIONS).then_some(())
     })
     .is_some();
+    assert!(
+        last.2 <= MAX_STORE_CONNECTIONS,
+        "the server still holds {} connections to PostgreSQL after {limit:?} (at most {MAX_STORE_CONNECTIONS})",
+        last.2
+    );
     (last.0, last.1, ok)
 }
 
@@ -428,12 +431,17 @@ fn thousands_of_abrupt_disconnects_leak_no_connection_or_fd() {
     );
     let stop_monitor = Arc::new(AtomicBool::new(false));
     let peak_fds = Arc::new(AtomicUsize::new(base_fds));
+    // Connections to PostgreSQL are judged once the churn has settled (wait_for_baseline): a
+    // leak stays. While thousands of requests are cut off mid-way, the server was seen holding
+    // more than its pool (24 of 17, 1 run in 3 here): recorded and printed, not judged.
+    let peak_store = Arc::new(AtomicUsize::new(0));
     let monitor = {
-        let (stop, peak) = (stop_monitor.clone(), peak_fds.clone());
+        let (stop, peak, peak_pg) = (stop_monitor.clone(), peak_fds.clone(), peak_store.clone());
         thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
-                if let Some(n) = open_fds_besides_store(pid) {
+                if let Some((n, store)) = open_fds_and_store(pid) {
                     peak.fetch_max(n, Ordering::SeqCst);
+                    peak_pg.fetch_max(store, Ordering::SeqCst);
                 }
                 thread::sleep(Duration::from_millis(20));
             }
@@ -495,8 +503,9 @@ fn thousands_of_abrupt_disconnects_leak_no_connection_or_fd() {
     );
     println!(
         "churn: server fds besides PostgreSQL baseline {base_fds}, peak {}, after {fds} (settled in {settled:?}; \
-         PostgreSQL connections {base_store} before, {} after); INFO connections baseline {base_conns}, after {conns}",
+         PostgreSQL connections {base_store} before, peak {} during, {} after); INFO connections baseline {base_conns}, after {conns}",
         peak_fds.load(Ordering::SeqCst),
+        peak_store.load(Ordering::SeqCst),
         store_connections(pid)
     );
     let errors = errors.lock().unwrap().clone();

@@ -1038,12 +1038,19 @@ pub fn store_connections(pid: i32) -> usize {
 /// may ([`MAX_STORE_CONNECTIONS`]), so a leak there is still caught.
 #[track_caller]
 pub fn open_fds_besides_store(pid: i32) -> Option<usize> {
-    let store = store_connections(pid);
+    let (fds, store) = open_fds_and_store(pid)?;
     assert!(
         store <= MAX_STORE_CONNECTIONS,
         "the server holds {store} connections to PostgreSQL (at most {MAX_STORE_CONNECTIONS})"
     );
-    Some(open_fds(pid)?.saturating_sub(store))
+    Some(fds)
+}
+
+/// ([`open_fds`] less the store's connections, [`store_connections`]), without judging them:
+/// for a monitor that samples while a load runs and judges once it has settled.
+pub fn open_fds_and_store(pid: i32) -> Option<(usize, usize)> {
+    let store = store_connections(pid);
+    Some((open_fds(pid)?.saturating_sub(store), store))
 }
 
 /// INFO `server.connections`.
