@@ -431,9 +431,10 @@ fn thousands_of_abrupt_disconnects_leak_no_connection_or_fd() {
     );
     let stop_monitor = Arc::new(AtomicBool::new(false));
     let peak_fds = Arc::new(AtomicUsize::new(base_fds));
-    // Connections to PostgreSQL are judged once the churn has settled (wait_for_baseline): a
-    // leak stays. While thousands of requests are cut off mid-way, the server was seen holding
-    // more than its pool (24 of 17, 1 run in 3 here): recorded and printed, not judged.
+    // Connections to PostgreSQL: never more than the pool and the listener, even while
+    // thousands of requests are cut off mid-way (checked after the churn, from the peak the
+    // monitor saw; a request dropped while the pool opened a connection used to discard it and
+    // open another: peaks of 24–51), and back within bounds once settled (wait_for_baseline).
     let peak_store = Arc::new(AtomicUsize::new(0));
     let monitor = {
         let (stop, peak, peak_pg) = (stop_monitor.clone(), peak_fds.clone(), peak_store.clone());
@@ -507,6 +508,11 @@ fn thousands_of_abrupt_disconnects_leak_no_connection_or_fd() {
         peak_fds.load(Ordering::SeqCst),
         peak_store.load(Ordering::SeqCst),
         store_connections(pid)
+    );
+    assert!(
+        peak_store.load(Ordering::SeqCst) <= MAX_STORE_CONNECTIONS,
+        "during the churn the server held {} connections to PostgreSQL (at most {MAX_STORE_CONNECTIONS})",
+        peak_store.load(Ordering::SeqCst)
     );
     let errors = errors.lock().unwrap().clone();
     assert!(
