@@ -2,7 +2,9 @@
 //! transaction's WAL frames but does not fsync them) and hands the batch's answers to this
 //! thread, which fdatasyncs the WAL file and only then answers. While one fdatasync runs, the
 //! writer applies and commits the next batch, so the disk flush and the work overlap instead of
-//! taking turns; every batch committed while a flush ran shares the next one.
+//! taking turns; every batch committed while a flush ran shares the next one. When nothing
+//! else waits at a commit and no flush runs, the writer flushes on its own thread instead
+//! ([`Syncer::answer`] with `here`): the same fdatasync of the same file, two wake-ups fewer.
 //!
 //! Why this is as durable as `synchronous=FULL`:
 //! * An answer is sent only after an fdatasync of the WAL that *started after* the batch's
@@ -51,6 +53,9 @@ pub(crate) enum Syncer {
     Fsync {
         tx: Option<Sender<Vec<Answer>>>,
         thread: Option<JoinHandle<()>>,
+        /// The writer's own descriptor of the WAL, for flushing on its own thread.
+        own: WalFile,
+        metrics: SqliteMetrics,
     },
     None,
 }
@@ -68,24 +73,40 @@ impl Syncer {
             Durability::None => Ok(Syncer::None),
             Durability::Fsync => {
                 let file = WalFile::open(wal.to_path_buf())?;
+                let own = WalFile::open(wal.to_path_buf())?;
                 let (tx, rx) = mpsc::channel();
+                let m = metrics.clone();
                 let thread = std::thread::Builder::new()
                     .name("werk-store-sync".into())
-                    .spawn(move || {
-                        crate::fatal_on_panic("syncer", || run(file, rx, writer, metrics))
-                    })?;
+                    .spawn(move || crate::fatal_on_panic("syncer", || run(file, rx, writer, m)))?;
                 Ok(Syncer::Fsync {
                     tx: Some(tx),
                     thread: Some(thread),
+                    own,
+                    metrics,
                 })
             }
         }
     }
 
-    /// Answers a committed batch once it is durable. Returns whether a flush was started (the
-    /// writer then hears [`Msg::Synced`] when it is done).
-    pub fn answer(&self, answers: Vec<Answer>) -> bool {
+    /// Answers a committed batch once it is durable: flushes on the caller's thread if `here`
+    /// (the caller knows no flush is running and nothing else waits), else hands the batch to
+    /// the flushing thread. Returns whether a flush was started there (the writer then hears
+    /// [`Msg::Synced`] when it is done).
+    pub fn answer(&mut self, answers: Vec<Answer>, here: bool) -> bool {
         match self {
+            Syncer::Fsync {
+                tx: Some(_),
+                own,
+                metrics,
+                ..
+            } if here => {
+                flush(own, metrics);
+                for (reply, resp) in answers {
+                    let _ = reply.send(Ok(resp));
+                }
+                false
+            }
             Syncer::Fsync { tx: Some(tx), .. } => {
                 // Sent even when empty: a background change (promotion, reaping) must be flushed
                 // too before its effects are answered to anyone.
@@ -105,7 +126,7 @@ impl Syncer {
 
     /// Flushes and answers everything handed over so far, then stops the thread.
     pub fn finish(&mut self) {
-        if let Syncer::Fsync { tx, thread } = self {
+        if let Syncer::Fsync { tx, thread, .. } = self {
             tx.take();
             if let Some(t) = thread.take() {
                 let _ = t.join();
@@ -126,22 +147,7 @@ fn run(mut file: WalFile, rx: Receiver<Vec<Answer>>, writer: Sender<Msg>, metric
         while let Ok(more) = rx.try_recv() {
             pending.extend(more);
         }
-        let started = std::time::Instant::now();
-        let synced = file.sync();
-        metrics
-            .fsync_duration
-            .observe(started.elapsed().as_secs_f64());
-        if let Err(e) = synced {
-            let msg = format!(
-                "fdatasync of {} failed: {e}. The kernel may have dropped data it had accepted, \
-                 so werk stops without answering the requests waiting for this flush; restart it \
-                 to recover from what is on disk",
-                file.path.display()
-            );
-            tracing::error!("{msg}");
-            eprintln!("werk: {msg}");
-            std::process::abort();
-        }
+        flush(&mut file, &metrics);
         for (reply, resp) in pending {
             let _ = reply.send(Ok(resp));
         }
@@ -149,8 +155,28 @@ fn run(mut file: WalFile, rx: Receiver<Vec<Answer>>, writer: Sender<Msg>, metric
     }
 }
 
+/// fdatasyncs the WAL; aborts the process if that fails.
+fn flush(file: &mut WalFile, metrics: &SqliteMetrics) {
+    let started = std::time::Instant::now();
+    let synced = file.sync();
+    metrics
+        .fsync_duration
+        .observe(started.elapsed().as_secs_f64());
+    if let Err(e) = synced {
+        let msg = format!(
+            "fdatasync of {} failed: {e}. The kernel may have dropped data it had accepted, \
+             so werk stops without answering the requests waiting for this flush; restart it \
+             to recover from what is on disk",
+            file.path.display()
+        );
+        tracing::error!("{msg}");
+        eprintln!("werk: {msg}");
+        std::process::abort();
+    }
+}
+
 /// Our own descriptor of SQLite's WAL file.
-struct WalFile {
+pub(crate) struct WalFile {
     path: PathBuf,
     file: File,
     ino: (u64, u64),
