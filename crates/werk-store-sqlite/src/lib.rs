@@ -222,13 +222,19 @@ impl SqliteStore {
             write_marker(&marker, dir).map_err(|e| OpenError::Dir(dir.to_path_buf(), e))?;
         }
         let mut mem = Mem::load(&conn).map_err(db_err)?;
-        let fixed = mem.verify(&conn).map_err(db_err)?;
-        if !fixed.is_empty() {
-            tracing::warn!(
-                corrected = %fixed.join(", "),
-                "stored queue and set sizes did not match the stored jobs; rebuilt them"
-            );
-            mem.store(&conn).map_err(db_err)?;
+        // The stored sizes are recounted from the jobs' indexes: before serving for a small
+        // database; for a large one (10M jobs: seconds) in the background, which asks the
+        // writer to recount for real only if it found a difference (see `spawn_recount`).
+        let large = db_len.unwrap_or(0) + wal_len(&path) > options.blocking_check_limit;
+        if !large {
+            let fixed = mem.verify(&conn).map_err(db_err)?;
+            if !fixed.is_empty() {
+                tracing::warn!(
+                    corrected = %fixed.join(", "),
+                    "stored queue and set sizes did not match the stored jobs; rebuilt them"
+                );
+                mem.store(&conn).map_err(db_err)?;
+            }
         }
         let published = Arc::new(Mutex::new(mem.clone()));
         let mut readers = Vec::with_capacity(reader::POOL);
@@ -291,6 +297,9 @@ impl SqliteStore {
             .name("werk-store-writer".into())
             .spawn(move || fatal_on_panic("writer", || writer.run(rx)))
             .map_err(|e| OpenError::Dir(dir.to_path_buf(), e))?;
+        if large {
+            spawn_recount(path.clone(), tx.clone());
+        }
         Ok(SqliteStore {
             background_check: Mutex::new(background_check),
             tx: Mutex::new(Some(tx)),
@@ -435,6 +444,52 @@ fn spawn_check(path: PathBuf) -> oneshot::Receiver<OpenError> {
         tracing::warn!(error = %e, "cannot start the background integrity check");
     }
     rx
+}
+
+/// Recounts a large database's queue and set sizes on a read-only connection while the store
+/// serves, comparing them with the stored sizes of the same snapshot. Only if they differ (a
+/// bug or a damaged file: every change stores its sizes in its own transaction) does it ask the
+/// writer to recount and correct them within a transaction of its own ([`Op::Recount`]), which
+/// holds up the writes for as long as the count takes — once, instead of at every start.
+fn spawn_recount(path: PathBuf, writer: mpsc::Sender<Msg>) {
+    let run = move || {
+        let started = std::time::Instant::now();
+        let differs = (|| -> rusqlite::Result<Vec<String>> {
+            let mut conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+            let snapshot = conn.transaction()?;
+            let mut mem = Mem::load(&snapshot)?;
+            mem.verify(&snapshot)
+        })();
+        match differs {
+            Ok(fixed) if fixed.is_empty() => {
+                tracing::debug!(
+                    ms = started.elapsed().as_millis() as u64,
+                    "stored sizes recounted: all match"
+                );
+            }
+            Ok(fixed) => {
+                tracing::warn!(
+                    found = %fixed.join(", "),
+                    "stored queue and set sizes do not match the stored jobs; recounting them in the writer"
+                );
+                let _ = writer.send(Msg::Req(Request {
+                    op: Op::Recount,
+                    now: 0,
+                    reply: None,
+                    early: false,
+                }));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the background recount of stored sizes could not run")
+            }
+        }
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("werk-store-recount".into())
+        .spawn(run)
+    {
+        tracing::warn!(error = %e, "cannot start the background recount of stored sizes");
+    }
 }
 
 fn write_marker(marker: &Path, dir: &Path) -> std::io::Result<()> {

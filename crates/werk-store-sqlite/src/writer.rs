@@ -72,6 +72,9 @@ pub(crate) enum Op {
         sel: QueueSelector,
     },
     Flush,
+    /// Recounts every queue's and set's size from the jobs and corrects the stored ones
+    /// (asked by the background recount of a large database when it found a difference).
+    Recount,
     FireCron {
         entry: String,
         tick: Millis,
@@ -1011,6 +1014,7 @@ impl Writer {
                 self.flush(ctx)?;
                 Resp::Unit
             }
+            Op::Recount => Resp::Count(self.recount(ctx)?),
             Op::BatchNew { batch } => Resp::Batch(self.batch_new(batch, now)?),
             Op::BatchOpen { bid } => Resp::Batch(self.batch_open(bid, now)?),
             Op::BatchCommit { bid } => Resp::Batch(self.batch_commit(bid, now, ctx)?),
@@ -1840,6 +1844,31 @@ impl Writer {
             Some(Err(e)) => CronFire::Refused(e),
             _ => CronFire::Fired,
         })
+    }
+
+    /// [`Op::Recount`]: corrects the mirror from the jobs themselves, within the transaction
+    /// (so the corrected sizes are stored at its commit, and undone with it); wakes the FETCHes
+    /// waiting on a corrected queue. Returns how many sizes were corrected.
+    fn recount(&mut self, ctx: &mut Batch) -> Result<u64, Error> {
+        if ctx.undo.whole.is_none() {
+            ctx.undo.whole = Some(Box::new((
+                self.mem.clone(),
+                ctx.queues.clone(),
+                ctx.history.clone(),
+            )));
+        }
+        let fixed = self.mem.verify(&self.conn)?;
+        if !fixed.is_empty() {
+            tracing::warn!(
+                corrected = %fixed.join(", "),
+                "stored queue and set sizes did not match the stored jobs; rebuilt them"
+            );
+            for name in self.mem.queues.keys() {
+                ctx.queues.insert(name.clone());
+                ctx.notify.push(name.clone());
+            }
+        }
+        Ok(fixed.len() as u64)
     }
 
     fn flush(&mut self, ctx: &mut Batch) -> Result<(), Error> {

@@ -163,8 +163,9 @@ struct ServeArgs {
     /// Skip the integrity check of the store at start-up (it reads the whole database).
     #[arg(long)]
     skip_integrity_check: bool,
-    /// Stores up to this size (MiB) are checked before serving; larger ones are checked in the
-    /// background while serving (werk stops, exit status 1, if the check finds damage).
+    /// Stores up to this size (MiB) are checked (integrity, and queue sizes recounted) before
+    /// serving; larger ones in the background while serving (werk stops, exit status 1, if the
+    /// integrity check finds damage; drifted sizes are corrected).
     #[arg(long, default_value_t = 128)]
     blocking_check_mib: u64,
     /// When a PUSH, ACK, FAIL or other change is answered: `fsync` = once it is on disk
