@@ -70,7 +70,9 @@ start() {
     exit 1
 }
 rss_mb() { awk '/^VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$PID/status"; }
-bench() { "$WERK" bench --json --url "tcp://$ADDR" "$@" 2>/dev/null; }
+# --no-disk: the bench's own disk probe (1,000 fdatasyncs) would count in the restart's time to
+# the first fetched job.
+bench() { "$WERK" bench --json --no-disk --url "tcp://$ADDR" "$@" 2>/dev/null; }
 fetch_p() { jq -r ".latency_us.FETCH.$1" <<<"$2"; }
 
 echo "werk big: $(nproc) CPUs, commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), JOBS=$JOBS" >&2
