@@ -229,10 +229,7 @@ impl SqliteStore {
         if !large {
             let fixed = mem.verify(&conn).map_err(db_err)?;
             if !fixed.is_empty() {
-                tracing::warn!(
-                    corrected = %fixed.join(", "),
-                    "stored queue and set sizes did not match the stored jobs; rebuilt them"
-                );
+                writer::warn_rebuilt(&fixed);
                 mem.store(&conn).map_err(db_err)?;
             }
         }

@@ -597,6 +597,14 @@ fn describe(state: Option<JobState>) -> &'static str {
     }
 }
 
+/// Logs what [`Mem::verify`] corrected.
+pub(crate) fn warn_rebuilt(fixed: &[String]) {
+    tracing::warn!(
+        corrected = %fixed.join(", "),
+        "stored queue and set sizes did not match the stored jobs; rebuilt them"
+    );
+}
+
 impl Writer {
     /// Runs until a close request arrives or every sender is gone.
     ///
@@ -1847,22 +1855,14 @@ impl Writer {
     }
 
     /// [`Op::Recount`]: corrects the mirror from the jobs themselves, within the transaction
-    /// (so the corrected sizes are stored at its commit, and undone with it); wakes the FETCHes
-    /// waiting on a corrected queue. Returns how many sizes were corrected.
+    /// (so the corrected sizes are stored at its commit, and undone with it); after a correction
+    /// every queue is announced, so FETCHes waiting on a queue that was wrongly empty wake.
+    /// Returns how many sizes were corrected.
     fn recount(&mut self, ctx: &mut Batch) -> Result<u64, Error> {
-        if ctx.undo.whole.is_none() {
-            ctx.undo.whole = Some(Box::new((
-                self.mem.clone(),
-                ctx.queues.clone(),
-                ctx.history.clone(),
-            )));
-        }
+        self.keep_whole(ctx);
         let fixed = self.mem.verify(&self.conn)?;
         if !fixed.is_empty() {
-            tracing::warn!(
-                corrected = %fixed.join(", "),
-                "stored queue and set sizes did not match the stored jobs; rebuilt them"
-            );
+            warn_rebuilt(&fixed);
             for name in self.mem.queues.keys() {
                 ctx.queues.insert(name.clone());
                 ctx.notify.push(name.clone());
@@ -1871,11 +1871,9 @@ impl Writer {
         Ok(fixed.len() as u64)
     }
 
-    fn flush(&mut self, ctx: &mut Batch) -> Result<(), Error> {
-        self.conn.execute_batch(
-            "DELETE FROM jobs; DELETE FROM queues; DELETE FROM history; DELETE FROM unique_locks;
-             DELETE FROM batches; DELETE FROM tracking; DELETE FROM counters WHERE name <> 'seq';",
-        )?;
+    /// Before a request that replaces the whole mirror (FLUSH, a recount) first changes it:
+    /// keeps the mirror and the batch's touched sets for [`Writer::undo`].
+    fn keep_whole(&self, ctx: &mut Batch) {
         if ctx.undo.whole.is_none() {
             ctx.undo.whole = Some(Box::new((
                 self.mem.clone(),
@@ -1883,6 +1881,14 @@ impl Writer {
                 ctx.history.clone(),
             )));
         }
+    }
+
+    fn flush(&mut self, ctx: &mut Batch) -> Result<(), Error> {
+        self.conn.execute_batch(
+            "DELETE FROM jobs; DELETE FROM queues; DELETE FROM history; DELETE FROM unique_locks;
+             DELETE FROM batches; DELETE FROM tracking; DELETE FROM counters WHERE name <> 'seq';",
+        )?;
+        self.keep_whole(ctx);
         let seq = self.mem.seq;
         self.mem = Mem {
             seq,
