@@ -2,6 +2,7 @@
 //! uncontended lock per commit or flush) and added to a server's registry with
 //! [`SqliteMetrics::register`]. Documented in `docs/metrics.md`.
 
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
@@ -16,6 +17,9 @@ pub struct SqliteMetrics {
     pub(crate) fsync_duration: Histogram,
     /// One WAL checkpoint (the writer thread, after a commit).
     pub(crate) checkpoint_duration: Histogram,
+    /// Requests applied, committed and flushed by their caller's thread, the writer's being
+    /// idle ([`crate::writer::Writer::run_here`]).
+    pub(crate) caller_runs: Counter,
 }
 
 impl Default for SqliteMetrics {
@@ -27,6 +31,7 @@ impl Default for SqliteMetrics {
             commit_requests: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
             fsync_duration: Histogram::new(exponential_buckets(10e-6, 2.0, 21)),
             checkpoint_duration: Histogram::new(exponential_buckets(10e-6, 2.0, 21)),
+            caller_runs: Counter::default(),
         }
     }
 }
@@ -57,5 +62,15 @@ impl SqliteMetrics {
             Unit::Seconds,
             self.checkpoint_duration.clone(),
         );
+        registry.register(
+            "werk_store_caller_runs",
+            "Requests (PUSH of up to 16 jobs, ACK, FAIL) applied, committed and flushed by the connection's own thread because the writer's thread was idle, sparing two hand-offs between threads",
+            self.caller_runs.clone(),
+        );
+    }
+
+    /// Requests run by their caller's thread so far (see `werk_store_caller_runs`).
+    pub fn caller_runs(&self) -> u64 {
+        self.caller_runs.get()
     }
 }

@@ -34,6 +34,18 @@ mod ent;
 /// Most requests committed together.
 pub const MAX_BATCH: usize = 1024;
 
+impl Op {
+    /// Whether a caller may run this request on its own thread ([`Writer::run_here`]): the
+    /// short, frequent ones, never a bulk change that could hold that thread for long.
+    pub fn quick(&self) -> bool {
+        match self {
+            Op::Push { jobs } => jobs.len() <= 16,
+            Op::Ack { .. } | Op::Fail { .. } => true,
+            _ => false,
+        }
+    }
+}
+
 pub(crate) enum Op {
     Push {
         jobs: Vec<Prepared>,
@@ -215,6 +227,9 @@ pub(crate) enum Msg {
     /// The syncer finished a flush.
     Synced,
     Close(oneshot::Sender<()>),
+    /// A request run on its caller's thread ([`Writer::run_here`]) left a checkpoint due: the
+    /// writer's thread runs it, not the caller's.
+    Checkpoint,
     /// Makes the writer thread panic (tests of what a panic does: [`crate::SqliteStore::panic_writer`]).
     Panic,
 }
@@ -523,6 +538,14 @@ impl Row {
     }
 }
 
+/// The writer and whether its thread is idle, shared by that thread and the callers that run
+/// a request themselves ([`Writer::run_here`]) when it is.
+pub(crate) struct Core {
+    pub writer: Writer,
+    /// The thread waits for a message with no transaction open and no flush running.
+    pub idle: bool,
+}
+
 pub(crate) struct Writer {
     pub conn: Connection,
     pub config: StoreConfig,
@@ -541,6 +564,8 @@ pub(crate) struct Writer {
     pub txn_seq: i64,
     /// Pages in the WAL after the last commit (set by the connection's WAL hook).
     pub wal_pages: Arc<AtomicI64>,
+    /// Running on a caller's thread: leave checkpoints to the writer's ([`Writer::run_here`]).
+    pub checkpoint_deferred: bool,
 }
 
 /// The `uniq` column: the lock key, prefixed `start:` or `success:` by when it is released.
@@ -618,20 +643,46 @@ impl Writer {
     /// wake-ups per request, each costly on a virtual machine. Measured side by side (issue 15,
     /// 2026-12-03): mixed at 10 connections 5,958 → 7,070 jobs/s, PUSH at 1 connection 3,608
     /// → 3,789; PUSH at 10 and mixed at 100 connections unchanged.
-    pub fn run(mut self, rx: Receiver<Msg>) {
+    ///
+    /// The thread holds the lock of `core` except while it sleeps with nothing open and no
+    /// flush running (`Core::idle`): a lone quick request may then be run by its caller
+    /// ([`Writer::run_here`]), which leaves nothing open behind it either.
+    pub fn run(core: Arc<Mutex<Core>>, rx: Receiver<Msg>) {
+        fn lock(core: &Mutex<Core>) -> std::sync::MutexGuard<'_, Core> {
+            core.lock().unwrap_or_else(|p| p.into_inner())
+        }
+        let mut guard = lock(&core);
+        guard.idle = false;
         let mut closing: Option<oneshot::Sender<()>> = None;
         let mut open: Option<Open> = None;
         let mut flushing = false;
         let mut stash: Option<Msg> = None;
         loop {
             let mut incoming = Vec::new();
+            let received = match stash.take() {
+                Some(msg) => Ok(msg),
+                // Nothing open, nothing flushing: callers may run requests themselves while
+                // this thread sleeps ([`Writer::run_here`]).
+                None if open.is_none() && !flushing => {
+                    guard.idle = true;
+                    drop(guard);
+                    let msg = rx.recv();
+                    guard = lock(&core);
+                    guard.idle = false;
+                    msg
+                }
+                None => rx.recv(),
+            };
+            let this = &mut guard.writer;
+            let mut checkpoint = false;
             let mut handle = |msg: Msg, incoming: &mut Vec<Request>| match msg {
                 Msg::Req(r) => incoming.push(r),
                 Msg::Synced => flushing = false,
+                Msg::Checkpoint => checkpoint = true,
                 Msg::Close(done) => closing = Some(done),
                 Msg::Panic => panic!("panic requested by SqliteStore::panic_writer"),
             };
-            match stash.take().map_or_else(|| rx.recv(), Ok) {
+            match received {
                 Ok(msg) => handle(msg, &mut incoming),
                 Err(_) => break,
             }
@@ -643,7 +694,7 @@ impl Writer {
                 }
             }
             if !incoming.is_empty() {
-                self.apply_round(&mut open, incoming);
+                this.apply_round(&mut open, incoming);
             }
             let full = open.as_ref().is_some_and(|o| o.reqs.len() >= MAX_BATCH);
             if open.is_some() && (!flushing || full || closing.is_some()) {
@@ -658,28 +709,33 @@ impl Writer {
                         }
                         Err(_) => true,
                     };
-                flushing |= self.commit(open.take().expect("checked"), here);
+                flushing |= this.commit(open.take().expect("checked"), here);
+            }
+            // (With a transaction open, its commit checkpoints if still due.)
+            if checkpoint && open.is_none() {
+                this.checkpoint();
             }
             if closing.is_some() {
                 break;
             }
         }
+        let this = &mut guard.writer;
         if let Some(o) = open.take() {
-            self.commit(o, false);
+            this.commit(o, false);
         }
         // Requests that raced with close: answer them so no caller waits forever.
         while let Some(msg) = stash.take().or_else(|| rx.try_recv().ok()) {
             match msg {
-                Msg::Req(r) => self.run_single(r),
-                Msg::Synced | Msg::Panic => {}
+                Msg::Req(r) => this.run_single(r),
+                Msg::Synced | Msg::Checkpoint | Msg::Panic => {}
                 Msg::Close(done) => {
                     let _ = done.send(());
                 }
             }
         }
         // Flush and answer everything committed before the final checkpoint.
-        self.syncer.finish();
-        if let Err(e) = crate::checkpoint::checkpoint(&self.conn, "TRUNCATE") {
+        this.syncer.finish();
+        if let Err(e) = crate::checkpoint::checkpoint(&this.conn, "TRUNCATE") {
             crate::checkpoint::fatal_or_retry(&e, "the checkpoint at close");
         }
         if let Some(done) = closing {
@@ -870,8 +926,12 @@ impl Writer {
         }
     }
 
-    /// Checkpoints the WAL if it has grown enough (see [`crate::checkpoint`]).
+    /// Checkpoints the WAL if it has grown enough (see [`crate::checkpoint`]), unless running
+    /// on a caller's thread ([`Writer::run_here`]).
     fn checkpoint(&mut self) {
+        if self.checkpoint_deferred {
+            return;
+        }
         let Some(mode) = crate::checkpoint::due(self.wal_pages.load(Ordering::Relaxed)) else {
             return;
         };
@@ -932,6 +992,21 @@ impl Writer {
                 self.run_single(req);
             }
         }
+    }
+
+    /// Applies, commits and flushes one request on the caller's thread, as the writer thread
+    /// would (called only while that thread is idle, under the lock it then waits for);
+    /// returns whether a checkpoint is due, for the writer's thread to run: a checkpoint can
+    /// take milliseconds, or wait for readers, and the caller is a thread serving clients.
+    pub fn run_here(&mut self, req: Request) -> bool {
+        let mut open = None;
+        self.apply_round(&mut open, vec![req]);
+        self.checkpoint_deferred = true;
+        if let Some(o) = open {
+            self.commit(o, true);
+        }
+        self.checkpoint_deferred = false;
+        crate::checkpoint::due(self.wal_pages.load(Ordering::Relaxed)).is_some()
     }
 
     /// One request in its own transaction, committed at once.

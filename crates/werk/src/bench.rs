@@ -1221,12 +1221,8 @@ fn report(
             writeln!(o)?;
             d.print(&mut o)?;
             if let Some((_, h)) = lat.iter().find(|(c, _)| *c == Cmd::Push) {
-                writeln!(
-                    o,
-                    "PUSH against the disk: p50 {:.1}× its fdatasync p50, p99 {:.1}× its fdatasync p99",
-                    h.value_at_quantile(0.5) as f64 / d.p50.max(1) as f64,
-                    h.value_at_quantile(0.99) as f64 / d.p99.max(1) as f64
-                )?;
+                let q = |q| h.value_at_quantile(q) as f64;
+                d.print_against(&mut o, "PUSH against the disk:", q(0.5), q(0.99))?;
             }
         }
         for s in &samples {

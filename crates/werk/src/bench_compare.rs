@@ -53,6 +53,22 @@ impl Disk {
             self.max
         )
     }
+
+    /// Prints `label` and how the latencies it names (µs) compare with the disk's fdatasync.
+    pub fn print_against(
+        &self,
+        o: &mut impl Write,
+        label: &str,
+        p50: f64,
+        p99: f64,
+    ) -> std::io::Result<()> {
+        writeln!(
+            o,
+            "{label} p50 {:.1}× its fdatasync p50, p99 {:.1}× its fdatasync p99",
+            p50 / self.p50.max(1) as f64,
+            p99 / self.p99.max(1) as f64
+        )
+    }
 }
 
 /// Measures fdatasync in `dir`: a 16 MiB file is written and synced once, then 8 KiB at a
@@ -327,13 +343,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         if let Some(d) = &disk {
             for (s, m) in [(0, ma), (1, mb)] {
                 if let (Some(p50), Some(p99)) = (m.1, m.2) {
-                    writeln!(
-                        o,
-                        "{} against the disk: {key} p50 {:.1}× its fdatasync p50, p99 {:.1}× its fdatasync p99",
-                        sides[s].0,
-                        p50 / d.p50.max(1) as f64,
-                        p99 / d.p99.max(1) as f64
-                    )?;
+                    let label = format!("{} against the disk: {key}", sides[s].0);
+                    d.print_against(&mut o, &label, p50, p99)?;
                 }
             }
         }
