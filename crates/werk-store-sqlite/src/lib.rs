@@ -288,7 +288,6 @@ impl SqliteStore {
         let writer = Writer {
             txn_seq: 0,
             wal_pages,
-            checkpoint_deferred: false,
             throttles: throttles.clone(),
             syncer,
             conn,
@@ -366,7 +365,7 @@ impl SqliteStore {
         let due = match self.core.try_lock() {
             Ok(mut core) if core.idle => {
                 let mut due = false;
-                fatal_on_panic("writer", || due = core.writer.run_here(req));
+                fatal_on_panic("writer (on a caller's)", || due = core.writer.run_here(req));
                 self.metrics.caller_runs.inc();
                 due
             }

@@ -564,8 +564,6 @@ pub(crate) struct Writer {
     pub txn_seq: i64,
     /// Pages in the WAL after the last commit (set by the connection's WAL hook).
     pub wal_pages: Arc<AtomicI64>,
-    /// Running on a caller's thread: leave checkpoints to the writer's ([`Writer::run_here`]).
-    pub checkpoint_deferred: bool,
 }
 
 /// The `uniq` column: the lock key, prefixed `start:` or `success:` by when it is released.
@@ -674,11 +672,11 @@ impl Writer {
                 None => rx.recv(),
             };
             let this = &mut guard.writer;
-            let mut checkpoint = false;
             let mut handle = |msg: Msg, incoming: &mut Vec<Request>| match msg {
                 Msg::Req(r) => incoming.push(r),
                 Msg::Synced => flushing = false,
-                Msg::Checkpoint => checkpoint = true,
+                // Only a wake-up: the checkpoint below runs whenever one is due.
+                Msg::Checkpoint => {}
                 Msg::Close(done) => closing = Some(done),
                 Msg::Panic => panic!("panic requested by SqliteStore::panic_writer"),
             };
@@ -711,8 +709,9 @@ impl Writer {
                     };
                 flushing |= this.commit(open.take().expect("checked"), here);
             }
-            // (With a transaction open, its commit checkpoints if still due.)
-            if checkpoint && open.is_none() {
+            // After its commits (their answers with the syncer, so no COMMIT waits for it), or
+            // when woken for a checkpoint a caller's commit left due ([`Msg::Checkpoint`]).
+            if open.is_none() {
                 this.checkpoint();
             }
             if closing.is_some() {
@@ -915,9 +914,7 @@ impl Writer {
                         answers.push((reply, res));
                     }
                 }
-                let flushing = self.syncer.answer(answers, here);
-                self.checkpoint();
-                flushing
+                self.syncer.answer(answers, here)
             }
             Err(e) => {
                 self.abort(Some(o.saved), o.reqs, o.answered, e);
@@ -926,12 +923,9 @@ impl Writer {
         }
     }
 
-    /// Checkpoints the WAL if it has grown enough (see [`crate::checkpoint`]), unless running
-    /// on a caller's thread ([`Writer::run_here`]).
+    /// Checkpoints the WAL if it has grown enough (see [`crate::checkpoint`]); only the
+    /// writer's thread does, between its commits.
     fn checkpoint(&mut self) {
-        if self.checkpoint_deferred {
-            return;
-        }
         let Some(mode) = crate::checkpoint::due(self.wal_pages.load(Ordering::Relaxed)) else {
             return;
         };
@@ -1001,11 +995,9 @@ impl Writer {
     pub fn run_here(&mut self, req: Request) -> bool {
         let mut open = None;
         self.apply_round(&mut open, vec![req]);
-        self.checkpoint_deferred = true;
         if let Some(o) = open {
             self.commit(o, true);
         }
-        self.checkpoint_deferred = false;
         crate::checkpoint::due(self.wal_pages.load(Ordering::Relaxed)).is_some()
     }
 
